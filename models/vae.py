@@ -1,0 +1,224 @@
+"""The video VAE: diffusers' `AutoencoderKLWan` behind a small wrapper, with streaming decode.
+
+Wan's VAE is causal in time: every temporal convolution only looks back, keeping the last
+`CACHE_T` (2) frames of its input in a feature cache. diffusers walks a latent video one latent
+frame at a time through `decoder(x, feat_cache, feat_idx, first_chunk)`; the first latent frame
+decodes to 1 video frame, every later one to `temporal_compression` frames. `StreamingDecoder`
+owns such a cache, so a stream can decode chunk by chunk and get exactly the frames that decoding
+the whole latent video gives. Each decoder has its own cache: several streams decode concurrently
+with one set of weights. Nothing here mutates the diffusers module's own cache attributes, so
+`encode`, `decode` and streaming decoders are safe to use from several threads.
+
+Latents handed to and returned by this wrapper are normalised per channel:
+`(z - latents_mean) / latents_std` (Wan's convention), which is what the transformer sees.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKLWan
+from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, patchify, unpatchify
+from torch import nn
+
+from models.config import VAEConfig
+
+
+class VideoVAE(nn.Module):
+    """Encode videos `[B, 3, T, H, W]` in [-1, 1] to normalised latents `[B, z, F, h, w]` and back.
+
+    T = 1 + temporal_compression * (F - 1); H = h * spatial_compression (same for W).
+    """
+
+    def __init__(self, model: AutoencoderKLWan, cfg: VAEConfig):
+        super().__init__()
+        self.model = model  # the diffusers module (its state dict is the checkpoint format)
+        self.cfg = cfg
+        mean = torch.tensor(cfg.latents_mean if cfg.latents_mean is not None else [0.0] * cfg.z_dim)
+        std = torch.tensor(cfg.latents_std if cfg.latents_std is not None else [1.0] * cfg.z_dim)
+        if mean.numel() != cfg.z_dim or std.numel() != cfg.z_dim:
+            raise ValueError(f"latents_mean/latents_std need {cfg.z_dim} entries (z_dim)")
+        # [1, z, 1, 1, 1]; not persistent: the values live in the diffusers config
+        self.register_buffer("latents_mean", mean.view(1, -1, 1, 1, 1).float(), persistent=False)
+        self.register_buffer("latents_std", std.view(1, -1, 1, 1, 1).float(), persistent=False)
+        self._num_encoder_convs = sum(isinstance(m, WanCausalConv3d) for m in model.encoder.modules())
+        self._num_decoder_convs = sum(isinstance(m, WanCausalConv3d) for m in model.decoder.modules())
+
+    # ---- construction / persistence ----
+    @classmethod
+    def from_config(cls, cfg: VAEConfig) -> "VideoVAE":
+        """A randomly initialised VAE of the given shape."""
+        return cls(AutoencoderKLWan(**cfg.to_diffusers()), cfg)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, torch_dtype: torch.dtype | None = None) -> "VideoVAE":
+        """Load a diffusers `AutoencoderKLWan` folder (config.json + safetensors), offline."""
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"no VAE at {path} (expected a diffusers folder with config.json)")
+        model = AutoencoderKLWan.from_pretrained(path, torch_dtype=torch_dtype, local_files_only=True)
+        return cls(model, VAEConfig.from_dict(dict(model.config)))
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write a diffusers folder (config.json + diffusion_pytorch_model.safetensors)."""
+        self.model.save_pretrained(Path(path), safe_serialization=True)
+
+    # ---- sizes ----
+    @property
+    def z_dim(self) -> int:
+        return self.cfg.z_dim
+
+    @property
+    def temporal_compression(self) -> int:
+        return self.cfg.temporal_compression
+
+    @property
+    def spatial_compression(self) -> int:
+        return self.cfg.spatial_compression
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def num_video_frames(self, latent_frames: int) -> int:
+        """Video frames that `latent_frames` latent frames decode to (from the start of a video)."""
+        return 1 + self.temporal_compression * (latent_frames - 1)
+
+    # ---- normalisation ----
+    def normalize(self, z: torch.Tensor) -> torch.Tensor:
+        """Raw VAE latents -> the normalised latents the transformer works on."""
+        return (z - self.latents_mean.to(z.dtype)) / self.latents_std.to(z.dtype)
+
+    def denormalize(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents -> raw VAE latents."""
+        return latents * self.latents_std.to(latents.dtype) + self.latents_mean.to(latents.dtype)
+
+    # ---- encode ----
+    def encode(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """video `[B, 3, T, H, W]` in [-1, 1], T = 1 + k * temporal_compression -> latents `[B, z, F, h, w]`.
+
+        Uses the posterior mean, or a posterior sample drawn with `generator` when one is given.
+        """
+        if video.ndim != 5 or video.shape[1] != 3:
+            raise ValueError(f"expected video [B, 3, T, H, W], got {tuple(video.shape)}")
+        tc, sc = self.temporal_compression, self.spatial_compression
+        t, h, w = video.shape[2:]
+        if (t - 1) % tc:
+            raise ValueError(f"video frame count must be 1 + a multiple of {tc}, got {t}")
+        if h % sc or w % sc:
+            raise ValueError(f"video height/width must be multiples of {sc}, got {h}x{w}")
+        x = video.to(self.dtype)
+        if self.model.config.patch_size is not None:
+            x = patchify(x, patch_size=self.model.config.patch_size)
+        cache: list = [None] * self._num_encoder_convs  # this call's causal-conv cache
+        # frame 0 alone, then tc frames per latent frame, as diffusers does
+        pieces = [x[:, :, :1]] + (list(x[:, :, 1:].split(tc, dim=2)) if t > 1 else [])
+        out = torch.cat([self.model.encoder(p, feat_cache=cache, feat_idx=[0]) for p in pieces], dim=2)
+        moments = self.model.quant_conv(out)  # [B, 2z, F, h, w]
+        mean, logvar = moments.chunk(2, dim=1)
+        if generator is None:
+            z = mean
+        else:
+            std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
+            noise = torch.randn(mean.shape, generator=generator, device=generator.device, dtype=mean.dtype)
+            z = mean + std * noise.to(mean.device)
+        return self.normalize(z)
+
+    def encode_image(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """image `[B, 3, H, W]` in [-1, 1] -> one latent frame `[B, z, 1, h, w]`."""
+        if image.ndim != 4 or image.shape[1] != 3:
+            raise ValueError(f"expected image [B, 3, H, W], got {tuple(image.shape)}")
+        return self.encode(image.unsqueeze(2), generator=generator)
+
+    # ---- decode ----
+    def streaming_decoder(self, batch_size: int = 1) -> "StreamingDecoder":
+        """A decoder with its own causal cache, for one stream (or a fixed batch of streams)."""
+        return StreamingDecoder(self, batch_size)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents `[B, z, F, h, w]` (normalised) -> video `[B, 3, 1 + tc * (F - 1), H, W]` in [-1, 1].
+
+        Runs with the caller's grad mode (usable in training); equals diffusers' `decode`.
+        """
+        cache: list = [None] * self._num_decoder_convs
+        return self._decode_frames(latents, cache, first=True)
+
+    def _decode_frames(self, latents: torch.Tensor, cache: list, first: bool) -> torch.Tensor:
+        """Decode consecutive latent frames `[B, z, c, h, w]`, reading and updating `cache`.
+
+        At the start of a video the first latent frame goes through alone (`first_chunk`: it decodes
+        to one frame); the remaining frames go through together. Every temporal conv is causal and
+        keeps its last inputs in `cache`, so this equals diffusers' frame-by-frame walk.
+        """
+        if latents.ndim != 5 or latents.shape[1] != self.z_dim:
+            raise ValueError(f"expected latents [B, {self.z_dim}, F, h, w], got {tuple(latents.shape)}")
+        z = self.model.post_quant_conv(self.denormalize(latents.to(self.dtype)))  # [B, z, c, h, w]
+        decoder = self.model.decoder
+        outs = []
+        if first:
+            outs.append(decoder(z[:, :, :1], feat_cache=cache, feat_idx=[0], first_chunk=True))  # [B, 3, 1, H, W]
+            z = z[:, :, 1:]
+        if z.shape[2]:
+            outs.append(decoder(z, feat_cache=cache, feat_idx=[0]))  # [B, 3, tc * c, H, W]
+        video = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]
+        if self.model.config.patch_size is not None:
+            video = unpatchify(video, patch_size=self.model.config.patch_size)
+        return video.clamp(-1.0, 1.0)
+
+
+class StreamingDecoder:
+    """Decodes one latent video chunk by chunk; made by `VideoVAE.streaming_decoder`.
+
+    The concatenated outputs of `decode_chunk` equal `VideoVAE.decode` of the concatenated latents.
+    Not thread-safe by itself (one stream = one decoder); decoders sharing a VAE are independent.
+    """
+
+    def __init__(self, vae: VideoVAE, batch_size: int = 1):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.vae = vae
+        self.batch_size = batch_size
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the stream: the next chunk starts a new video."""
+        self._cache: list = [None] * self.vae._num_decoder_convs  # per causal conv: its last inputs
+        self.latent_frames_seen = 0
+
+    @torch.no_grad()
+    def decode_chunk(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents `[B, z, c, h, w]` -> video `[B, 3, T', H, W]` in [-1, 1].
+
+        T' = tc * c, except 1 + tc * (c - 1) for the first chunk of a stream.
+        """
+        if latents.ndim != 5 or latents.shape[0] != self.batch_size:
+            raise ValueError(
+                f"expected latents [{self.batch_size}, z, c, h, w] for this decoder, got {tuple(latents.shape)}"
+            )
+        if latents.shape[2] == 0:
+            raise ValueError("a chunk needs at least one latent frame")
+        video = self.vae._decode_frames(latents, self._cache, first=self.latent_frames_seen == 0)
+        self.latent_frames_seen += latents.shape[2]
+        return video
+
+
+def frames_to_uint8(video: torch.Tensor) -> np.ndarray:
+    """video `[B, 3, T, H, W]` in [-1, 1] -> uint8 numpy `[B, T, H, W, 3]`."""
+    if video.ndim != 5 or video.shape[1] != 3:
+        raise ValueError(f"expected video [B, 3, T, H, W], got {tuple(video.shape)}")
+    pixels = ((video.detach().float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+    return pixels.permute(0, 2, 3, 4, 1).cpu().numpy()  # [B, T, H, W, 3]
+
+
+def uint8_to_video(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 `[B, T, H, W, 3]` -> float32 video `[B, 3, T, H, W]` in [-1, 1]."""
+    frames = torch.as_tensor(frames)
+    if frames.ndim != 5 or frames.shape[-1] != 3 or frames.dtype != torch.uint8:
+        raise ValueError(f"expected uint8 frames [B, T, H, W, 3], got {frames.dtype} {tuple(frames.shape)}")
+    return frames.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0

@@ -1,0 +1,99 @@
+"""VideoVAE: streaming decode equals diffusers' full decode; encode, persistence, normalisation."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from models.config import preset
+from models.vae import VideoVAE, frames_to_uint8, uint8_to_video
+
+
+@pytest.fixture(scope="module")
+def vae() -> VideoVAE:
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(
+        preset("tiny").vae,
+        latents_mean=tuple(0.1 * i for i in range(8)),
+        latents_std=tuple(0.5 + 0.25 * i for i in range(8)),
+    )
+    return VideoVAE.from_config(cfg).eval()
+
+
+def _diffusers_decode(vae: VideoVAE, latents: torch.Tensor) -> torch.Tensor:
+    """The oracle: diffusers' own frame-by-frame decode of the raw latents."""
+    with torch.no_grad():
+        return vae.model.decode(vae.denormalize(latents)).sample
+
+
+def test_streaming_chunks_equal_full_decode(vae):
+    latents = torch.randn(1, 8, 6, 2, 2, generator=torch.Generator().manual_seed(1))  # [B, z, F, h, w]
+    expected = _diffusers_decode(vae, latents)  # [1, 3, 21, 16, 16]
+    decoder = vae.streaming_decoder(batch_size=1)
+    chunks = [decoder.decode_chunk(latents[:, :, a:b]) for a, b in ((0, 2), (2, 3), (3, 6))]
+    assert [c.shape[2] for c in chunks] == [1 + 4, 4, 12]
+    streamed = torch.cat(chunks, dim=2)
+    assert streamed.shape == expected.shape == (1, 3, 21, 16, 16)
+    assert (streamed - expected).abs().max().item() <= 1e-5
+    with torch.no_grad():
+        assert (vae.decode(latents) - expected).abs().max().item() <= 1e-5
+
+
+def test_interleaved_decoders_keep_separate_caches(vae):
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.randn(2, 1, 8, 4, 2, 2, generator=g)
+    dec_a, dec_b = vae.streaming_decoder(1), vae.streaming_decoder(1)
+    out_a, out_b = [], []
+    for i in range(0, 4, 2):
+        out_a.append(dec_a.decode_chunk(a[:, :, i:i + 2]))
+        out_b.append(dec_b.decode_chunk(b[:, :, i:i + 2]))
+    assert (torch.cat(out_a, 2) - _diffusers_decode(vae, a)).abs().max().item() <= 1e-5
+    assert (torch.cat(out_b, 2) - _diffusers_decode(vae, b)).abs().max().item() <= 1e-5
+    dec_a.reset()  # a reset decoder starts a new video
+    again = dec_a.decode_chunk(a[:, :, :2])
+    torch.testing.assert_close(again, out_a[0], atol=1e-6, rtol=0)
+
+
+def test_encode_decode_shapes_and_diffusers_parity(vae):
+    video = torch.rand(2, 3, 9, 16, 24, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    with torch.no_grad():
+        latents = vae.encode(video)
+        assert latents.shape == (2, 8, 3, 2, 3)
+        expected = vae.normalize(vae.model.encode(video).latent_dist.mode())
+        assert (latents - expected).abs().max().item() <= 1e-5
+        sampled = vae.encode(video, generator=torch.Generator().manual_seed(0))
+        assert sampled.shape == latents.shape and not torch.equal(sampled, latents)
+        assert vae.decode(latents).shape == (2, 3, 9, 16, 24)
+        assert vae.encode_image(video[:, :, 0]).shape == (2, 8, 1, 2, 3)
+    with pytest.raises(ValueError, match="1 \\+ a multiple of 4"):
+        vae.encode(video[:, :, :8])
+    with pytest.raises(ValueError, match="latents"):
+        vae.streaming_decoder(2).decode_chunk(latents[:1])
+
+
+def test_save_load_round_trip(vae, tmp_path):
+    vae.save_pretrained(tmp_path / "vae")
+    loaded = VideoVAE.from_pretrained(tmp_path / "vae").eval()
+    assert loaded.cfg == vae.cfg
+    latents = torch.randn(1, 8, 2, 2, 2, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.decode(latents), vae.decode(latents), atol=0, rtol=0)
+    with pytest.raises(FileNotFoundError):
+        VideoVAE.from_pretrained(tmp_path / "missing")
+
+
+def test_normalisation_round_trip(vae):
+    z = torch.randn(2, 8, 3, 2, 2)
+    latents = vae.normalize(z)
+    torch.testing.assert_close(latents[:, 3], (z[:, 3] - 0.3) / 1.25)
+    torch.testing.assert_close(vae.denormalize(latents), z, atol=1e-6, rtol=0)
+
+
+def test_uint8_conversion_round_trip():
+    frames = np.random.default_rng(0).integers(0, 256, size=(2, 3, 4, 5, 3), dtype=np.uint8)
+    video = uint8_to_video(frames)
+    assert video.shape == (2, 3, 3, 4, 5) and video.min() >= -1 and video.max() <= 1
+    np.testing.assert_array_equal(frames_to_uint8(video), frames)
+    with pytest.raises(ValueError):
+        uint8_to_video(frames.astype(np.float32))

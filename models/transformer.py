@@ -1,0 +1,323 @@
+"""The causal Wan2.1 DiT: one set of weights, three attention modes.
+
+Read top to bottom: embeddings -> blocks (self-attention, text cross-attention, FFN, each with
+adaLN modulation) -> output head -> the three forward modes:
+
+- `forward(x, t, text)`: bidirectional over the whole clip (teacher, critic). Equals diffusers'
+  `WanTransformer3DModel` for the same weights; module names match its state dict.
+- `forward(x, t, text, chunk_frames=c)`: block-causal over the whole clip (a frame sees its own
+  chunk and earlier chunks): training of the causal student.
+- `forward_stream(x_chunk, t, text_kv, cache, plan, write)`: one chunk against the rolling KV
+  cache (student inference and Self-Forcing rollouts).
+
+Timesteps are `[B]` or per frame `[B, F]`; modulation is applied per frame.
+Shapes: B batch, C latent channels, F latent frames, h x w latent size, L = F * (h/ph) * (w/pw)
+tokens, H heads, D head dim, E = H * D model width.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import kernels
+from models.config import TransformerConfig
+from models.kv_cache import CachePlan, RollingKVCache
+from models.rope import RotaryEmbedding3D, apply_rotary
+
+
+# ------------------------------------------------------------------------------------- layers
+class FP32LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in fp32 whatever the input dtype (as Wan does)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.float() if self.weight is not None else None
+        b = self.bias.float() if self.bias is not None else None
+        return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).to(x.dtype)
+
+
+def timestep_sinusoid(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding [..., dim] of timesteps t [...] (cos first, as diffusers' flip_sin_to_cos)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float().unsqueeze(-1) * freqs  # [..., half]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class TimestepEmbedding(nn.Module):
+    def __init__(self, in_dim: int, dim: int):
+        super().__init__()
+        self.linear_1 = nn.Linear(in_dim, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(F.silu(self.linear_1(x)))
+
+
+class TextProjection(nn.Module):
+    def __init__(self, in_dim: int, dim: int):
+        super().__init__()
+        self.linear_1 = nn.Linear(in_dim, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(F.gelu(self.linear_1(x), approximate="tanh"))
+
+
+class ConditionEmbedder(nn.Module):
+    """Timestep -> (temb [.., E], 6-way modulation [.., 6, E]); text states -> [B, Lt, E]."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.freq_dim = cfg.freq_dim
+        self.time_embedder = TimestepEmbedding(cfg.freq_dim, cfg.dim)
+        self.time_proj = nn.Linear(cfg.dim, 6 * cfg.dim)
+        self.text_embedder = TextProjection(cfg.text_dim, cfg.dim)
+
+    def time(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # t: [B, F] -> temb [B, F, E], mod [B, F, 6, E] (fp32)
+        temb = self.time_embedder(timestep_sinusoid(t, self.freq_dim).to(self.time_embedder.linear_1.weight.dtype))
+        mod = self.time_proj(F.silu(temb)).unflatten(-1, (6, -1))
+        return temb.float(), mod.float()
+
+
+class GELUProjection(nn.Module):
+    def __init__(self, dim: int, inner: int):
+        super().__init__()
+        self.proj = nn.Linear(dim, inner)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.proj(x), approximate="tanh")
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, inner: int):
+        super().__init__()
+        self.net = nn.ModuleList([GELUProjection(dim, inner), nn.Dropout(0.0), nn.Linear(inner, dim)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.net:
+            x = layer(x)
+        return x
+
+
+# "attend" callables receive q, k, v [B, L, H, D] (q/k normed, not rotated) and return [B, L, H, D]
+Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class Attention(nn.Module):
+    """Projections + RMS qk-norm across heads; how keys are assembled is the caller's `attend`."""
+
+    def __init__(self, dim: int, heads: int, eps: float):
+        super().__init__()
+        self.heads = heads
+        self.to_q = nn.Linear(dim, dim)
+        self.to_k = nn.Linear(dim, dim)
+        self.to_v = nn.Linear(dim, dim)
+        self.to_out = nn.ModuleList([nn.Linear(dim, dim), nn.Dropout(0.0)])
+        self.norm_q = nn.RMSNorm(dim, eps=eps, elementwise_affine=True)
+        self.norm_k = nn.RMSNorm(dim, eps=eps, elementwise_affine=True)
+
+    def kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k = self.norm_k(self.to_k(context)).unflatten(-1, (self.heads, -1))  # [B, Lk, H, D]
+        v = self.to_v(context).unflatten(-1, (self.heads, -1))  # [B, Lk, H, D]
+        return k, v
+
+    def forward(self, x: torch.Tensor, attend: Attend, kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """x [B, L, E]; kv: precomputed (k, v) [B, Lk, H, D] (cross-attention), else from x."""
+        q = self.norm_q(self.to_q(x)).unflatten(-1, (self.heads, -1))  # [B, L, H, D]
+        k, v = self.kv(x) if kv is None else kv
+        out = attend(q, k.to(q.dtype), v.to(q.dtype)).flatten(2)  # [B, L, E]
+        return self.to_out[0](out)
+
+
+def dense_attend(mask: torch.Tensor | None = None) -> Attend:
+    def attend(q, k, v):
+        out = kernels.attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask)  # [B, H, L, D]
+        return out.transpose(1, 2)
+
+    return attend
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        dim = cfg.dim
+        self.norm1 = FP32LayerNorm(dim, cfg.eps, elementwise_affine=False)
+        self.attn1 = Attention(dim, cfg.num_attention_heads, cfg.eps)
+        self.attn2 = Attention(dim, cfg.num_attention_heads, cfg.eps)
+        self.norm2 = FP32LayerNorm(dim, cfg.eps, elementwise_affine=True) if cfg.cross_attn_norm else nn.Identity()
+        self.ffn = FeedForward(dim, cfg.ffn_dim)
+        self.norm3 = FP32LayerNorm(dim, cfg.eps, elementwise_affine=False)
+        self.scale_shift_table = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+
+    def forward(self, x: torch.Tensor, mod: torch.Tensor, self_attend: Attend,
+                text_kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        # x: [B, F, T, E] (frames x tokens per frame); mod: [B, F, 6, E] fp32
+        b, f, t, e = x.shape
+        shift, scale, gate, c_shift, c_scale, c_gate = (self.scale_shift_table + mod).unsqueeze(3).unbind(2)  # [B,F,1,E]
+        h = (self.norm1(x.float()) * (1 + scale) + shift).type_as(x)
+        h = self.attn1(h.view(b, f * t, e), self_attend).view(b, f, t, e)
+        x = (x.float() + h * gate).type_as(x)
+        h = self.norm2(x.float()).type_as(x)
+        x = x + self.attn2(h.view(b, f * t, e), dense_attend(), kv=text_kv).view(b, f, t, e)
+        h = (self.norm3(x.float()) * (1 + c_scale) + c_shift).type_as(x)
+        x = (x.float() + self.ffn(h).float() * c_gate).type_as(x)
+        return x
+
+
+# ------------------------------------------------------------------------------------- model
+class CausalWanTransformer(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.config = cfg
+        self.rope = RotaryEmbedding3D(cfg.attention_head_dim)
+        self.patch_embedding = nn.Conv3d(cfg.in_channels, cfg.dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.condition_embedder = ConditionEmbedder(cfg)
+        self.blocks = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.num_layers)])
+        self.norm_out = FP32LayerNorm(cfg.dim, cfg.eps, elementwise_affine=False)
+        self.proj_out = nn.Linear(cfg.dim, cfg.out_channels * math.prod(cfg.patch_size))
+        self.scale_shift_table = nn.Parameter(torch.randn(1, 2, cfg.dim) / cfg.dim**0.5)
+        self.gradient_checkpointing = False
+
+    # ---- pieces shared by every mode
+    def _patchify(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
+        # x: [B, C, F, H, W] -> tokens [B, F', T, E] and grid (F', h', w')
+        h = self.patch_embedding(x.to(self.patch_embedding.weight.dtype))  # [B, E, F', h', w']
+        b, e, f, hh, ww = h.shape
+        return h.flatten(3).permute(0, 2, 3, 1), (f, hh, ww)
+
+    def _timesteps(self, t: torch.Tensor, b: int, f: int) -> tuple[torch.Tensor, torch.Tensor]:
+        t = t.to(self.patch_embedding.weight.device)
+        t = t.expand(b) if t.ndim == 0 else t
+        t = t[:, None].expand(b, f) if t.ndim == 1 else t  # [B, F]
+        return self.condition_embedder.time(t)  # temb [B, F, E], mod [B, F, 6, E]
+
+    def _head(self, x: torch.Tensor, temb: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        # x: [B, F, T, E] -> prediction [B, C, F*pt, h'*ph, w'*pw]
+        shift, scale = (self.scale_shift_table[:, None] + temb[:, :, None]).unsqueeze(3).unbind(2)  # [B, F, 1, E]
+        x = (self.norm_out(x.float()) * (1 + scale) + shift).type_as(x)
+        x = self.proj_out(x)  # [B, F, T, C*pt*ph*pw]
+        f, hh, ww = grid
+        pt, ph, pw = self.config.patch_size
+        x = x.reshape(x.shape[0], f, hh, ww, pt, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
+        return x.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+
+    def _run_blocks(self, x, mod, self_attend_for: Callable[[int], Attend], text_kv):
+        for i, block in enumerate(self.blocks):
+            args = (x, mod, self_attend_for(i), text_kv[i])
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
+            else:
+                x = block(*args)
+        return x
+
+    def embed_text(self, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+        """Text states [B, Lt, text_dim] -> projected [B, Lt, E]."""
+        w = self.condition_embedder.text_embedder.linear_1.weight
+        return self.condition_embedder.text_embedder(encoder_hidden_states.to(w.device, w.dtype))
+
+    def text_kv(self, encoder_hidden_states: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Cross-attention K/V per layer, computed once per prompt: [(k, v) [B, Lt, H, D]] * layers."""
+        text = self.embed_text(encoder_hidden_states)
+        return [block.attn2.kv(text) for block in self.blocks]
+
+    # ---- mode 1 and 2: whole clip
+    def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                chunk_frames: int | None = None) -> torch.Tensor:
+        """Bidirectional (chunk_frames=None) or block-causal forward over a whole clip.
+
+        hidden_states [B, C, F, H, W]; timestep [B] or [B, F]; encoder_hidden_states [B, Lt, text_dim].
+        Returns the flow prediction [B, C, F, H, W].
+        """
+        x, grid = self._patchify(hidden_states)
+        b, f, t, _ = x.shape
+        temb, mod = self._timesteps(timestep, b, f)
+        pos = torch.arange(f, device=x.device).expand(b, f)
+        cos, sin = self.rope.cos_sin(pos, grid[1], grid[2])
+        mask = None
+        if chunk_frames is not None:
+            chunk = torch.arange(f, device=x.device) // chunk_frames
+            mask = (chunk[:, None] >= chunk[None, :]).repeat_interleave(t, 0).repeat_interleave(t, 1)[None, None]
+
+        def self_attend_for(_layer: int) -> Attend:
+            inner = dense_attend(mask)
+            return lambda q, k, v: inner(apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v)
+
+        x = self._run_blocks(x, mod, self_attend_for, self.text_kv(encoder_hidden_states))
+        return self._head(x, temb, grid)
+
+    # ---- mode 3: one chunk against the rolling cache
+    def forward_stream(self, x: torch.Tensor, timestep: torch.Tensor, text_kv: list[tuple[torch.Tensor, torch.Tensor]],
+                       cache: RollingKVCache, plan: CachePlan, write: bool = False) -> torch.Tensor:
+        """Denoise (or, with write=True, commit) one chunk of each planned row.
+
+        x [B, C, c, H, W]; timestep [B] or [B, c]; text_kv from `text_kv()` for these rows.
+        The chunk attends to the valid cache slots (sink + window) and to itself. With write=True
+        the chunk's K/V are stored in their ring slots after each layer has used the old ones.
+        Returns the flow prediction [B, C, c, H, W].
+        """
+        xt, grid = self._patchify(x)
+        b, f, t, _ = xt.shape
+        temb, mod = self._timesteps(timestep, b, f)
+        cos_q, sin_q = self.rope.cos_sin(plan.query_positions, grid[1], grid[2])  # [B, c*T, 1, D/2]
+        cos_k, sin_k = self.rope.cos_sin(plan.key_positions, grid[1], grid[2])  # [B, S*T, 1, D/2]
+        cos_kk, sin_kk = torch.cat([cos_k, cos_q], 1), torch.cat([sin_k, sin_q], 1)
+        chunk_valid = torch.ones(b, f, dtype=torch.bool, device=xt.device)
+        key_valid = torch.cat([plan.key_valid, chunk_valid], 1).repeat_interleave(t, 1)  # [B, (S+c)*T]
+        mask = key_valid[:, None, None, :]  # [B, 1, 1, Lk]
+
+        def self_attend_for(layer: int) -> Attend:
+            def attend(q, k, v):
+                k_cache, v_cache = cache.read(layer, plan)  # [B, S*T, H, D] (un-rotated)
+                k_all = apply_rotary(torch.cat([k_cache, k.to(k_cache.dtype)], 1), cos_kk, sin_kk)
+                v_all = torch.cat([v_cache, v.to(v_cache.dtype)], 1)
+                out = dense_attend(mask)(apply_rotary(q, cos_q, sin_q), k_all.to(q.dtype), v_all.to(q.dtype))
+                if write:
+                    cache.write(layer, plan, k, v)
+                return out
+
+            return attend
+
+        xt = self._run_blocks(xt, mod, self_attend_for, text_kv)
+        return self._head(xt, temb, grid)
+
+    # ---- weights
+    @classmethod
+    def from_pretrained(cls, path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device | None = None):
+        """Load a diffusers `WanTransformer3DModel` folder (config.json + safetensors, sharded or not)."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        cfg = TransformerConfig.from_dict(json.loads((path / "config.json").read_text()))
+        with torch.device("meta"):
+            model = cls(cfg)
+        index = path / "diffusion_pytorch_model.safetensors.index.json"
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else ["diffusion_pytorch_model.safetensors"]
+        state: dict[str, torch.Tensor] = {}
+        for name in files:
+            state.update(load_file(str(path / name), device=str(device or "cpu")))
+        state = {k: v for k, v in state.items() if not k.startswith("rope.")}
+        missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+        if missing or unexpected:
+            raise ValueError(f"{path}: state dict mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        model.rope = RotaryEmbedding3D(cfg.attention_head_dim).to(device or "cpu")
+        return model.to(dtype=dtype) if dtype is not None else model
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write a diffusers-compatible folder (config.json + diffusion_pytorch_model.safetensors)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        cfg = {"_class_name": "WanTransformer3DModel", "_diffusers_version": "0.42.1", **self.config.to_diffusers()}
+        (path / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(path / "diffusion_pytorch_model.safetensors"))
+

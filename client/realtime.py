@@ -1,0 +1,558 @@
+"""Realtime streaming clients for `WS /v1/realtime` (async, and a sync wrapper over it).
+
+    async with AsyncRealtimeClient("http://127.0.0.1:8000").connect("a red ball") as session:
+        async for chunk in session:          # Chunk: .index, .frames [T, H, W, 3] uint8, timings
+            if chunk.index == 4:
+                await session.update("a blue square", transition_chunks=2)
+            if chunk.index == 10:
+                break
+
+    with RealtimeClient().connect("a red ball", seed=1) as session:
+        session.save_mp4("out.mp4", seconds=3)
+
+With an API key the client first mints a short-lived client token with
+`POST /v1/realtime/sessions` and passes it as `?token=`. permessage-deflate is disabled: video
+chunks are already compressed and deflate makes the socket ~20x slower.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import numpy as np
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from client.chunk_format import ChunkFormatError, parse_chunk
+from client.data_url import image_data_url
+from client.errors import (
+    ConnectionLostError,
+    FramecastError,
+    ProtocolError,
+    error_from_code,
+    error_from_http,
+)
+from client.frame_decode import ChunkDecoder
+from client.http_common import (
+    auth_headers,
+    json_body,
+    resolve_api_key,
+    resolve_base_url,
+    token_from_session_response,
+    websocket_url,
+)
+from client.mp4_writer import Mp4Writer
+
+REALTIME_PATH = "/v1/realtime"
+TOKEN_PATH = "/v1/realtime/sessions"
+FORMATS = ("jpeg", "fmp4")
+# WebSocket close code -> error code, used when the server closed without an `error` event
+CLOSE_CODE_ERRORS = {1003: "unsupported", 1008: "unauthorized", 1009: "too_large", 1011: "internal", 1013: "capacity"}
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """The server's `session.started` event."""
+
+    session_id: str
+    model: str
+    width: int
+    height: int
+    fps: float  # frames per second of the generated video
+    chunk_frames: int  # video frames per chunk
+    format: str  # "jpeg" or "fmp4"
+    raw: dict = field(repr=False, default_factory=dict)  # the whole event
+
+    @classmethod
+    def from_event(cls, event: dict) -> "SessionInfo":
+        try:
+            return cls(
+                session_id=str(event["session_id"]),
+                model=str(event.get("model", "")),
+                width=int(event["width"]),
+                height=int(event["height"]),
+                fps=float(event["fps"]),
+                chunk_frames=int(event.get("chunk_frames", 0)),
+                format=str(event.get("format", "jpeg")),
+                raw=event,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(None, f"malformed session.started event: {event}") from exc
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One decoded chunk of the stream."""
+
+    index: int  # chunk_index from the server (0, 1, 2, ...)
+    first_frame_index: int  # index of frames[0] in the session's video
+    frames: np.ndarray = field(repr=False)  # uint8 [T, H, W, 3] RGB
+    format: str  # "jpeg" or "fmp4": how it travelled
+    nbytes: int  # size of the binary message
+    received_at: float  # wall-clock time.time() when the message arrived
+    since_start_s: float  # seconds from sending session.start to this chunk's arrival
+    interval_s: float  # seconds since the previous chunk arrived (since_start_s for the first)
+
+
+class AsyncRealtimeSession:
+    """A live realtime session. Iterate it for chunks; JSON events update its attributes.
+
+    Attributes kept up to date while iterating:
+      info          SessionInfo from `session.started`
+      stats         the latest `stats` event (generated_fps, sent, dropped, queue_depth, chunk_latency_ms)
+      applied       event_id -> chunk_index of every `session.update.applied`
+      errors        FramecastError for every non-fatal `error` event
+      events        the last 1000 JSON events, as dicts
+      done_reason   `session.done` reason once the session ended
+      on_event      optional callback called with every JSON event dict
+    """
+
+    def __init__(self, ws: Any, info: SessionInfo, started_at: float, on_event: Callable[[dict], None] | None = None):
+        self.ws = ws
+        self.info = info
+        self.stats: dict | None = None
+        self.applied: dict[str, int] = {}
+        self.errors: list[FramecastError] = []
+        self.events: deque[dict] = deque(maxlen=1000)
+        self.done_reason: str | None = None
+        self.on_event = on_event
+        self.last_pong_at: float | None = None
+        self.chunks_received = 0
+        self.frames_received = 0
+        self._started_at = started_at
+        self._last_chunk_at = started_at
+        self._decoder = ChunkDecoder()
+        self._stop_sent = False
+
+    # ---- control messages -------------------------------------------------------------------
+
+    async def _send(self, message: dict) -> None:
+        try:
+            await self.ws.send(json.dumps(message))
+        except ConnectionClosed as exc:
+            raise self._closed_error(exc) from exc
+
+    async def update(self, prompt: str, transition_chunks: int = 0, event_id: str | None = None) -> str:
+        """Switch to `prompt` from the next chunk boundary; returns the event_id to watch in `applied`."""
+        event_id = event_id or f"upd_{uuid.uuid4().hex[:12]}"
+        await self._send(
+            {"type": "session.update", "prompt": prompt, "transition_chunks": int(transition_chunks), "event_id": event_id}
+        )
+        return event_id
+
+    async def pause(self) -> None:
+        """Stop generating (the cache is kept)."""
+        await self._send({"type": "session.pause"})
+
+    async def resume(self) -> None:
+        """Restart generation after `pause`."""
+        await self._send({"type": "session.resume"})
+
+    async def ping(self) -> None:
+        """Ask for a `pong` (its arrival sets `last_pong_at`)."""
+        await self._send({"type": "session.ping"})
+
+    async def stop(self, timeout: float = 10.0) -> str | None:
+        """End the session: send `session.stop`, drop remaining chunks until `session.done`, close.
+
+        Returns the done reason (None if the server closed without one).
+        """
+        if self.done_reason is None and not self._stop_sent:
+            self._stop_sent = True
+            try:
+                await self.ws.send(json.dumps({"type": "session.stop"}))
+            except ConnectionClosed:
+                return self.done_reason
+            try:
+                async with asyncio.timeout(timeout):
+                    while self.done_reason is None and await self.next_message() is not None:
+                        pass
+            except (TimeoutError, FramecastError):
+                pass
+        await self.close()
+        return self.done_reason
+
+    async def close(self) -> None:
+        """Close the socket without waiting for the server."""
+        await self.ws.close()
+
+    # ---- receiving ----------------------------------------------------------------------------
+
+    async def next_message(self) -> Chunk | dict | None:
+        """The next chunk or JSON event; None once the session is over.
+
+        Raises the typed FramecastError of the server's last `error` if the connection closes
+        before `session.done`, else ConnectionLostError.
+        """
+        if self.done_reason is not None:
+            return None
+        try:
+            message = await self.ws.recv()
+        except ConnectionClosed as exc:
+            if self._stop_sent and exc.rcvd is not None and exc.rcvd.code == 1000:
+                return None
+            raise self._closed_error(exc) from exc
+        if isinstance(message, bytes):
+            return self._chunk(message)
+        event = parse_event(message)
+        self._record(event)
+        return event
+
+    async def next_chunk(self) -> Chunk | None:
+        """The next chunk (JSON events in between are recorded); None once the session is over."""
+        while True:
+            message = await self.next_message()
+            if message is None or isinstance(message, Chunk):
+                return message
+
+    def __aiter__(self) -> "AsyncRealtimeSession":
+        return self
+
+    async def __anext__(self) -> Chunk:
+        chunk = await self.next_chunk()
+        if chunk is None:
+            raise StopAsyncIteration
+        return chunk
+
+    async def save_mp4(
+        self,
+        path: str | Path,
+        seconds: float | None = None,
+        max_frames: int | None = None,
+        on_chunk: Callable[[Chunk], None] | None = None,
+        stop: bool = True,
+    ) -> int:
+        """Write the stream to an H.264 MP4 at the session's fps until `seconds` of video (or
+        `max_frames` frames) were written or the session ends; returns the frame count.
+
+        With neither limit it records until the session ends. `stop` ends the session afterwards.
+        """
+        if seconds is not None:
+            max_frames = round(seconds * self.info.fps)
+        with Mp4Writer(path, self.info.fps) as writer:
+            async for chunk in self:
+                frames = chunk.frames
+                if max_frames is not None:
+                    frames = frames[: max_frames - writer.frames_written]
+                writer.write(frames)
+                if on_chunk:
+                    on_chunk(chunk)
+                if max_frames is not None and writer.frames_written >= max_frames:
+                    break
+        if stop:
+            await self.stop()
+        return writer.frames_written
+
+    async def __aenter__(self) -> "AsyncRealtimeSession":
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        if exc_info[0] is None:
+            await self.stop()
+        else:
+            await self.close()
+
+    # ---- internals -----------------------------------------------------------------------------
+
+    def _chunk(self, data: bytes) -> Chunk:
+        now_mono = time.monotonic()
+        try:
+            message = parse_chunk(data)
+            frames = self._decoder.decode(message)
+        except ChunkFormatError as exc:
+            raise ProtocolError(None, str(exc)) from exc
+        chunk = Chunk(
+            index=message.chunk_index,
+            first_frame_index=message.first_frame_index,
+            frames=frames,
+            format=message.format,
+            nbytes=len(data),
+            received_at=time.time(),
+            since_start_s=now_mono - self._started_at,
+            interval_s=now_mono - self._last_chunk_at,
+        )
+        self._last_chunk_at = now_mono
+        self.chunks_received += 1
+        self.frames_received += len(frames)
+        return chunk
+
+    def _record(self, event: dict) -> None:
+        self.events.append(event)
+        kind = event.get("type")
+        if kind == "stats":
+            self.stats = event
+        elif kind == "session.update.applied":
+            self.applied[str(event.get("event_id"))] = int(event.get("chunk_index", -1))
+        elif kind == "session.done":
+            self.done_reason = str(event.get("reason", ""))
+        elif kind == "error":
+            self.errors.append(error_from_code(event.get("code"), str(event.get("message", ""))))
+        elif kind == "pong":
+            self.last_pong_at = time.time()
+        if self.on_event:
+            self.on_event(event)
+
+    def _closed_error(self, exc: ConnectionClosed) -> FramecastError:
+        return closed_error(exc, self.errors[-1] if self.errors else None)
+
+
+def parse_event(message: str) -> dict:
+    """Decode one JSON text message from the server (ProtocolError if it is not an object with a type)."""
+    try:
+        event = json.loads(message)
+    except ValueError as exc:
+        raise ProtocolError(None, f"server sent invalid JSON: {message[:200]!r}") from exc
+    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+        raise ProtocolError(None, f"server sent a message without a type: {message[:200]!r}")
+    return event
+
+
+def closed_error(exc: ConnectionClosed, last_error: FramecastError | None) -> FramecastError:
+    """The exception for a connection that closed before the session ended normally."""
+    code = exc.rcvd.code if exc.rcvd is not None else None
+    if last_error is not None:
+        last_error.status = last_error.status or code
+        return last_error
+    if code in CLOSE_CODE_ERRORS:
+        reason = exc.rcvd.reason or f"connection closed with code {code}"
+        return error_from_code(CLOSE_CODE_ERRORS[code], reason, code)
+    return ConnectionLostError(None, f"connection closed unexpectedly (code {code})", code)
+
+
+class _SessionOpener:
+    """What `connect` returns: await it for a session, or use it as an async context manager."""
+
+    def __init__(self, open_session: Callable[[], Any]):
+        self._open_session = open_session
+        self._session: AsyncRealtimeSession | None = None
+
+    def __await__(self):
+        return self._open_session().__await__()
+
+    async def __aenter__(self) -> AsyncRealtimeSession:
+        self._session = await self._open_session()
+        return self._session
+
+    async def __aexit__(self, *exc_info) -> None:
+        assert self._session is not None
+        await self._session.__aexit__(*exc_info)
+
+
+class AsyncRealtimeClient:
+    """Opens realtime sessions on one server.
+
+    url:      server base URL (default $FRAMECAST_URL or http://127.0.0.1:8000)
+    api_key:  API key (default $FRAMECAST_API_KEY); when set, a client token is minted per session
+    open_timeout: seconds to wait for the connection and `session.started`
+    """
+
+    def __init__(self, url: str | None = None, api_key: str | None = None, open_timeout: float = 60.0):
+        self.base_url = resolve_base_url(url)
+        self.api_key = resolve_api_key(api_key)
+        self.open_timeout = open_timeout
+
+    async def mint_token(self) -> str:
+        """A short-lived client token for the WebSocket (`POST /v1/realtime/sessions`)."""
+        try:
+            async with httpx.AsyncClient(timeout=self.open_timeout) as http:
+                response = await http.post(self.base_url + TOKEN_PATH, headers=auth_headers(self.api_key), json={})
+        except httpx.TransportError as exc:
+            raise ConnectionLostError(None, f"cannot reach {self.base_url}: {exc}") from exc
+        return token_from_session_response(json_body(response))
+
+    def connect(
+        self,
+        prompt: str,
+        *,
+        seed: int | None = None,
+        format: str = "jpeg",
+        image: str | Path | bytes | None = None,
+        model: str | None = None,
+        on_event: Callable[[dict], None] | None = None,
+    ) -> _SessionOpener:
+        """Start a session; `image` (path, bytes or data URL) starts the stream from a picture.
+
+        Await the result, or use it with `async with`. Raises the typed FramecastError when the
+        server refuses (capacity, unauthorized, bad_request, ...).
+        """
+        if format not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+        start: dict[str, Any] = {"type": "session.start", "prompt": prompt, "format": format}
+        if seed is not None:
+            start["seed"] = int(seed)
+        if image is not None:
+            start["image"] = image_data_url(image)
+        if model is not None:
+            start["model"] = model
+        return _SessionOpener(lambda: self._open(start, on_event))
+
+    async def _open(self, start: dict, on_event: Callable[[dict], None] | None) -> AsyncRealtimeSession:
+        url = websocket_url(self.base_url, REALTIME_PATH)
+        if self.api_key:
+            url += "?" + urlencode({"token": await self.mint_token()})
+        try:
+            ws = await websockets.connect(url, compression=None, max_size=None, open_timeout=self.open_timeout)
+        except InvalidStatus as exc:
+            response = exc.response
+            body = response.body.decode("utf-8", "replace") if response.body else ""
+            try:
+                body = json.loads(body)
+            except ValueError:
+                pass
+            raise error_from_http(response.status_code, body) from exc
+        except (OSError, TimeoutError) as exc:
+            raise ConnectionLostError(None, f"cannot connect to {url}: {exc}") from exc
+        try:
+            started_at = time.monotonic()
+            await ws.send(json.dumps(start))
+            async with asyncio.timeout(self.open_timeout):
+                info = await _wait_started(ws, on_event)
+        except BaseException:
+            await ws.close()
+            raise
+        return AsyncRealtimeSession(ws, info, started_at, on_event)
+
+
+async def _wait_started(ws: Any, on_event: Callable[[dict], None] | None) -> SessionInfo:
+    """Read events until `session.started`; raise the server's error if it refuses the session."""
+    last_error: FramecastError | None = None
+    while True:
+        try:
+            message = await ws.recv()
+        except ConnectionClosed as exc:
+            raise closed_error(exc, last_error) from exc
+        if isinstance(message, bytes):
+            raise ProtocolError(None, "server sent a chunk before session.started")
+        event = parse_event(message)
+        if on_event:
+            on_event(event)
+        if event["type"] == "session.started":
+            return SessionInfo.from_event(event)
+        if event["type"] == "error":
+            last_error = error_from_code(event.get("code"), str(event.get("message", "")))
+            # the server closes after a fatal start error; if it does not, report it anyway
+            try:
+                async with asyncio.timeout(2.0):
+                    await ws.recv()
+            except (ConnectionClosed, TimeoutError):
+                pass
+            raise last_error
+
+
+# ---- sync wrapper ----------------------------------------------------------------------------
+
+
+class _LoopThread:
+    """An asyncio loop in a daemon thread, so sync callers keep the socket serviced (keepalive)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="framecast-realtime", daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def shutdown(self) -> None:
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=5)
+        if not self.loop.is_running():
+            self.loop.close()
+
+
+class RealtimeSession:
+    """Blocking view of an AsyncRealtimeSession (same attributes; iterate for chunks)."""
+
+    def __init__(self, session: AsyncRealtimeSession, runner: _LoopThread):
+        self._session = session
+        self._runner = runner
+
+    def __getattr__(self, name: str) -> Any:  # info, stats, applied, errors, events, done_reason, ...
+        return getattr(self._session, name)
+
+    def update(self, prompt: str, transition_chunks: int = 0, event_id: str | None = None) -> str:
+        """Switch to `prompt` from the next chunk boundary; returns the event_id."""
+        return self._runner.run(self._session.update(prompt, transition_chunks, event_id))
+
+    def pause(self) -> None:
+        self._runner.run(self._session.pause())
+
+    def resume(self) -> None:
+        self._runner.run(self._session.resume())
+
+    def ping(self) -> None:
+        self._runner.run(self._session.ping())
+
+    def next_message(self) -> Chunk | dict | None:
+        return self._runner.run(self._session.next_message())
+
+    def next_chunk(self) -> Chunk | None:
+        return self._runner.run(self._session.next_chunk())
+
+    def __iter__(self) -> Iterator[Chunk]:
+        while (chunk := self.next_chunk()) is not None:
+            yield chunk
+
+    def save_mp4(self, path: str | Path, seconds: float | None = None, max_frames: int | None = None,
+                 on_chunk: Callable[[Chunk], None] | None = None, stop: bool = True) -> int:
+        """See AsyncRealtimeSession.save_mp4."""
+        return self._runner.run(self._session.save_mp4(path, seconds, max_frames, on_chunk, stop))
+
+    def stop(self, timeout: float = 10.0) -> str | None:
+        """End the session and close; returns the done reason."""
+        try:
+            return self._runner.run(self._session.stop(timeout))
+        finally:
+            self._runner.shutdown()
+
+    def close(self) -> None:
+        """Close the socket without waiting for the server."""
+        try:
+            self._runner.run(self._session.close())
+        finally:
+            self._runner.shutdown()
+
+    def __enter__(self) -> "RealtimeSession":
+        return self
+
+    def __exit__(self, exc_type, *rest) -> None:
+        if exc_type is None:
+            self.stop()
+        else:
+            self.close()
+
+
+async def _await(awaitable: Any) -> Any:
+    """Wrap an awaitable in a coroutine (run_coroutine_threadsafe needs one)."""
+    return await awaitable
+
+
+class RealtimeClient:
+    """Blocking realtime client; same arguments as AsyncRealtimeClient."""
+
+    def __init__(self, url: str | None = None, api_key: str | None = None, open_timeout: float = 60.0):
+        self._async = AsyncRealtimeClient(url, api_key, open_timeout)
+        self.base_url = self._async.base_url
+
+    def connect(self, prompt: str, **options: Any) -> RealtimeSession:
+        """Start a session (see AsyncRealtimeClient.connect); use it as a context manager."""
+        opener = self._async.connect(prompt, **options)
+        runner = _LoopThread()
+        try:
+            session = runner.run(_await(opener))
+        except BaseException:
+            runner.shutdown()
+            raise
+        return RealtimeSession(session, runner)

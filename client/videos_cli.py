@@ -1,0 +1,165 @@
+"""`framecast videos create|get|list|download|delete`: the REST job API from the command line.
+
+    framecast videos create "a red ball" --seconds 2 --wait -o clip.mp4
+    framecast videos list --limit 10
+    framecast videos download VIDEO_ID -o clip.mp4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from client.errors import FramecastError
+from client.http_common import API_KEY_ENV, DEFAULT_URL, URL_ENV
+from client.jobs import JobsClient, Video
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("videos", help="create, inspect and download video jobs (REST API)")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=None, help=f"server URL (default ${URL_ENV} or {DEFAULT_URL})")
+    common.add_argument("--api-key", default=None, help=f"API key (default ${API_KEY_ENV})")
+    common.add_argument("--json", action="store_true", help="print the server's JSON instead of a summary")
+    actions = parser.add_subparsers(dest="videos_action", metavar="ACTION", required=True)
+
+    create = actions.add_parser("create", parents=[common], help="queue a clip")
+    create.add_argument("prompt")
+    create.add_argument("--seconds", type=float, default=None, help="clip length (server default if omitted)")
+    create.add_argument("--seed", type=int, default=None)
+    create.add_argument("--model", default=None)
+    create.add_argument("--image", type=Path, default=None, help="start the clip from this picture")
+    create.add_argument("--wait", action="store_true", help="wait for the job with a progress bar")
+    create.add_argument("-o", "--output", type=Path, default=None, help="with --wait: download the MP4 here")
+    create.set_defaults(func=run_create)
+
+    get = actions.add_parser("get", parents=[common], help="show one job")
+    get.add_argument("video_id")
+    get.set_defaults(func=run_get)
+
+    listing = actions.add_parser("list", parents=[common], help="list jobs (newest first)")
+    listing.add_argument("--limit", type=int, default=20)
+    listing.add_argument("--after", default=None, help="id of the last job of the previous page")
+    listing.set_defaults(func=run_list)
+
+    download = actions.add_parser("download", parents=[common], help="download a finished job's MP4")
+    download.add_argument("video_id")
+    download.add_argument("-o", "--output", type=Path, default=None, help="default VIDEO_ID.mp4")
+    download.set_defaults(func=run_download)
+
+    delete = actions.add_parser("delete", parents=[common], help="cancel and delete a job")
+    delete.add_argument("video_id")
+    delete.set_defaults(func=run_delete)
+
+
+def _client(args: argparse.Namespace) -> JobsClient:
+    from client.cli import CLIError
+
+    try:
+        return JobsClient(args.url, args.api_key)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+
+
+def _guarded(action):
+    """Run an action, turning server errors into one-line CLI errors."""
+
+    def run(args: argparse.Namespace) -> int:
+        from client.cli import CLIError
+
+        try:
+            return action(args)
+        except FramecastError as exc:
+            raise CLIError(f"server: {exc}") from exc
+        except TimeoutError as exc:
+            raise CLIError(str(exc)) from exc
+
+    return run
+
+
+def summary(video: Video) -> str:
+    """One line: id, status, progress, prompt (and the error of a failed job)."""
+    line = f"{video.id}  {video.status:<11} {video.progress:5.1f}%  {video.prompt}"
+    return f"{line}  [{video.error_message}]" if video.error_message else line
+
+
+def _show(video: Video, args: argparse.Namespace) -> None:
+    print(json.dumps(video.raw, indent=2) if args.json else summary(video))
+
+
+@_guarded
+def run_create(args: argparse.Namespace) -> int:
+    from client.cli import CLIError
+
+    if args.image is not None and not args.image.is_file():
+        raise CLIError(f"image not found: {args.image}")
+    if args.output is not None and not args.wait:
+        raise CLIError("-o/--output needs --wait (or use `framecast videos download` later)")
+    with _client(args) as jobs:
+        video = jobs.create(args.prompt, seconds=args.seconds, seed=args.seed, model=args.model, image=args.image)
+        if args.wait:
+            video = _wait_with_bar(jobs, video)
+            if args.output is not None:
+                jobs.download(video.id, args.output)
+        _show(video, args)
+        if args.wait and args.output is not None and not args.json:
+            print(f"saved {args.output}")
+    return 0
+
+
+def _wait_with_bar(jobs: JobsClient, video: Video) -> Video:
+    """Wait for the job with a rich progress bar on stderr."""
+    progress = Progress(TextColumn("[bold]{task.fields[status]}"), BarColumn(), TaskProgressColumn(),
+                        TimeElapsedColumn(), console=Console(stderr=True))
+    with progress:
+        task = progress.add_task(video.id, total=100, status=video.status)
+        return jobs.wait(video.id, on_progress=lambda v: progress.update(task, completed=v.progress, status=v.status))
+
+
+@_guarded
+def run_get(args: argparse.Namespace) -> int:
+    with _client(args) as jobs:
+        _show(jobs.get(args.video_id), args)
+    return 0
+
+
+@_guarded
+def run_list(args: argparse.Namespace) -> int:
+    with _client(args) as jobs:
+        page = jobs.list(limit=args.limit, after=args.after)
+    if args.json:
+        print(json.dumps([v.raw for v in page.data], indent=2))
+        return 0
+    table = Table("id", "status", "progress", "seconds", "prompt")
+    for video in page.data:
+        table.add_row(video.id, video.status, f"{video.progress:.0f}%",
+                      "" if video.seconds is None else f"{video.seconds:g}", video.prompt)
+    Console(width=200).print(table)
+    if page.has_more:
+        print(f"more: framecast videos list --after {page.last_id}")
+    return 0
+
+
+@_guarded
+def run_download(args: argparse.Namespace) -> int:
+    output = args.output or Path(f"{args.video_id}.mp4")
+    with _client(args) as jobs:
+        jobs.download(args.video_id, output)
+    print(f"saved {output}")
+    return 0
+
+
+@_guarded
+def run_delete(args: argparse.Namespace) -> int:
+    with _client(args) as jobs:
+        video = jobs.delete(args.video_id)
+    if video is not None:
+        _show(video, args)
+    else:
+        print(f"deleted {args.video_id}")
+    return 0

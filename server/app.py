@@ -1,0 +1,121 @@
+"""`create_app(settings)`: the FastAPI app, its lifespan (load model, start engine/jobs) and drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+
+from server.auth import Authenticator
+from server.body_limit import BodySizeLimit
+from server.engine import Engine
+from server.jobs.runner import JobRunner
+from server.jobs.sqlite_store import SqliteJobStore
+from server.metrics import Metrics
+from server.routes import realtime, system, tokens, videos
+from server.settings import Settings
+from server.state import ServerState
+
+log = logging.getLogger("framecast.server")
+
+
+def pick_device(requested: str | None) -> str:
+    """The requested device, else the first GPU, else CPU."""
+    if requested:
+        return requested
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(settings: Settings, device: str) -> Any:
+    """The streaming generator, with a cache row per session and per running job."""
+    from models import load_generator
+
+    if settings.attn:
+        os.environ["FRAMECAST_ATTN"] = settings.attn
+    return load_generator(settings.model, device=device, max_batch=settings.max_sessions + settings.max_running_jobs)
+
+
+def create_app(settings: Settings | None = None, generator: Any = None) -> FastAPI:
+    """A new app; `generator` skips loading (tests share one). Nothing starts until its lifespan."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state = await _start(settings, generator)
+        app.state.framecast = state
+        try:
+            yield
+        finally:
+            await drain(state)
+            await _stop(state)
+
+    app = FastAPI(title="framecast", version="0.1.0", lifespan=lifespan,
+                  description="Real-time streaming video generation: realtime WebSocket and video jobs.")
+    app.state.settings = settings
+    app.include_router(system.router)
+    app.include_router(videos.router)
+    app.include_router(tokens.router)
+    app.include_router(realtime.router)
+    if system.WEB_DIR.is_dir():
+        app.mount("/web", StaticFiles(directory=system.WEB_DIR), name="web")
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
+                           allow_headers=["*"])
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_message_bytes)
+    return app
+
+
+async def _start(settings: Settings, generator: Any) -> ServerState:
+    device = pick_device(settings.device)
+    if generator is None:
+        generator = await asyncio.to_thread(load_model, settings, device)
+    else:
+        device = str(getattr(generator, "device", None) or device)
+    info = generator.info
+    metrics = Metrics()
+    store = SqliteJobStore(settings.data_dir / "jobs.sqlite3")
+    for job in store.recover(max_attempts=settings.job_max_attempts):
+        log.warning("job %s was interrupted: now %s", job.id, job.status)
+    engine = Engine(generator, max_sessions=settings.max_sessions, max_running_jobs=settings.max_running_jobs,
+                    metrics=metrics)
+    engine.start()
+    pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 2), thread_name_prefix="framecast-encode")
+    runner = JobRunner(store=store, engine=engine, pool=pool, videos_dir=settings.data_dir / "videos",
+                       width=info.width, height=info.height, fps=info.fps,
+                       max_image_bytes=settings.max_image_bytes, max_image_pixels=settings.max_image_pixels)
+    runner.start()
+    auth = Authenticator(settings.api_keys, token_ttl_s=settings.token_ttl_s, secret=settings.token_secret)
+    if not auth.enabled and not settings.is_loopback:
+        log.warning("listening on %s without FRAMECAST_API_KEYS: anyone who can reach it can use it", settings.host)
+    return ServerState(settings=settings, info=info, engine=engine, store=store, runner=runner, auth=auth,
+                       metrics=metrics, pool=pool, device=device)
+
+
+async def drain(state: ServerState) -> None:
+    """Graceful shutdown, idempotent: stop admitting, park jobs, finish the chunk in flight,
+    send `session.done` (reason shutdown) to every live session and wait for their sockets."""
+    if not state.admitting:
+        return
+    state.admitting = False
+    await state.runner.stop()
+    await asyncio.to_thread(state.engine.stop, state.settings.shutdown_grace_s)
+    connections = list(state.connections)
+    await asyncio.gather(*(c.shutdown() for c in connections), return_exceptions=True)
+    deadline = asyncio.get_running_loop().time() + state.settings.shutdown_grace_s
+    while state.connections and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
+
+
+async def _stop(state: ServerState) -> None:
+    await asyncio.to_thread(state.engine.stop, state.settings.shutdown_grace_s)
+    state.pool.shutdown(wait=True, cancel_futures=True)
+    state.store.close()

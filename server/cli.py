@@ -1,0 +1,57 @@
+"""`framecast serve`: every flag overrides the matching FRAMECAST_* environment variable."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from pydantic import ValidationError
+
+# flag -> Settings field (flags left unset fall back to the environment, then the defaults)
+FLAGS: dict[str, tuple[str, type, str]] = {
+    "--model": ("model", str, "preset name or model directory (default: shapes)"),
+    "--host": ("host", str, "bind address (default: 127.0.0.1)"),
+    "--port": ("port", int, "port (default: 8000; 0 picks a free one)"),
+    "--device": ("device", str, "cpu, cuda, cuda:1, ... (default: first GPU, else CPU)"),
+    "--max-sessions": ("max_sessions", int, "live sessions per device (default: 4)"),
+    "--data-dir": ("data_dir", str, "job database and videos (default: ./data)"),
+    "--api-keys": ("api_keys", str, "comma-separated API keys; enables auth"),
+    "--cors-origins": ("cors_origins", str, "comma-separated allowed browser origins"),
+    "--redis-url": ("redis_url", str, "shared job queue (several processes)"),
+    "--log-level": ("log_level", str, "debug, info, warning (default: info)"),
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("serve", help="serve the realtime WebSocket and the video job API")
+    for flag, (field, kind, help_text) in FLAGS.items():
+        parser.add_argument(flag, dest=field, type=kind, default=None, help=help_text)
+    parser.set_defaults(func=main)
+
+
+def settings_from_args(args: argparse.Namespace):
+    from client.cli import CLIError
+    from server.settings import Settings
+
+    overrides = {field: getattr(args, field) for field, _, _ in FLAGS.values() if getattr(args, field, None) is not None}
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise CLIError(f"invalid setting {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
+def main(args: argparse.Namespace) -> int:
+    from client.cli import CLIError
+
+    settings = settings_from_args(args)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if settings.redis_url:
+        raise CLIError("FRAMECAST_REDIS_URL is set but this installation has no Redis job store yet")
+    from server.serve import run
+
+    try:
+        run(settings)
+    except KeyError as exc:  # unknown preset from models.load_generator
+        raise CLIError(str(exc).strip("'\"")) from None
+    return 0

@@ -1,0 +1,1 @@
+"""Video jobs: the store interface, its SQLite implementation, and the runner."""

@@ -1,0 +1,135 @@
+"""Runs queued video jobs through the engine (as non-live streams) and writes their MP4s.
+
+The runner claims a job whenever the engine has a free job slot, opens a stream, writes each chunk
+to the MP4 (on the encoder pool, off the device loop), updates progress per chunk, and publishes
+the file atomically. DELETE (cancel) flips the stored status; the runner notices at the next
+chunk. On shutdown a running job goes back to `queued` so the next start renders it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Executor
+from pathlib import Path
+
+from server.engine import Engine, EngineCapacityError, EngineStopped
+from server.images import decode_image_bytes
+from server.jobs.store import Job, JobStore
+from server.mp4_writer import Mp4FileWriter
+
+log = logging.getLogger("framecast.jobs")
+_MAX_BUFFERED_CHUNKS = 2  # the job's stream is paused while this many chunks wait to be written
+
+
+class JobRunner:
+    """One asyncio task that claims jobs, plus one task per running job."""
+
+    def __init__(self, *, store: JobStore, engine: Engine, pool: Executor, videos_dir: Path,
+                 width: int, height: int, fps: int, max_image_bytes: int, max_image_pixels: int):
+        self.store = store
+        self.engine = engine
+        self.pool = pool
+        self.videos_dir = videos_dir
+        self.width, self.height, self.fps = width, height, fps
+        self.max_image_bytes, self.max_image_pixels = max_image_bytes, max_image_pixels
+        self._wake = asyncio.Event()
+        self._running: dict[str, asyncio.Task] = {}
+        self._task: asyncio.Task | None = None
+
+    def video_path(self, job_id: str) -> Path:
+        return self.videos_dir / f"{job_id}.mp4"
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._claim_loop(), name="framecast-job-runner")
+
+    def wake(self) -> None:
+        """A job was queued (or a slot freed): look for work now."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Stop claiming; interrupt running jobs, which go back to `queued`."""
+        if self._task:
+            self._task.cancel()
+        tasks = list(self._running.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _claim_loop(self) -> None:
+        while True:
+            while self.engine.has_room_for_job():
+                job = self.store.claim_next()
+                if job is None:
+                    break
+                task = asyncio.create_task(self._render_guarded(job), name=f"job-{job.id}")
+                self._running[job.id] = task
+                await asyncio.sleep(0)  # let the job reserve its engine slot
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _render_guarded(self, job: Job) -> None:
+        try:
+            await self._render(job)
+        except asyncio.CancelledError:
+            self.store.update(job.id, only_if=("in_progress",), status="queued", progress=0)
+            raise
+        except (EngineCapacityError, EngineStopped):
+            self.store.update(job.id, only_if=("in_progress",), status="queued", progress=0)
+        except Exception as exc:
+            log.exception("job %s failed", job.id)
+            self.store.update(job.id, only_if=("in_progress",), status="failed", error=f"render failed: {exc}")
+        finally:
+            self._running.pop(job.id, None)
+            self.wake()
+
+    async def _render(self, job: Job) -> None:
+        loop = asyncio.get_running_loop()
+        target = max(1, round(job.seconds * self.fps))  # frames to write
+        image = None
+        if job.image:
+            image = decode_image_bytes(job.image, max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels)
+        chunks: asyncio.Queue = asyncio.Queue()  # Chunk | Exception
+
+        def on_chunk(chunk, _started: float) -> None:
+            loop.call_soon_threadsafe(chunks.put_nowait, chunk)
+
+        def on_error(message: str) -> None:
+            loop.call_soon_threadsafe(chunks.put_nowait, RuntimeError(message))
+
+        future = self.engine.open(job.prompt, seed=job.seed, image=image, live=False,
+                                  on_chunk=on_chunk, on_error=on_error)
+        stream = await asyncio.wrap_future(future)
+        writer = await loop.run_in_executor(
+            self.pool, lambda: Mp4FileWriter(self.video_path(job.id), width=self.width, height=self.height, fps=self.fps)
+        )
+        try:
+            while writer.frames_written < target:
+                if chunks.qsize() >= _MAX_BUFFERED_CHUNKS:
+                    self.engine.pause(stream)
+                item = await chunks.get()
+                if chunks.qsize() < _MAX_BUFFERED_CHUNKS:
+                    self.engine.resume(stream)
+                if isinstance(item, Exception):
+                    raise item
+                frames = item.frames[: target - writer.frames_written]  # [T, H, W, 3]
+                await loop.run_in_executor(self.pool, writer.write, frames)
+                progress = min(99, int(100 * writer.frames_written / target))
+                if self.store.update(job.id, only_if=("in_progress",), progress=progress) is None:
+                    log.info("job %s cancelled", job.id)
+                    await loop.run_in_executor(self.pool, writer.abort)
+                    return
+            self.engine.close(stream)
+            await loop.run_in_executor(self.pool, writer.finish)
+        except BaseException:
+            self.engine.close(stream)
+            await asyncio.shield(loop.run_in_executor(self.pool, writer.abort))
+            raise
+        finally:
+            self.engine.close(stream)
+        self.store.update(job.id, only_if=("in_progress",), status="completed", progress=100,
+                          completed_at=int(time.time()))

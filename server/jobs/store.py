@@ -1,0 +1,75 @@
+"""The job store interface: what the server needs from any backend (SQLite here, Redis later).
+
+A job is one `POST /v1/videos` request. Status moves queued -> in_progress -> completed | failed,
+and any non-terminal status may become cancelled. Implementations must make `claim_next` atomic
+(two workers never claim the same job) and `update(..., only_if=...)` a compare-and-set.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+import uuid
+from dataclasses import dataclass, field
+
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+@dataclass
+class Job:
+    """One video job, as stored."""
+
+    id: str  # "video_<hex>"
+    prompt: str
+    seconds: float  # requested duration
+    model: str  # model name that renders it
+    seed: int | None = None
+    image: bytes | None = None  # encoded input image, optional
+    status: str = "queued"  # queued | in_progress | completed | failed | cancelled
+    progress: int = 0  # percent, 0..100
+    created_at: int = field(default_factory=lambda: int(time.time()))  # unix seconds
+    completed_at: int | None = None
+    error: str | None = None  # reason for failed/cancelled
+    attempts: int = 0  # times it was claimed (an interrupted run counts)
+    size: str = ""  # "WxH"
+
+    @staticmethod
+    def new_id() -> str:
+        return "video_" + uuid.uuid4().hex
+
+
+class JobStore(abc.ABC):
+    """Persistent job records. All methods are safe to call from any thread."""
+
+    @abc.abstractmethod
+    def create(self, job: Job) -> Job:
+        """Insert a new job (status queued)."""
+
+    @abc.abstractmethod
+    def get(self, job_id: str) -> Job | None:
+        """The job, or None."""
+
+    @abc.abstractmethod
+    def list(self, *, after: str | None = None, limit: int = 20) -> tuple[list[Job], bool]:
+        """Newest first; `after` is the id of the last job of the previous page. (jobs, has_more)."""
+
+    @abc.abstractmethod
+    def update(self, job_id: str, *, only_if: tuple[str, ...] | None = None, **fields) -> Job | None:
+        """Set fields (status, progress, error, completed_at); when `only_if` is given, only if the
+        current status is one of those. Returns the updated job, or None if unchanged/missing."""
+
+    @abc.abstractmethod
+    def claim_next(self) -> Job | None:
+        """Atomically move the oldest queued job to in_progress (attempts + 1) and return it."""
+
+    @abc.abstractmethod
+    def recover(self, *, max_attempts: int) -> list[Job]:
+        """On startup: jobs left in_progress by a dead process go back to queued, or to failed
+        (with a reason) once they used `max_attempts`. Returns the jobs it changed."""
+
+    @abc.abstractmethod
+    def count_by_status(self) -> dict[str, int]:
+        """{status: number of jobs}."""
+
+    def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,211 @@
+"""`WS /v1/realtime`: JSON control messages in; JSON events and binary chunks out (docs/PROTOCOL.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketState
+
+from server.encoders import make_encoder
+from server.engine import EngineCapacityError, EngineStopped
+from server.errors import CLOSE_CODES, CLOSE_NORMAL, CLOSE_SHUTDOWN, ProtocolError
+from server.images import decode_image
+from server.outbox import Outbox
+from server.protocol import (
+    FORMATS, SessionPause, SessionPing, SessionResume, SessionStart, SessionStop, SessionUpdate,
+    parse_client_message,
+)
+from server.session import Session
+from server.state import ServerState
+
+log = logging.getLogger("framecast.realtime")
+router = APIRouter()
+
+
+@router.websocket("/v1/realtime")
+async def realtime(ws: WebSocket) -> None:
+    state: ServerState = ws.app.state.framecast
+    await ws.accept()
+    connection = RealtimeConnection(ws, state)
+    state.connections.add(connection)
+    try:
+        await connection.run()
+    finally:
+        state.connections.discard(connection)
+
+
+class RealtimeConnection:
+    """One WebSocket: authenticates, parses messages, drives at most one Session."""
+
+    def __init__(self, ws: WebSocket, state: ServerState):
+        self.ws = ws
+        self.state = state
+        self.outbox = Outbox(ws, state.settings.send_queue_chunks)
+        self.session: Session | None = None
+        self.ending = False  # a close was queued; ignore further input
+
+    async def run(self) -> None:
+        sender = asyncio.create_task(self.outbox.run())
+        try:
+            if self._admission_error():
+                self._fail(self._admission_error())
+            else:
+                await self._receive_loop()
+        except Exception:
+            log.exception("realtime connection failed")
+            self._fail(ProtocolError("internal", "internal server error"))
+        finally:
+            await self._cleanup(sender)
+
+    def _admission_error(self) -> ProtocolError | None:
+        token = self.ws.query_params.get("token")
+        auth = self.state.auth
+        if not (auth.check_token(token) or auth.check_bearer(self.ws.headers.get("authorization"))):
+            return ProtocolError("unauthorized", "missing or invalid token")
+        if not self.state.admitting:
+            return ProtocolError("capacity", "the server is shutting down")
+        if not self.state.engine.has_room_for_live():
+            return ProtocolError("capacity", f"all {self.state.settings.max_sessions} session slots are busy")
+        return None
+
+    def _fail(self, error: ProtocolError) -> None:
+        """Send the error event and close with the matching code."""
+        self.outbox.event(error.event())
+        self._close(CLOSE_CODES[error.code])
+
+    def _close(self, code: int) -> None:
+        if not self.ending:
+            self.ending = True
+            self.outbox.close(code)
+
+    async def _receive_loop(self) -> None:
+        limit = self.state.settings.max_message_bytes
+        while not self.ending:
+            receive = asyncio.create_task(self.ws.receive())
+            closed = asyncio.create_task(self.outbox.closed.wait())
+            done, _ = await asyncio.wait({receive, closed}, return_when=asyncio.FIRST_COMPLETED)
+            if receive not in done:
+                receive.cancel()
+                return
+            closed.cancel()
+            message = receive.result()
+            if message["type"] == "websocket.disconnect":
+                return
+            text, data = message.get("text"), message.get("bytes")
+            try:
+                if text is None:
+                    if data is not None and len(data) > limit:
+                        raise ProtocolError("too_large", f"message over the {limit}-byte limit")
+                    raise ProtocolError("unsupported", "binary messages are not accepted; send JSON text")
+                if len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit):
+                    raise ProtocolError("too_large", f"message over the {limit}-byte limit")
+                parsed = parse_client_message(text, max_prompt_chars=self.state.max_prompt_chars)
+                await self._handle(parsed)
+            except ProtocolError as error:
+                if error.code in ("unauthorized", "capacity", "internal"):
+                    self._fail(error)
+                else:  # the session goes on
+                    self.outbox.event(error.event())
+
+    async def _handle(self, message) -> None:
+        if isinstance(message, SessionPing):
+            self.outbox.event({"type": "pong"})
+        elif isinstance(message, SessionStart):
+            await self._start(message)
+        elif isinstance(message, SessionStop):
+            await self._end("stopped", CLOSE_NORMAL)
+        elif self.session is None or self.session.stream is None:
+            raise ProtocolError("bad_request", f"{message.type} before session.start")
+        elif isinstance(message, SessionUpdate):
+            self._update(message)
+        elif isinstance(message, SessionPause):
+            self.state.engine.pause(self.session.stream)
+        elif isinstance(message, SessionResume):
+            self.state.engine.resume(self.session.stream)
+
+    async def _start(self, message: SessionStart) -> None:
+        state, info = self.state, self.state.info
+        if self.session is not None:
+            raise ProtocolError("bad_request", "session already started")
+        if message.format not in FORMATS:
+            raise ProtocolError("unsupported", f"field 'format': {message.format[:32]!r} is not one of {list(FORMATS)}")
+        if message.model is not None and message.model != info.name:
+            raise ProtocolError("unsupported", f"field 'model': this server serves {info.name!r}")
+        image = None
+        if message.image is not None:
+            if not info.supports_image:
+                raise ProtocolError("unsupported", f"field 'image': model {info.name!r} has no image conditioning")
+            settings = state.settings
+            image = await asyncio.to_thread(
+                decode_image, message.image, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
+            )
+        if not state.admitting:
+            raise ProtocolError("capacity", "the server is shutting down")
+        encoder = make_encoder(message.format, fps=info.fps, jpeg_quality=state.settings.jpeg_quality)
+        session = Session(fmt=message.format, encoder=encoder, outbox=self.outbox, pool=state.pool,
+                          metrics=state.metrics, max_raw_chunks=state.settings.send_queue_chunks)
+        try:
+            future = state.engine.open(message.prompt, seed=message.seed, image=image, live=True,
+                                       on_chunk=session.deliver, on_error=self._on_generation_error)
+            session.stream = await asyncio.wrap_future(future)
+        except (EngineCapacityError, EngineStopped) as exc:
+            raise ProtocolError("capacity", str(exc)) from None
+        except Exception as exc:
+            if type(exc).__name__ == "CapacityError":  # models.CapacityError: no free cache row
+                raise ProtocolError("capacity", "no free generation slot") from None
+            log.exception("open_stream failed")
+            raise ProtocolError("internal", "could not start the stream") from None
+        self.session = session
+        self.outbox.event({
+            "type": "session.started", "session_id": session.id, "model": info.name, "width": info.width,
+            "height": info.height, "fps": info.fps, "chunk_frames": info.chunk_frames, "format": message.format,
+        })
+        session.start_tasks(state.settings.stats_interval_s)
+
+    def _update(self, message: SessionUpdate) -> None:
+        loop = asyncio.get_running_loop()
+        event_id = message.event_id
+
+        def applied(chunk_index: int) -> None:  # device thread
+            event = {"type": "session.update.applied", "event_id": event_id, "chunk_index": chunk_index}
+            loop.call_soon_threadsafe(self.outbox.event, event)
+
+        self.state.engine.set_prompt(self.session.stream, message.prompt, message.transition_chunks, applied)
+
+    def _on_generation_error(self, message: str) -> None:  # device thread
+        loop = self.session.loop if self.session else None
+        if loop:
+            loop.call_soon_threadsafe(self._fail, ProtocolError("internal", message))
+
+    async def _end(self, reason: str, code: int) -> None:
+        """Stop generating, flush what was generated, send session.done and close."""
+        if self.ending:
+            return
+        if self.session is not None:
+            if self.session.stream is not None:
+                self.state.engine.close(self.session.stream)
+            await self.session.finish(self.state.settings.shutdown_grace_s)
+        self.outbox.event({"type": "session.done", "reason": reason})
+        self._close(code)
+
+    async def shutdown(self) -> None:
+        """Graceful server shutdown: the chunk in flight was delivered; say goodbye."""
+        await self._end("shutdown", CLOSE_SHUTDOWN)
+
+    async def _cleanup(self, sender: asyncio.Task) -> None:
+        session = self.session
+        if session is not None:
+            if session.stream is not None:
+                self.state.engine.close(session.stream)
+            session.cancel()
+        try:
+            await asyncio.wait_for(sender, self.state.settings.shutdown_grace_s)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            sender.cancel()
+        if self.ws.application_state != WebSocketState.DISCONNECTED and self.ws.client_state != WebSocketState.DISCONNECTED:
+            try:
+                await self.ws.close(CLOSE_NORMAL)
+            except Exception:
+                pass

@@ -1,0 +1,56 @@
+"""Health, readiness, metrics, the model list, and the browser page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import FileResponse, JSONResponse
+
+from server.routes.deps import get_state, require_api_key
+from server.state import ServerState
+
+router = APIRouter()
+WEB_DIR = Path(__file__).resolve().parents[2] / "client" / "web"  # the browser page (client/web/)
+
+
+@router.get("/", include_in_schema=False)
+def index() -> Response:
+    page = WEB_DIR / "index.html"
+    if page.is_file():
+        return FileResponse(page)
+    return JSONResponse({"name": "framecast", "docs": "/docs", "realtime": "/v1/realtime"})
+
+
+@router.get("/healthz")
+def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(state: ServerState = Depends(get_state)) -> Response:
+    """200 when the model is loaded and a session slot is free, else 503."""
+    if state.admitting and state.engine.has_room_for_live():
+        return JSONResponse({"status": "ready"})
+    reason = "shutting down" if not state.admitting else "no free session slot"
+    return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
+
+
+@router.get("/metrics")
+def metrics(state: ServerState = Depends(get_state)) -> Response:
+    state.metrics.set_job_counts(state.store.count_by_status())
+    sessions = state.sessions
+    state.metrics.active_sessions.set(len(sessions))
+    state.metrics.send_queue_depth.set(sum(s.queue_depth for s in sessions))
+    return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@router.get("/v1/models", dependencies=[Depends(require_api_key)])
+def list_models(state: ServerState = Depends(get_state)) -> dict:
+    info = state.info
+    model = {
+        "id": info.name, "object": "model", "family": info.family, "width": info.width, "height": info.height,
+        "fps": info.fps, "chunk_frames": info.chunk_frames, "steps": info.steps,
+        "max_sessions": state.settings.max_sessions, "supports_image": info.supports_image,
+    }
+    return {"object": "list", "data": [model]}

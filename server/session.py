@@ -1,0 +1,157 @@
+"""One live realtime session: its engine stream, its encoder pipeline and its statistics.
+
+device thread --deliver()--> raw chunk queue (bounded, drop-oldest)
+    --encoder task (thread pool, one chunk at a time, in order)--> Outbox (bounded) --> WebSocket
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from concurrent.futures import Executor
+
+from server.chunk_header import pack_chunk
+from server.engine import EngineStream
+from server.errors import CLOSE_CODES
+from server.metrics import Metrics
+from server.outbox import OutgoingChunk, Outbox
+from server.send_queue import DropOldestQueue
+
+log = logging.getLogger("framecast.session")
+_DONE = object()  # sentinel in the raw queue: everything before it is encoded, then stop
+
+
+class Session:
+    """Per-client state; all methods run on the event loop except `deliver`."""
+
+    def __init__(self, *, fmt: str, encoder, outbox: Outbox, pool: Executor, metrics: Metrics, max_raw_chunks: int):
+        self.id = "sess_" + uuid.uuid4().hex[:16]
+        self.format = fmt
+        self.encoder = encoder  # JpegChunkEncoder | Fmp4ChunkEncoder
+        self.outbox = outbox
+        self.pool = pool
+        self.metrics = metrics
+        self.loop = asyncio.get_running_loop()
+        self.stream: EngineStream | None = None
+        self.started_at = time.monotonic()
+        self.done = False
+        self._raw: DropOldestQueue = DropOldestQueue(max_raw_chunks)  # (chunk, step_started)
+        self._first_encoded = False
+        self._first_sent = False
+        self._frames_generated = 0
+        self._latencies: list[float] = []  # seconds, since the last stats event
+        self._last_latency = 0.0
+        self._stats_frames = 0
+        self._stats_time = time.monotonic()
+        self._tasks: list[asyncio.Task] = []
+        outbox.on_chunk_sent = self._chunk_sent
+
+    # ---- producer side (device thread) ----
+    def deliver(self, chunk, step_started: float) -> None:
+        """Engine callback: hand a generated chunk to the event loop (never blocks)."""
+        self.loop.call_soon_threadsafe(self._accept_raw, chunk, step_started)
+
+    def _accept_raw(self, chunk, step_started: float) -> None:
+        if self.done:
+            return
+        self._frames_generated += len(chunk.frames)
+        must_keep = chunk.index == 0 and self.format == "fmp4"  # the init segment travels with it
+        dropped = self._raw.put((chunk, step_started), droppable=not must_keep)
+        self.metrics.dropped_chunks.inc(dropped)
+
+    # ---- pipeline ----
+    def start_tasks(self, stats_interval_s: float) -> None:
+        self._tasks = [
+            asyncio.create_task(self._encode_loop(), name=f"{self.id}-encode"),
+            asyncio.create_task(self._stats_loop(stats_interval_s), name=f"{self.id}-stats"),
+        ]
+
+    async def _encode_loop(self) -> None:
+        try:
+            await self._encode_chunks()
+        except Exception:
+            log.exception("session %s: encoding failed", self.id)
+            self.outbox.event({"type": "error", "code": "internal", "message": "encoding failed"})
+            self.outbox.close(CLOSE_CODES["internal"])
+
+    async def _encode_chunks(self) -> None:
+        while True:
+            item = await self._raw.get()
+            if item is _DONE:
+                return
+            chunk, step_started = item
+            payload = await self.loop.run_in_executor(
+                self.pool, self.encoder.encode, chunk.frames, chunk.first_frame_index
+            )
+            first = not self._first_encoded
+            self._first_encoded = True
+            message = pack_chunk(
+                self.format, payload, frame_count=len(chunk.frames), chunk_index=chunk.index,
+                first_frame_index=chunk.first_frame_index, first=first,
+            )
+            keep = first and self.format == "fmp4"
+            dropped = self.outbox.chunk(OutgoingChunk(message, step_started, len(chunk.frames)), droppable=not keep)
+            self.metrics.dropped_chunks.inc(dropped)
+
+    async def _stats_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.outbox.event(self.stats())
+
+    def _chunk_sent(self, chunk: OutgoingChunk, sent_at: float) -> None:
+        latency = sent_at - chunk.step_started
+        self._latencies.append(latency)
+        self._last_latency = latency
+        self.metrics.chunk_latency.observe(latency)
+        if not self._first_sent:
+            self._first_sent = True
+            self.metrics.time_to_first_frame.observe(sent_at - self.started_at)
+
+    # ---- reporting ----
+    @property
+    def dropped(self) -> int:
+        return self._raw.dropped + self.outbox.queue.dropped
+
+    @property
+    def queue_depth(self) -> int:
+        return self._raw.depth + self.outbox.queue.depth
+
+    def stats(self) -> dict:
+        """The `stats` event; rates cover the time since the previous call."""
+        now = time.monotonic()
+        elapsed = max(now - self._stats_time, 1e-9)
+        fps = (self._frames_generated - self._stats_frames) / elapsed
+        latency = sum(self._latencies) / len(self._latencies) if self._latencies else self._last_latency
+        self._stats_time, self._stats_frames, self._latencies = now, self._frames_generated, []
+        return {
+            "type": "stats",
+            "generated_fps": round(fps, 2),
+            "sent": self.outbox.sent_chunks,
+            "dropped": self.dropped,
+            "queue_depth": self.queue_depth,
+            "chunk_latency_ms": round(latency * 1000, 1),
+        }
+
+    # ---- ending ----
+    async def finish(self, timeout: float) -> None:
+        """Stop the stats task, let the encoder flush what was generated (up to `timeout`)."""
+        self.done = True
+        self._raw.put(_DONE, droppable=False)
+        encode_task, stats_task = self._tasks or (None, None)
+        if stats_task:
+            stats_task.cancel()
+        if encode_task:
+            try:
+                await asyncio.wait_for(encode_task, timeout)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                pass
+            except Exception:  # an encoder failure must not block the session's end
+                pass
+
+    def cancel(self) -> None:
+        """Abandon the pipeline at once (the client is gone)."""
+        self.done = True
+        for task in self._tasks:
+            task.cancel()

@@ -1,0 +1,64 @@
+"""Server settings: every field is a `FRAMECAST_*` environment variable and a `framecast serve` flag.
+
+This is the only place server defaults live (model defaults live in models/config.py).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """What one `framecast serve` process serves, where, and with which limits."""
+
+    model_config = SettingsConfigDict(env_prefix="FRAMECAST_", extra="ignore")
+
+    model: str = "shapes"  # preset name or model directory
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    device: str | None = None  # None: the first GPU if there is one, else CPU
+    max_sessions: int = Field(default=4, ge=1)  # live realtime sessions per device
+    max_running_jobs: int = Field(default=1, ge=0)  # job streams stepped beside live sessions
+    data_dir: Path = Path("data")  # job database and rendered videos
+    redis_url: str | None = None  # shared job queue for several processes (not in this module)
+    api_keys: Annotated[list[str], NoDecode] = []  # comma-separated; empty = auth off
+    cors_origins: Annotated[list[str], NoDecode] = []  # comma-separated allowed origins
+    attn: str | None = None  # force an attention backend (read by models/kernels)
+    token_secret: str | None = None  # HMAC key for client tokens; default derived from api_keys
+    token_ttl_s: int = Field(default=600, ge=1)  # lifetime of a minted client token
+    max_message_bytes: int = Field(default=1 << 20, ge=1024)  # larger client messages: too_large
+    max_image_bytes: int = Field(default=768 << 10, ge=1024)  # decoded input image size limit
+    max_image_pixels: int = Field(default=4096 * 4096, ge=1)  # decoded input image pixel limit
+    default_job_seconds: float = Field(default=4.0, gt=0)  # when POST /v1/videos omits seconds
+    max_job_seconds: float = Field(default=60.0, gt=0)  # longest video a job may request
+    job_max_attempts: int = Field(default=3, ge=1)  # interrupted jobs are re-queued up to this
+    jpeg_quality: int = Field(default=85, ge=1, le=100)  # JPEG chunk format quality
+    send_queue_chunks: int = Field(default=2, ge=1)  # per-session send queue, oldest dropped
+    stats_interval_s: float = Field(default=1.0, gt=0)  # how often `stats` events are sent
+    shutdown_grace_s: float = Field(default=10.0, ge=0)  # time given to sessions on shutdown
+    log_level: str = "info"
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys)
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False

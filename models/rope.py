@@ -45,7 +45,7 @@ class RotaryEmbedding3D(torch.nn.Module):
                 ang_w[None, None, None, :, :].expand(b, f, height, width, -1),
             ],
             dim=-1,
-        ).reshape(b, f * height * width, 1, -1)  # [B, L, 1, D/2]
+        ).reshape(b, f * height * width, 1, (self.t_dim + self.h_dim + self.w_dim) // 2)  # [B, L, 1, D/2]
         return ang.cos().float(), ang.sin().float()
 
 

@@ -478,6 +478,7 @@ class RealtimeSession:
     def __init__(self, session: AsyncRealtimeSession, runner: _LoopThread):
         self._session = session
         self._runner = runner
+        self._closed = False  # stop() or close() ran: the loop thread is gone
 
     def __getattr__(self, name: str) -> Any:  # info, stats, applied, errors, events, done_reason, ...
         return getattr(self._session, name)
@@ -511,14 +512,20 @@ class RealtimeSession:
         return self._runner.run(self._session.save_mp4(path, seconds, max_frames, on_chunk, stop))
 
     def stop(self, timeout: float = 10.0) -> str | None:
-        """End the session and close; returns the done reason."""
+        """End the session and close; returns the done reason (idempotent)."""
+        if self._closed:
+            return self._session.done_reason
+        self._closed = True
         try:
             return self._runner.run(self._session.stop(timeout))
         finally:
             self._runner.shutdown()
 
     def close(self) -> None:
-        """Close the socket without waiting for the server."""
+        """Close the socket without waiting for the server (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             self._runner.run(self._session.close())
         finally:

@@ -1,0 +1,281 @@
+"""The streaming generator: the one denoising loop that the server, `framecast generate`, the
+benchmarks and Self-Forcing training all use.
+
+Per chunk of `chunk_frames` latent frames, for every stream stepped together (one batched
+forward per pass, each stream in its own cache row):
+
+    noise -> K student steps (forward_stream, x0 prediction, re-noise) -> one commit pass at t=0
+    that writes the clean chunk's K/V into the rolling cache -> streaming VAE decode -> uint8 frames
+
+Streams are independent: each has its own cache row, prompt, seed (a CPU torch.Generator, so the
+same seed and prompt give the same frames on any device) and VAE decoder cache.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from models.config import ModelConfig
+from models.kv_cache import CachePlan, RollingKVCache
+from models.schedule import FlowMatchSchedule
+from models.transformer import CausalWanTransformer
+from models.vae import StreamingDecoder, VideoVAE, frames_to_uint8, uint8_to_video
+
+
+class CapacityError(RuntimeError):
+    """Every cache row is taken: no stream can be opened until one closes."""
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    family: str
+    width: int
+    height: int
+    fps: int
+    chunk_frames: int  # latent frames per chunk
+    steps: int  # denoising steps per chunk
+    max_batch: int  # streams that can be open at once
+    supports_image: bool  # a reference image can start a stream
+
+
+@dataclass
+class Chunk:
+    index: int  # 0-based chunk number within its stream
+    first_frame_index: int  # video frame number of frames[0] within the stream
+    frames: np.ndarray  # uint8 [T, H, W, 3]
+    prompt: str  # the prompt this chunk was generated under
+
+
+@dataclass
+class StreamState:
+    id: str
+    row: int  # cache row owned by this stream
+    prompt: str
+    seed: int
+    rng: torch.Generator  # CPU generator: all of this stream's noise
+    text_states: torch.Tensor  # [1, L, text_dim] current prompt embedding
+    text_kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer cross-attention K/V [1, L, H, D]
+    decoder: StreamingDecoder
+    chunk_index: int = 0  # index of the next chunk
+    frames_emitted: int = 0
+    pending_prompt: tuple[str, int] | None = None  # (prompt, transition_chunks) applied at the next step
+    transition: list[torch.Tensor] = field(default_factory=list)  # embeddings for the next chunks
+    image_latent: torch.Tensor | None = None  # [1, C, 1, h, w], decoded in front of the first chunk
+
+
+class StreamingGenerator:
+    def __init__(self, cfg: ModelConfig, transformer: CausalWanTransformer, vae: VideoVAE, text_encoder,
+                 device: torch.device | str = "cpu", max_batch: int = 4, supports_image: bool = True):
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.transformer = transformer.eval()
+        self.dtype = next(transformer.parameters()).dtype
+        self.vae = vae.eval()
+        self.text_encoder = text_encoder
+        self.schedule = FlowMatchSchedule(cfg.schedule)
+        self.cache = RollingKVCache(cfg, max_batch, device=self.device, dtype=self.dtype)
+        self.free_rows = list(range(max_batch))
+        self.info = ModelInfo(
+            name=cfg.name, family=cfg.family, width=cfg.stream.width, height=cfg.stream.height, fps=cfg.stream.fps,
+            chunk_frames=cfg.stream.chunk_frames, steps=self.schedule.num_student_steps, max_batch=max_batch,
+            supports_image=supports_image,
+        )
+
+    # ------------------------------------------------------------------ sizes
+    def frames_in_chunk(self, index: int, has_image: bool = False) -> int:
+        """Video frames in chunk `index` (the VAE turns the very first latent frame into one frame)."""
+        c, tc = self.cfg.stream.chunk_frames, self.vae.temporal_compression
+        if index == 0 and not has_image:
+            return 1 + tc * (c - 1)
+        return tc * c + (1 if index == 0 else 0)
+
+    def _latent_shape(self, frames: int) -> tuple[int, ...]:
+        return (self.cfg.transformer.in_channels, frames, self.cfg.latent_height, self.cfg.latent_width)
+
+    # ------------------------------------------------------------------ text
+    def _embed(self, prompt: str) -> torch.Tensor:
+        states, _mask = self.text_encoder.get(prompt)
+        return states.to(self.device, self.dtype)  # [1, L, text_dim]
+
+    def _use_text(self, stream: StreamState, states: torch.Tensor) -> None:
+        stream.text_states = states
+        stream.text_kv = self.transformer.text_kv(states)
+
+    # ------------------------------------------------------------------ stream lifecycle
+    @torch.no_grad()
+    def open_stream(self, prompt: str, seed: int | None = None, image: np.ndarray | None = None) -> StreamState:
+        if not self.free_rows:
+            raise CapacityError(f"all {self.info.max_batch} stream slots are in use")
+        seed = secrets.randbits(31) if seed is None else int(seed)
+        row = self.free_rows.pop(0)
+        self.cache.reset(row)
+        states = self._embed(prompt)
+        stream = StreamState(
+            id=uuid.uuid4().hex, row=row, prompt=prompt, seed=seed,
+            rng=torch.Generator().manual_seed(seed), text_states=states,
+            text_kv=self.transformer.text_kv(states), decoder=self.vae.streaming_decoder(1),
+        )
+        if image is not None:
+            try:
+                self._start_from_image(stream, image)
+            except Exception:
+                self.close_stream(stream)
+                raise
+        return stream
+
+    def _start_from_image(self, stream: StreamState, image: np.ndarray) -> None:
+        """Encode the reference image and commit it to the sink as a clean first frame."""
+        from PIL import Image
+
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"image must be uint8 [H, W, 3], got {image.dtype} {image.shape}")
+        size = (self.cfg.stream.width, self.cfg.stream.height)
+        resized = np.array(Image.fromarray(image).convert("RGB").resize(size, Image.BICUBIC))
+        pixels = uint8_to_video(resized[None, None])[:, :, 0].to(self.vae.device, self.vae.dtype)  # [1, 3, H, W]
+        latent = self.vae.encode_image(pixels).to(self.device, self.dtype)  # [1, C, 1, h, w]
+        plan = self.cache.plan([stream.row], 1)
+        self._commit(latent, [stream], plan)
+        stream.image_latent = latent
+
+    def set_prompt(self, stream: StreamState, prompt: str, transition_chunks: int = 0) -> None:
+        """Switch prompts from the next chunk; with transition_chunks > 0 the embedding moves
+        linearly from the old prompt to the new one over that many chunks."""
+        if transition_chunks < 0:
+            raise ValueError("transition_chunks must be >= 0")
+        stream.pending_prompt = (prompt, int(transition_chunks))
+
+    def close_stream(self, stream: StreamState) -> None:
+        if stream.row not in self.free_rows:
+            self.cache.reset(stream.row)
+            self.free_rows.append(stream.row)
+            self.free_rows.sort()
+
+    # ------------------------------------------------------------------ prompt switching
+    def _apply_pending_prompt(self, stream: StreamState) -> None:
+        if stream.pending_prompt is not None:
+            prompt, transition = stream.pending_prompt
+            stream.pending_prompt = None
+            new = self._embed(prompt)
+            stream.prompt = prompt
+            if transition == 0:
+                stream.transition = []
+                self._use_text(stream, new)
+                self._recache(stream)
+            else:
+                old = stream.text_states
+                stream.transition = [torch.lerp(old, new, (j + 1) / transition) for j in range(transition)]
+        if stream.transition:
+            self._use_text(stream, stream.transition.pop(0))
+
+    @torch.no_grad()
+    def _recache(self, stream: StreamState) -> None:
+        """Recompute the cached frames' K/V under the current prompt (LongLive's KV re-cache): the
+        held frames are replayed oldest first, chunk by chunk, each seeing only those before it."""
+        held = self.cache.cached_frames(stream.row)
+        c = self.cfg.stream.chunk_frames
+        for start in range(0, len(held), c):
+            frames = held[start:start + c]
+            plan = self.cache.replay_plan(stream.row, frames, upto=start)
+            slots = plan.write_slots[0]
+            latents = self.cache.latents[stream.row][:, slots].unsqueeze(0)  # [1, C, n, h, w]
+            t = torch.zeros(1, len(frames), device=self.device)
+            self.transformer.forward_stream(latents, t, stream.text_kv, self.cache, plan, write=True)
+
+    # ------------------------------------------------------------------ the loop
+    def _noise(self, streams: list[StreamState], frames: int) -> torch.Tensor:
+        shape = self._latent_shape(frames)
+        noise = torch.stack([torch.randn(shape, generator=s.rng) for s in streams])  # [B, C, c, h, w]
+        return noise.to(self.device, self.dtype)
+
+    def _batched_text_kv(self, streams: list[StreamState]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        if len(streams) == 1:
+            return streams[0].text_kv
+        return [
+            (torch.cat([s.text_kv[i][0] for s in streams]), torch.cat([s.text_kv[i][1] for s in streams]))
+            for i in range(len(self.transformer.blocks))
+        ]
+
+    def _commit(self, x0: torch.Tensor, streams: list[StreamState], plan: CachePlan) -> None:
+        """The pass at t=0 that writes the clean chunk's K/V (and latents) into the cache."""
+        t = torch.zeros(x0.shape[0], x0.shape[2], device=self.device)
+        self.transformer.forward_stream(x0, t, self._batched_text_kv(streams), self.cache, plan, write=True)
+        self.cache.write_latents(plan, x0)
+        self.cache.advance([s.row for s in streams], x0.shape[2])
+
+    def denoise(self, streams: list[StreamState], plan: CachePlan, text_kv) -> torch.Tensor:
+        """The few-step student sampler for one chunk of each stream: clean latents [B, C, c, h, w]."""
+        c = self.cfg.stream.chunk_frames
+        sigmas = self.schedule.student_sigmas()
+        x = self._noise(streams, c)
+        for k in range(len(sigmas)):
+            t = torch.full((len(streams), c), float(self.schedule.timestep(sigmas[k])), device=self.device)
+            flow = self.transformer.forward_stream(x, t, text_kv, self.cache, plan, write=False)
+            noise = self._noise(streams, c) if k + 1 < len(sigmas) else None
+            x = self.schedule.student_step(x.float(), flow.float(), k, noise.float() if noise is not None else None)
+            x = x.to(self.dtype)
+        return x
+
+    @torch.no_grad()
+    def step(self, streams: list[StreamState]) -> list[Chunk]:
+        """Advance each stream by one chunk, batched; returns their chunks in order."""
+        if not streams:
+            return []
+        if len({s.row for s in streams}) != len(streams):
+            raise ValueError("a stream was listed twice")
+        for s in streams:
+            self._apply_pending_prompt(s)
+        plan = self.cache.plan([s.row for s in streams], self.cfg.stream.chunk_frames)
+        x0 = self.denoise(streams, plan, self._batched_text_kv(streams))
+        self._commit(x0, streams, plan)
+        return [self._decode(s, x0[i:i + 1]) for i, s in enumerate(streams)]
+
+    def _decode(self, stream: StreamState, latents: torch.Tensor) -> Chunk:
+        if stream.image_latent is not None:  # the reference image leads the first chunk
+            latents = torch.cat([stream.image_latent, latents], dim=2)
+            stream.image_latent = None
+        video = stream.decoder.decode_chunk(latents.to(self.vae.device, self.vae.dtype))  # [1, 3, T, H, W]
+        frames = frames_to_uint8(video)[0]  # [T, H, W, 3]
+        chunk = Chunk(index=stream.chunk_index, first_frame_index=stream.frames_emitted, frames=frames, prompt=stream.prompt)
+        stream.chunk_index += 1
+        stream.frames_emitted += frames.shape[0]
+        return chunk
+
+    def stream(self, prompt: str, seed: int | None = None, image: np.ndarray | None = None) -> Iterator[Chunk]:
+        """One stream as an endless iterator of chunks (its cache row is freed when the iterator is)."""
+        state = self.open_stream(prompt, seed=seed, image=image)
+        try:
+            while True:
+                yield self.step([state])[0]
+        finally:
+            self.close_stream(state)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_generator(model: str = "shapes", device: str | torch.device | None = None, max_batch: int = 4,
+                   dtype: torch.dtype | None = None) -> StreamingGenerator:
+    """A StreamingGenerator for a model directory or preset name (see models/model_dir.py).
+
+    device defaults to the first GPU, else the CPU; dtype to bf16 on GPU and fp32 on CPU.
+    """
+    from models.model_dir import load_transformer, load_vae, resolve_model
+    from models.text_encoders import build_text_encoder
+
+    device = torch.device(device) if device is not None else default_device()
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("CUDA was requested but no GPU is available")
+    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    source = resolve_model(model)
+    transformer = load_transformer(source, device=device, dtype=dtype)
+    vae = load_vae(source, device=device)
+    text = build_text_encoder(source.config.text_encoder, source.path, device)
+    return StreamingGenerator(source.config, transformer, vae, text, device=device, max_batch=max_batch)

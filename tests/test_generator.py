@@ -1,0 +1,113 @@
+"""The streaming generator: determinism, prompt switches, batching, image conditioning, capacity."""
+
+import numpy as np
+import pytest
+import torch
+
+from models import CapacityError, load_generator
+
+
+@pytest.fixture(scope="module")
+def gen():
+    return load_generator("tiny", device="cpu", max_batch=3)
+
+
+def _take(gen, stream, n):
+    return [gen.step([stream])[0] for _ in range(n)]
+
+
+def test_chunks_have_announced_shape_and_indices(gen):
+    s = gen.open_stream("a red circle", seed=1)
+    try:
+        chunks = _take(gen, s, 3)
+    finally:
+        gen.close_stream(s)
+    h, w = gen.info.height, gen.info.width
+    first = 0
+    for i, c in enumerate(chunks):
+        assert c.index == i and c.first_frame_index == first
+        assert c.frames.dtype == np.uint8 and c.frames.shape == (gen.frames_in_chunk(i), h, w, 3)
+        first += c.frames.shape[0]
+
+
+def test_same_seed_and_prompt_give_same_frames(gen):
+    a = [c.frames for c in _collect(gen, "blue squares", seed=7, n=3)]
+    b = [c.frames for c in _collect(gen, "blue squares", seed=7, n=3)]
+    c = [c.frames for c in _collect(gen, "blue squares", seed=8, n=3)]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(a[1], c[1])
+
+
+def _collect(gen, prompt, seed, n, image=None):
+    it = gen.stream(prompt, seed=seed, image=image)
+    out = [next(it) for _ in range(n)]
+    it.close()
+    return out
+
+
+def test_prompt_switch_changes_frames_only_after_the_switch(gen):
+    base = gen.open_stream("a red circle on black", seed=3)
+    other = gen.open_stream("a red circle on black", seed=3)
+    try:
+        ref = _take(gen, base, 4)
+        got = _take(gen, other, 2)
+        gen.set_prompt(other, "two green triangles on white")
+        got += _take(gen, other, 2)
+    finally:
+        gen.close_stream(base)
+        gen.close_stream(other)
+    for i in range(2):
+        assert np.array_equal(ref[i].frames, got[i].frames), f"chunk {i} changed before the switch"
+    assert got[2].prompt == "two green triangles on white"
+    assert not np.array_equal(ref[2].frames, got[2].frames)
+
+
+def test_transition_interpolates_over_chunks(gen):
+    s = gen.open_stream("a red circle", seed=4)
+    try:
+        _take(gen, s, 1)
+        old = s.text_states.clone()
+        gen.set_prompt(s, "a blue square", transition_chunks=3)
+        gen.step([s])
+        first = s.text_states.clone()
+        gen.step([s])
+        gen.step([s])
+        new = gen._embed("a blue square")
+    finally:
+        gen.close_stream(s)
+    assert torch.allclose(first, torch.lerp(old, new, 1 / 3), atol=1e-6)
+    assert torch.allclose(s.text_states, new, atol=1e-6)
+
+
+def test_batched_step_equals_separate_streams(gen):
+    solo_a = [c.frames for c in _collect(gen, "a red circle", seed=11, n=3)]
+    solo_b = [c.frames for c in _collect(gen, "a yellow triangle", seed=12, n=3)]
+    a = gen.open_stream("a red circle", seed=11)
+    b = gen.open_stream("a yellow triangle", seed=12)
+    try:
+        pairs = [gen.step([a, b]) for _ in range(3)]
+    finally:
+        gen.close_stream(a)
+        gen.close_stream(b)
+    for i, (ca, cb) in enumerate(pairs):
+        assert np.abs(ca.frames.astype(int) - solo_a[i].astype(int)).max() <= 1, f"chunk {i} stream a"
+        assert np.abs(cb.frames.astype(int) - solo_b[i].astype(int)).max() <= 1, f"chunk {i} stream b"
+
+
+def test_image_conditioning_starts_from_the_image(gen):
+    img = np.zeros((40, 50, 3), np.uint8)
+    img[:, :25] = (255, 0, 0)
+    chunks = _collect(gen, "a red circle", seed=5, n=2, image=img)
+    assert chunks[0].frames.shape[0] == gen.frames_in_chunk(0, has_image=True)
+    plain = _collect(gen, "a red circle", seed=5, n=2)
+    assert not np.array_equal(chunks[1].frames, plain[1].frames)
+
+
+def test_capacity_and_row_reuse(gen):
+    streams = [gen.open_stream("x", seed=i) for i in range(gen.info.max_batch)]
+    with pytest.raises(CapacityError):
+        gen.open_stream("one too many")
+    gen.close_stream(streams.pop())
+    streams.append(gen.open_stream("fits again"))
+    for s in streams:
+        gen.close_stream(s)

@@ -5,6 +5,8 @@ colours, sizes, one speed per video) and their trajectories from a generator see
 `(seed, i)`, renders the video with numpy (anti-aliased, vectorised over frames) and words a prompt
 for it. The same `(seed, i)` always gives the same video, prompt and parameters, at any length:
 trajectories are closed-form, so a longer sample starts with the frames of a shorter one.
+`sample_for_prompt(prompt)` renders a ground-truth video for any prompt in the shapes vocabulary
+(the scorer's reference and an oracle "model" for evaluation tests).
 
 `ShapesVideoDataset` / `ShapesVideoStream` adapt it to torch for training: (video float
 `[3, T, H, W]` in [-1, 1], prompt).
@@ -12,6 +14,7 @@ trajectories are closed-form, so a longer sample starts with the frames of a sho
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -26,6 +29,7 @@ from distill.prompts import (
     SPEEDS,
     ObjectGroup,
     PromptSpec,
+    parse_prompt,
     render_prompt,
 )
 from models.config import ShapesDataConfig
@@ -78,28 +82,44 @@ def bounce(start: float, velocity: float, lo: float, hi: float, t: np.ndarray) -
     return lo + span - np.abs(unfolded - span)
 
 
-def sample_params(rng: np.random.Generator, cfg: ShapesDataConfig, frames: int) -> VideoParams:
-    """Draw a background, object groups, a speed and per-object trajectories of `frames` frames."""
+def sample_spec(rng: np.random.Generator, cfg: ShapesDataConfig) -> tuple[PromptSpec, tuple[str, ...]]:
+    """Draw what a video shows: background, object groups (one colour each) and speed.
+
+    Returns the spec as the prompt will say it (a size may be left unsaid) and the size drawn
+    for each group.
+    """
     background = str(rng.choice(list(BACKGROUND_COLOURS)))
-    colours = [c for c in OBJECT_COLOURS if c != background]
     speed = str(rng.choice(list(SPEEDS)))
     n_objects = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
-    palette = rng.permutation(colours)  # each group gets its own colour
-
-    groups: list[tuple[ObjectGroup, str]] = []  # (what the prompt says, the size drawn)
+    palette = rng.permutation([c for c in OBJECT_COLOURS if c != background])  # each group its own colour
+    groups: list[ObjectGroup] = []
+    sizes: list[str] = []
     remaining = n_objects
     while remaining > 0:
         count = 1 if rng.random() < 0.6 else int(rng.integers(1, remaining + 1))
-        size = str(rng.choice(list(SIZES)))
-        said_size = None if rng.random() < cfg.omit_size_prob else size
-        groups.append((ObjectGroup(count, str(palette[len(groups)]), str(rng.choice(SHAPES)), said_size), size))
+        sizes.append(str(rng.choice(list(SIZES))))
+        said_size = None if rng.random() < cfg.omit_size_prob else sizes[-1]
+        groups.append(ObjectGroup(count, str(palette[len(groups)]), str(rng.choice(SHAPES)), said_size))
         remaining -= count
+    return PromptSpec(background=background, groups=tuple(groups), speed=speed), tuple(sizes)
 
+
+def place_objects(spec: PromptSpec, rng: np.random.Generator, cfg: ShapesDataConfig, frames: int,
+                  sizes: tuple[str, ...] | None = None) -> VideoParams:
+    """Trajectories of `frames` frames for the objects of `spec`.
+
+    `sizes` gives each group's drawn size; where it and the spec are silent, a size is drawn, and
+    a missing background or speed is drawn too (so any parsed prompt can be rendered).
+    """
+    background = spec.background or str(rng.choice([b for b in BACKGROUND_COLOURS
+                                                       if b not in {g.colour for g in spec.groups}]))
+    speed = spec.speed or str(rng.choice(list(SPEEDS)))
     side = min(cfg.width, cfg.height)
     t = np.arange(frames, dtype=np.float64)  # [T]
     objects = []
     starts: list[tuple[float, float, float]] = []  # (x, y, radius) of the objects placed so far
-    for group, drawn_size in groups:
+    for i, group in enumerate(spec.groups):
+        drawn_size = sizes[i] if sizes else (group.size or str(rng.choice(list(SIZES))))
         for _ in range(group.count):
             radius = SIZES[drawn_size] * side
             for _attempt in range(_PLACEMENT_ATTEMPTS):  # start apart; they may still cross later
@@ -115,7 +135,6 @@ def sample_params(rng: np.random.Generator, cfg: ShapesDataConfig, frames: int) 
             centres = np.stack([bounce(x0, vx, radius, cfg.width - radius, t),
                                 bounce(y0, vy, radius, cfg.height - radius, t)], axis=1)  # [T, 2]
             objects.append(ObjectParams(group.shape, group.colour, drawn_size, speed, radius, centres, angle0 + spin * t))
-    spec = PromptSpec(background=background, groups=tuple(g for g, _ in groups), speed=speed)
     return VideoParams(background, tuple(objects), cfg.width, cfg.height, cfg.fps, frames, spec)
 
 
@@ -183,13 +202,26 @@ class ShapesDataset:
 
     def params(self, index: int, frames: int | None = None) -> VideoParams:
         rng = np.random.default_rng([self.seed, int(index)])
-        return sample_params(rng, self.config, frames or self.config.frames)
+        spec, sizes = sample_spec(rng, self.config)
+        return place_objects(spec, rng, self.config, frames or self.config.frames, sizes)
 
     def sample(self, index: int, frames: int | None = None) -> ShapesSample:
         """Sample `index` with `frames` frames (default: the config's)."""
         params = self.params(index, frames)
         wording_rng = np.random.default_rng([self.seed, int(index), 1])
         return ShapesSample(render_video(params), render_prompt(params.spec, wording_rng), params)
+
+    def sample_for_prompt(self, prompt: str | PromptSpec, index: int = 0, frames: int | None = None) -> ShapesSample:
+        """A ground-truth video of `prompt` (text in the shapes vocabulary, or a parsed spec).
+
+        Deterministic per `(seed, index, prompt)`; raises `PromptParseError` for a prompt naming no object.
+        """
+        spec = parse_prompt(prompt) if isinstance(prompt, str) else prompt
+        text = prompt if isinstance(prompt, str) else render_prompt(spec, np.random.default_rng([self.seed, int(index), 1]))
+        digest = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+        rng = np.random.default_rng([self.seed, int(index), 2, digest])
+        params = place_objects(spec, rng, self.config, frames or self.config.frames)
+        return ShapesSample(render_video(params), text, params)
 
 
 def to_model_video(video: np.ndarray) -> torch.Tensor:

@@ -135,3 +135,16 @@ def test_torch_adapters_yield_model_ready_videos():
     first, _ = next(stream)
     assert torch.equal(first, video)
     assert torch.equal(to_model_video(np.full((1, 2, 2, 3), 255, np.uint8)), torch.ones(3, 1, 2, 2))
+
+
+def test_sample_for_prompt_renders_what_the_prompt_says():
+    ds = ShapesDataset(0, ShapesDataConfig(frames=4))
+    prompt = "two small yellow triangles drifting slowly across gray"
+    s = ds.sample_for_prompt(prompt, index=3)
+    assert s.prompt == prompt and s.params.spec == parse_prompt(prompt)
+    assert s.params.background == "gray" and len(s.params.objects) == 2
+    assert all((o.colour, o.shape, o.size, o.speed) == ("yellow", "triangle", "small", "slow") for o in s.params.objects)
+    assert np.array_equal(s.video, ds.sample_for_prompt(prompt, index=3).video)
+    assert not np.array_equal(s.video, ds.sample_for_prompt(prompt, index=4).video)
+    loose = ds.sample_for_prompt("a red circle")  # background, size and speed unsaid: drawn
+    assert loose.params.background in BACKGROUND_COLOURS and loose.params.background != "red"

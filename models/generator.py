@@ -209,31 +209,50 @@ class StreamingGenerator:
         self.cache.write_latents(plan, x0)
         self.cache.advance([s.row for s in streams], x0.shape[2])
 
-    def denoise(self, streams: list[StreamState], plan: CachePlan, text_kv) -> torch.Tensor:
-        """The few-step student sampler for one chunk of each stream: clean latents [B, C, c, h, w]."""
+    def denoise(self, streams: list[StreamState], plan: CachePlan, text_kv, exit_step: int | None = None,
+                grad: bool = False) -> torch.Tensor:
+        """The few-step student sampler for one chunk of each stream: clean latents [B, C, c, h, w].
+
+        exit_step: stop after step k and return its x0 prediction (Self-Forcing's random exit;
+        None = all steps). grad: keep gradients through the exit step's forward only.
+        """
         c = self.cfg.stream.chunk_frames
         sigmas = self.schedule.student_sigmas()
+        last = len(sigmas) - 1 if exit_step is None else exit_step
         x = self._noise(streams, c)
-        for k in range(len(sigmas)):
-            t = torch.full((len(streams), c), float(self.schedule.timestep(sigmas[k])), device=self.device)
-            flow = self.transformer.forward_stream(x, t, text_kv, self.cache, plan, write=False)
-            noise = self._noise(streams, c) if k + 1 < len(sigmas) else None
-            x = self.schedule.student_step(x.float(), flow.float(), k, noise.float() if noise is not None else None)
-            x = x.to(self.dtype)
-        return x
+        for k in range(last + 1):
+            with torch.set_grad_enabled(grad and k == last):
+                t = torch.full((len(streams), c), float(self.schedule.timestep(sigmas[k])), device=self.device)
+                flow = self.transformer.forward_stream(x, t, text_kv, self.cache, plan, write=False)
+                if k == last:
+                    return self.schedule.x0_from_flow(x.float(), flow.float(), sigmas[k])
+            noise = self._noise(streams, c)
+            x = self.schedule.student_step(x.float(), flow.float(), k, noise.float()).to(self.dtype)
+        raise AssertionError("unreachable")
+
+    def rollout_chunk(self, streams: list[StreamState], exit_step: int | None = None, grad: bool = False) -> torch.Tensor:
+        """Generate and commit one chunk of latents per stream [B, C, c, h, w] (no decoding).
+
+        This is `step` without the VAE: Self-Forcing training rolls out through it, so training
+        sees exactly the cache, sink, rolling window and prompt handling of inference.
+        """
+        if len({s.row for s in streams}) != len(streams):
+            raise ValueError("a stream was listed twice")
+        with torch.no_grad():
+            for s in streams:
+                self._apply_pending_prompt(s)
+        plan = self.cache.plan([s.row for s in streams], self.cfg.stream.chunk_frames)
+        x0 = self.denoise(streams, plan, self._batched_text_kv(streams), exit_step=exit_step, grad=grad)
+        with torch.no_grad():
+            self._commit(x0.detach().to(self.dtype), streams, plan)
+        return x0
 
     @torch.no_grad()
     def step(self, streams: list[StreamState]) -> list[Chunk]:
         """Advance each stream by one chunk, batched; returns their chunks in order."""
         if not streams:
             return []
-        if len({s.row for s in streams}) != len(streams):
-            raise ValueError("a stream was listed twice")
-        for s in streams:
-            self._apply_pending_prompt(s)
-        plan = self.cache.plan([s.row for s in streams], self.cfg.stream.chunk_frames)
-        x0 = self.denoise(streams, plan, self._batched_text_kv(streams))
-        self._commit(x0, streams, plan)
+        x0 = self.rollout_chunk(streams)
         return [self._decode(s, x0[i:i + 1]) for i, s in enumerate(streams)]
 
     def _decode(self, stream: StreamState, latents: torch.Tensor) -> Chunk:

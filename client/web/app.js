@@ -432,7 +432,7 @@
         state.stats = event;
         if (typeof event.generated_fps === "number") $("m-gen-fps").textContent = event.generated_fps.toFixed(1);
         if (typeof event.chunk_latency_ms === "number") $("m-latency").textContent = `${Math.round(event.chunk_latency_ms)} ms`;
-        $("m-dropped").textContent = String((event.dropped || 0) + state.droppedFrames);
+        updateDropped();
         break;
       case "session.update.applied":
         state.lastAppliedEventId = event.event_id;
@@ -447,10 +447,17 @@
       case "error":
         errorSinceStart = true;
         showError(event.code || "internal", event.message || "unknown error", { reconnect: false });
+        if (state.status === "connecting" && ws) ws.close(); // the start was refused: give up this socket
         break;
       default:
         break; // pong and future events
     }
+  }
+
+  /** Overlay: chunks the server dropped for this client, plus frames the page skipped to stay live. */
+  function updateDropped() {
+    const serverDropped = (state.stats && state.stats.dropped) || 0;
+    $("m-dropped").textContent = state.droppedFrames ? `${serverDropped} · ${state.droppedFrames} fr` : String(serverDropped);
   }
 
   function send(message) {

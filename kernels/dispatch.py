@@ -42,15 +42,24 @@ def backend_available(name: str) -> bool:
             return False
         if torch.cuda.is_available():
             return True
-        # no GPU: run in Triton's interpreter, which must be chosen before the kernel is compiled
-        if "kernels.triton_attention" not in sys.modules:
+        # no GPU: Triton's CPU interpreter, which must be on before triton itself is imported
+        if "triton" not in sys.modules:
             os.environ.setdefault("TRITON_INTERPRET", "1")
-        return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+        return _triton_interpreter_active()
     if name == "flash":
         return torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
     if name == "xformers":
         return torch.cuda.is_available() and importlib.util.find_spec("xformers") is not None
     raise ValueError(f"unknown attention backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def _triton_interpreter_active() -> bool:
+    """Whether triton was imported in interpreter mode (its own jit library functions are then
+    interpreted; setting TRITON_INTERPRET after `import triton` is too late)."""
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(tl.zeros, InterpretedFunction)
 
 
 @functools.cache

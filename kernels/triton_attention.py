@@ -39,32 +39,32 @@ def _attend_tile(acc, l_i, m_i, q, k_base, v_base, tile_base, start_n, row_in_ti
                  BLOCK_M: tl.constexpr, DOT_FP32: tl.constexpr, IEEE: tl.constexpr):
     """One [BLOCK_M, BLOCK_N] step of the online softmax; returns the updated (acc, l_i, m_i)."""
     cols = start_n + offs_n  # [BLOCK_N]
-    k_ptrs = k_base + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd  # [BLOCK_D, BLOCK_N]
+    k_ptrs = k_base + cols[:, None] * stride_kn + offs_d[None, :] * stride_kd  # [BLOCK_N, BLOCK_D]
     v_ptrs = v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd  # [BLOCK_N, BLOCK_D]
     if MASKED:
         col_ok = cols < kv_len
         if EVEN_D:
-            kt = tl.load(k_ptrs, mask=col_ok[None, :], other=0.0)
+            k = tl.load(k_ptrs, mask=col_ok[:, None], other=0.0)
             v = tl.load(v_ptrs, mask=col_ok[:, None], other=0.0)
         else:
             d_ok = offs_d < HEAD_DIM
-            kt = tl.load(k_ptrs, mask=col_ok[None, :] & d_ok[:, None], other=0.0)
+            k = tl.load(k_ptrs, mask=col_ok[:, None] & d_ok[None, :], other=0.0)
             v = tl.load(v_ptrs, mask=col_ok[:, None] & d_ok[None, :], other=0.0)
     else:  # full blocks lie inside [0, kv_len) by the BlockList invariant
         if EVEN_D:
-            kt = tl.load(k_ptrs)
+            k = tl.load(k_ptrs)
             v = tl.load(v_ptrs)
         else:
             d_ok = offs_d < HEAD_DIM
-            kt = tl.load(k_ptrs, mask=d_ok[:, None], other=0.0)
+            k = tl.load(k_ptrs, mask=d_ok[None, :], other=0.0)
             v = tl.load(v_ptrs, mask=d_ok[None, :], other=0.0)
     if DOT_FP32:
-        kt = kt.to(tl.float32)
+        k = k.to(tl.float32)
         v = v.to(tl.float32)
     if IEEE:
-        qk = tl.dot(q, kt, input_precision="ieee")  # [BLOCK_M, BLOCK_N] fp32
+        qk = tl.dot(q, tl.trans(k), input_precision="ieee")  # [BLOCK_M, BLOCK_N] fp32
     else:
-        qk = tl.dot(q, kt)
+        qk = tl.dot(q, tl.trans(k))
     qk = qk * qk_scale
     if MASKED:
         rows = row_in_tile + tl.arange(0, BLOCK_M)

@@ -43,6 +43,19 @@ def _onednn_conv_forward(self: nn.Conv2d | nn.Conv3d, x: torch.Tensor, weight: t
     return type(self)._conv_forward(self, x, weight, bias)
 
 
+def use_channels_last(module: nn.Module) -> None:
+    """Store conv weights channels-last (NDHWC / NHWC), in place.
+
+    With channels-last weights and inputs, oneDNN convolutions and the channel-wise RMS norms of
+    a small VAE run about 1.5x faster on CPU. State dicts and checkpoints are unaffected.
+    """
+    for p in module.parameters():
+        if p.dim() == 5:
+            p.data = p.data.contiguous(memory_format=torch.channels_last_3d)
+        elif p.dim() == 4:
+            p.data = p.data.contiguous(memory_format=torch.channels_last)
+
+
 def use_onednn_convs(module: nn.Module) -> None:
     """Route every Conv2d/Conv3d inside `module` through `_onednn_conv_forward` (per instance)."""
     for m in module.modules():
@@ -68,6 +81,7 @@ class VideoVAE(nn.Module):
         self.register_buffer("latents_mean", mean.view(1, -1, 1, 1, 1).float(), persistent=False)
         self.register_buffer("latents_std", std.view(1, -1, 1, 1, 1).float(), persistent=False)
         use_onednn_convs(model)  # small convs would otherwise take PyTorch's slow CPU path
+        use_channels_last(model)
         self._num_encoder_convs = sum(isinstance(m, WanCausalConv3d) for m in model.encoder.modules())
         self._num_decoder_convs = sum(isinstance(m, WanCausalConv3d) for m in model.decoder.modules())
 
@@ -138,7 +152,7 @@ class VideoVAE(nn.Module):
             raise ValueError(f"video frame count must be 1 + a multiple of {tc}, got {t}")
         if h % sc or w % sc:
             raise ValueError(f"video height/width must be multiples of {sc}, got {h}x{w}")
-        x = video.to(self.dtype)
+        x = video.to(self.dtype).contiguous(memory_format=torch.channels_last_3d)
         if self.model.config.patch_size is not None:
             x = patchify(x, patch_size=self.model.config.patch_size)
         cache: list = [None] * self._num_encoder_convs  # this call's causal-conv cache
@@ -183,7 +197,8 @@ class VideoVAE(nn.Module):
         """
         if latents.ndim != 5 or latents.shape[1] != self.z_dim:
             raise ValueError(f"expected latents [B, {self.z_dim}, F, h, w], got {tuple(latents.shape)}")
-        z = self.model.post_quant_conv(self.denormalize(latents.to(self.dtype)))  # [B, z, c, h, w]
+        z = self.denormalize(latents.to(self.dtype)).contiguous(memory_format=torch.channels_last_3d)
+        z = self.model.post_quant_conv(z)  # [B, z, c, h, w]
         decoder = self.model.decoder
         outs = []
         if first:
@@ -194,7 +209,7 @@ class VideoVAE(nn.Module):
         video = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]
         if self.model.config.patch_size is not None:
             video = unpatchify(video, patch_size=self.model.config.patch_size)
-        return video.clamp(-1.0, 1.0)
+        return video.clamp(-1.0, 1.0).contiguous()
 
 
 class StreamingDecoder:

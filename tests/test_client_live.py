@@ -76,7 +76,7 @@ def test_async_fmp4_pause_and_resume(server, info):
             await session.resume()
             resumed = await asyncio.wait_for(session.next_chunk(), timeout=60)
             assert resumed.index > first.index
-            assert resumed.frames.shape == first.frames.shape
+            assert resumed.frames.shape[1:] == first.frames.shape[1:]
 
     asyncio.run(scenario())
 

@@ -1,0 +1,314 @@
+"""`framecast eval`: stream a model on a prompt file and score every 5-second window.
+
+    framecast eval --model DIR|PRESET --prompts FILE --seconds N [--seeds 0,1] [--device DEV] [--out DIR]
+
+For each prompt and seed a stream is generated through the streaming generator (up to
+`--max-batch` streams stepped together in one batched forward) and scored window by window with
+`distill.scoring` while it is generated, so a stream of many minutes never sits in memory. Writes
+`OUT/eval.json` (per run, per window, per component, and means) and `OUT/eval.png` (overall score
+over time), and prints a summary table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from distill.prompts import PromptParseError, parse_prompt
+from distill.scoring import COMPONENTS, WindowScore, WindowScorer
+from models.config import EvalConfig
+
+
+@dataclass
+class EvalRun:
+    """One (prompt, seed) stream and its window scores."""
+
+    prompt: str
+    seed: int
+    windows: list[WindowScore] = field(default_factory=list)
+
+    def mean(self) -> dict:
+        return _mean_of(self.windows)
+
+
+def _mean_of(windows: list[WindowScore]) -> dict:
+    """{"overall": mean, "components": {name: mean}} over `windows` (None when there are none)."""
+    if not windows:
+        return {"overall": None, "components": {k: None for k in COMPONENTS}}
+    return {
+        "overall": float(np.mean([w.overall for w in windows])),
+        "components": {k: float(np.mean([w.components[k] for w in windows])) for k in COMPONENTS},
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs
+# ---------------------------------------------------------------------------------------------
+
+def read_prompts(path: str | Path) -> list[str]:
+    """Prompts of a prompt file: one per line, `#` comments and blank lines skipped, each parseable."""
+    from client.cli import CLIError
+
+    path = Path(path)
+    if not path.is_file():
+        raise CLIError(f"prompt file not found: {path}")
+    prompts = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        try:
+            parse_prompt(text)
+        except PromptParseError:
+            raise CLIError(f"{path}:{number}: cannot score {text!r}: name objects as colour + shape "
+                           f"(e.g. 'a red circle on a black background')") from None
+        prompts.append(text)
+    if not prompts:
+        raise CLIError(f"prompt file {path} has no prompts")
+    return prompts
+
+
+def parse_seeds(text: str) -> list[int]:
+    from client.cli import CLIError
+
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise CLIError(f"--seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise CLIError("--seeds is empty")
+    return seeds
+
+
+# ---------------------------------------------------------------------------------------------
+# generation + scoring
+# ---------------------------------------------------------------------------------------------
+
+def evaluate(gen, prompts: list[str], seeds: list[int], seconds: float, window_seconds: float,
+             on_frames=None) -> list[EvalRun]:
+    """Stream every (prompt, seed) for `seconds` and score it per window.
+
+    `gen` follows the streaming generator API (`info`, `open_stream`, `step`, `close_stream`);
+    up to `gen.info.max_batch` streams advance together. `on_frames(n)` is called with the
+    number of frames scored after each step (progress).
+    """
+    fps = gen.info.fps
+    total_frames = max(3, int(round(seconds * fps)))
+    queue = deque(EvalRun(p, s) for p in prompts for s in seeds)
+    runs = list(queue)
+    active: list[tuple[EvalRun, object, WindowScorer, list[int]]] = []  # (run, stream, scorer, [frames seen])
+    while queue or active:
+        while queue and len(active) < gen.info.max_batch:
+            run = queue.popleft()
+            active.append((run, gen.open_stream(run.prompt, seed=run.seed), WindowScorer(run.prompt, fps, window_seconds), [0]))
+        chunks = gen.step([stream for _, stream, _, _ in active])
+        still_active = []
+        for (run, stream, scorer, seen), chunk in zip(active, chunks):
+            frames = chunk.frames[: total_frames - seen[0]]  # [T, H, W, 3], trimmed to the length asked
+            scorer.push(frames)
+            seen[0] += len(frames)
+            if on_frames:
+                on_frames(len(frames))
+            if seen[0] >= total_frames:
+                run.windows = scorer.finish()
+                gen.close_stream(stream)
+            else:
+                still_active.append((run, stream, scorer, seen))
+        active = still_active
+    return runs
+
+
+def summarise(runs: list[EvalRun]) -> dict:
+    """Means over runs, per prompt (over seeds), per window index (drift), and the worst window."""
+    n_windows = max((len(r.windows) for r in runs), default=0)
+    per_window = []
+    for i in range(n_windows):
+        windows = [r.windows[i] for r in runs if len(r.windows) > i]
+        per_window.append({"index": i, "start_s": windows[0].start_s, "end_s": windows[0].end_s, **_mean_of(windows)})
+    per_prompt: dict[str, list[WindowScore]] = {}
+    for r in runs:
+        per_prompt.setdefault(r.prompt, []).extend(r.windows)
+    first = per_window[0]["overall"] if per_window else None
+    worst = min(w["overall"] for w in per_window) if per_window else None
+    return {
+        **_mean_of([w for r in runs for w in r.windows]),
+        "per_prompt": [{"prompt": p, **_mean_of(ws)} for p, ws in per_prompt.items()],
+        "per_window": per_window,
+        "first_window_overall": first,
+        "worst_window_overall": worst,
+        "worst_over_first": worst / first if first else None,  # drift: 1.0 = no window below the first
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# outputs
+# ---------------------------------------------------------------------------------------------
+
+def eval_report(model: str, info, runs: list[EvalRun], seconds: float, window_seconds: float,
+                seeds: list[int], prompts_file: str, wall_seconds: float) -> dict:
+    """The JSON document written as eval.json."""
+    frames = len(runs) * max(3, int(round(seconds * info.fps)))
+    return {
+        "model": model,
+        "info": asdict(info),
+        "prompts_file": prompts_file,
+        "seconds": seconds,
+        "window_seconds": window_seconds,
+        "seeds": seeds,
+        "components": list(COMPONENTS),
+        "weights": EvalConfig().weights,
+        "generation": {"wall_seconds": wall_seconds, "frames": frames, "fps": frames / wall_seconds if wall_seconds else None},
+        "runs": [{"prompt": r.prompt, "seed": r.seed, **r.mean(), "windows": [asdict(w) for w in r.windows]} for r in runs],
+        "summary": summarise(runs),
+    }
+
+
+def write_plot(path: Path, runs: list[EvalRun], title: str) -> None:
+    """PNG of the overall score per window over time: one thin line per run, the mean in bold."""
+    curves = [([(w.start_s + w.end_s) / 2 for w in r.windows], [w.overall for w in r.windows]) for r in runs]
+    x_max = max((w.end_s for r in runs for w in r.windows), default=1.0)
+    n = max((len(y) for _, y in curves), default=0)
+    mean = [float(np.mean([y[i] for _, y in curves if len(y) > i])) for i in range(n)]
+    mean_x = next((x for x, y in curves if len(y) == n), [])
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        _write_plot_pillow(path, curves, (mean_x, mean), x_max, title)
+        return
+    fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
+    for x, y in curves:
+        ax.plot(x, y, color="tab:blue", alpha=0.25, linewidth=1)
+    ax.plot(mean_x, mean, color="tab:red", linewidth=2.5, marker="o", label="mean")
+    ax.set(xlim=(0, x_max), ylim=(0, 1.02), xlabel="time (s, window centre)", ylabel="overall score", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _write_plot_pillow(path: Path, curves, mean_curve, x_max: float, title: str) -> None:
+    """The same plot drawn with Pillow (when matplotlib is not installed)."""
+    from PIL import Image, ImageDraw
+
+    width, height, margin = 800, 400, 50
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    x_max = x_max or 1.0
+
+    def to_px(x: float, y: float) -> tuple[float, float]:
+        return (margin + x / x_max * (width - 2 * margin), height - margin - y * (height - 2 * margin))
+
+    draw.rectangle([margin, margin, width - margin, height - margin], outline="black")
+    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+        _, y = to_px(0, tick)
+        draw.line([margin, y, width - margin, y], fill=(225, 225, 225))
+        draw.text((8, y - 6), f"{tick:.2f}", fill="black")
+    for tick in np.linspace(0, x_max, 5):
+        x, _ = to_px(tick, 0)
+        draw.text((x - 10, height - margin + 6), f"{tick:.3g}s", fill="black")
+    for x, y in curves:
+        if len(x) > 1:
+            draw.line([to_px(a, b) for a, b in zip(x, y)], fill=(160, 190, 230), width=1)
+    mx, my = mean_curve
+    if len(mx) > 1:
+        draw.line([to_px(a, b) for a, b in zip(mx, my)], fill=(210, 40, 40), width=3)
+    for a, b in zip(mx, my):
+        px, py = to_px(a, b)
+        draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=(210, 40, 40))
+    draw.text((margin, 15), f"{title}  (overall score per window; red: mean)", fill="black")
+    image.save(path)
+
+
+_SHORT_NAMES = {"overall": "all", "background": "bg", "colours": "col", "shapes": "shp", "count": "cnt",
+                "motion": "mot", "flicker": "flk", "saturation": "sat"}  # table headers
+
+
+def print_summary(report: dict) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    summary = report["summary"]
+    table = Table(title=f"framecast eval: {report['model']} ({report['seconds']:g} s x {len(report['seeds'])} seed(s))",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("prompt", overflow="ellipsis", no_wrap=True, min_width=16, max_width=40)
+    for name in ("overall", *COMPONENTS):
+        table.add_column(_SHORT_NAMES.get(name, name), justify="right", min_width=4, no_wrap=True)
+    for row in summary["per_prompt"]:
+        table.add_row(row["prompt"], f"{row['overall']:.2f}", *(f"{row['components'][k]:.2f}" for k in COMPONENTS))
+    table.add_row("[bold]mean", f"[bold]{summary['overall']:.2f}", *(f"{summary['components'][k]:.2f}" for k in COMPONENTS))
+    console = Console()
+    if not console.is_terminal:  # logs and pipes: wide enough for every column
+        console = Console(width=max(console.width, 110))
+    console.print(table)
+    console.print("bg background, col colours, shp shapes, cnt count, mot motion, flk flicker, sat saturation")
+    console.print(f"windows: first {summary['first_window_overall']:.3f}, worst {summary['worst_window_overall']:.3f} "
+                  f"(worst/first {summary['worst_over_first'] or 0:.3f}); generated {report['generation']['fps']:.1f} FPS")
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------
+
+def register(sub: argparse._SubParsersAction) -> None:
+    defaults = EvalConfig()
+    p = sub.add_parser("eval", help="score a model's streams against their prompts, per 5-second window")
+    p.add_argument("--model", required=True, help="model directory or preset name (e.g. shapes, tiny)")
+    p.add_argument("--prompts", default=defaults.prompts, help="prompt file: one per line, # comments (default: %(default)s)")
+    p.add_argument("--seconds", type=float, default=defaults.seconds, help="stream length per prompt and seed (default: %(default)s)")
+    p.add_argument("--seeds", default=",".join(map(str, defaults.seeds)), help="comma-separated seeds (default: %(default)s)")
+    p.add_argument("--window-seconds", type=float, default=defaults.window_seconds, help="scoring window (default: %(default)s)")
+    p.add_argument("--max-batch", type=int, default=defaults.max_batch, help="streams generated together (default: %(default)s)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: first GPU, else CPU)")
+    p.add_argument("--out", default=defaults.out_dir, help="output folder for eval.json and eval.png (default: %(default)s)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from client.cli import CLIError
+
+    prompts = read_prompts(args.prompts)
+    seeds = parse_seeds(args.seeds)
+    if args.seconds <= 0 or args.window_seconds <= 0:
+        raise CLIError("--seconds and --window-seconds must be positive")
+    if args.max_batch < 1:
+        raise CLIError("--max-batch must be at least 1")
+    from models import load_generator
+    from models.model_dir import ModelNotFoundError
+
+    try:
+        gen = load_generator(args.model, device=args.device, max_batch=args.max_batch)
+    except ModelNotFoundError as exc:
+        raise CLIError(str(exc)) from None
+    except RuntimeError as exc:  # e.g. CUDA asked for without a GPU
+        raise CLIError(f"cannot load {args.model!r}: {exc}") from None
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    total = len(prompts) * len(seeds) * max(3, int(round(args.seconds * gen.info.fps)))
+    start = time.perf_counter()
+    with Progress(TextColumn("[bold]eval"), BarColumn(), TextColumn("{task.completed}/{task.total} frames"),
+                  TimeRemainingColumn()) as progress:
+        task = progress.add_task("eval", total=total)
+        runs = evaluate(gen, prompts, seeds, args.seconds, args.window_seconds,
+                        on_frames=lambda n: progress.advance(task, n))
+    wall = time.perf_counter() - start
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = eval_report(args.model, gen.info, runs, args.seconds, args.window_seconds, seeds, str(args.prompts), wall)
+    (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_plot(out / "eval.png", runs, f"{args.model}: {len(prompts)} prompts x {len(seeds)} seeds")
+    print_summary(report)
+    print(f"wrote {out / 'eval.json'} and {out / 'eval.png'}")
+    return 0

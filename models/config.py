@@ -85,6 +85,7 @@ class VAEConfig:
     """diffusers' `AutoencoderKLWan` constructor arguments, plus its compression factors."""
 
     base_dim: int = 96
+    decoder_base_dim: int | None = None  # decoder width (None = base_dim); the decoder sets streaming speed
     z_dim: int = 16
     dim_mult: tuple[int, ...] = (1, 2, 4, 4)
     num_res_blocks: int = 2

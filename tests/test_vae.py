@@ -114,3 +114,12 @@ def test_onednn_convs_match_torch_conv_with_gradients():
     g = torch.autograd.grad(y.square().sum(), (x, fast.weight))
     for a, b in zip(g, g_ref):
         torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-4)
+
+
+def test_narrow_decoder_round_trips(tmp_path):
+    cfg = dataclasses.replace(preset("tiny").vae, base_dim=12, decoder_base_dim=8)
+    vae = VideoVAE.from_config(cfg)
+    vae.save_pretrained(tmp_path)
+    loaded = VideoVAE.from_pretrained(tmp_path)
+    assert loaded.cfg.decoder_base_dim == 8 and loaded.cfg.base_dim == 12
+    assert loaded.model.decoder.conv_out.in_channels == 8 < loaded.model.encoder.conv_in.out_channels

@@ -157,7 +157,7 @@ def _run_triton(q, k, v, mask, block_list):
 def _flex_fn(compiled: bool):
     from torch.nn.attention.flex_attention import flex_attention
 
-    return torch.compile(flex_attention, dynamic=False) if compiled else flex_attention
+    return torch.compile(flex_attention) if compiled else flex_attention
 
 
 def _run_flex(q, k, v, mask, block_list):

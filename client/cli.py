@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # subcommand -> module that registers it (the module's `register(subparsers)` adds the parser)
@@ -47,7 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _triton_interpreter_without_gpu() -> None:
+    """Triton kernels need a GPU, or its interpreter switched on before triton is imported."""
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _triton_interpreter_without_gpu()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -1,8 +1,9 @@
 """The browser studio page in Debian's headless Chromium (Playwright, no browser download).
 
 Against a real `framecast serve --model tiny`: stream on the canvas, switch prompts live, record,
-stop, start from an uploaded image, show a server error, and run a job in the Jobs tab. Saves a
-screenshot of the running page to docs/screenshot.png.
+stop, start from an uploaded image, show a server error, and run a job in the Jobs tab. Takes a
+screenshot of the running page; to refresh the README's one:
+`FRAMECAST_TEST_MODEL=shapes FRAMECAST_SCREENSHOT=docs/screenshot.png pytest tests/test_web_page.py`.
 
 Needs: `apt-get install -y chromium` and `pip install playwright`.
 """
@@ -10,18 +11,20 @@ Needs: `apt-get install -y chromium` and `pip install playwright`.
 from __future__ import annotations
 
 import io
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from framecast_server import REPO, require_server, running_server
+from framecast_server import require_server, running_server
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-SCREENSHOT = REPO / "docs" / "screenshot.png"
+# where the screenshot of the running page goes: docs/screenshot.png when asked for, else a temp dir
+SCREENSHOT_ENV = "FRAMECAST_SCREENSHOT"
 
 # mean and spread of the canvas pixels plus a cheap fingerprint, to see frames change
 CANVAS_SAMPLE_JS = """() => {
@@ -61,7 +64,7 @@ def state(page, key):
     return page.evaluate(f"() => window.framecast.{key}")
 
 
-def test_live_stream_switch_record_stop(browser_page):
+def test_live_stream_switch_record_stop(browser_page, tmp_path):
     page, page_errors = browser_page
     page.wait_for_function("() => window.framecast.model !== null", timeout=30_000)
     page.fill("#prompt", "a red ball bouncing on a blue background")
@@ -88,8 +91,10 @@ def test_live_stream_switch_record_stop(browser_page):
 
     page.wait_for_function("() => window.framecast.stats !== null", timeout=30_000)
     assert page.inner_text("#m-ttff").endswith("s")
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT))
+    screenshot = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "screenshot.png")
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(screenshot))
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     page.click("#record")
     drawn = state(page, "framesDrawn")

@@ -74,10 +74,14 @@ class _Blobs:
 def _palette_lookup() -> np.ndarray:
     """Nearest palette index (or -1) for every RGB colour quantised to 6 bits a channel: `[64**3]`."""
     levels = np.arange(64, dtype=np.float32) * 4.0 + 1.5  # bin centres
-    grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(-1, 3)  # [64**3, 3]
-    d2 = ((grid[:, None, :] - _PALETTE_RGB[None]) ** 2).sum(-1)  # [64**3, K]
-    nearest = d2.argmin(1).astype(np.int8)
-    nearest[d2.min(1) > MATCH_DISTANCE ** 2] = -1
+    best = np.full((64, 64, 64), np.inf, dtype=np.float32)  # [R, G, B] squared distance to the nearest
+    nearest = np.full((64, 64, 64), -1, dtype=np.int8)
+    for k, (r, g, b) in enumerate(_PALETTE_RGB):
+        d2 = ((levels - r) ** 2)[:, None, None] + ((levels - g) ** 2)[None, :, None] + ((levels - b) ** 2)[None, None, :]
+        closer = d2 < best
+        best[closer], nearest[closer] = d2[closer], k
+    nearest[best > MATCH_DISTANCE ** 2] = -1
+    nearest = nearest.reshape(-1)
     return nearest
 
 

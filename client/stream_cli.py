@@ -104,9 +104,9 @@ def _record(session: RealtimeSession, args: argparse.Namespace, switches: list[P
     first_chunk_s: float | None = None
     t0 = time.monotonic()
     progress = Progress(
-        TextColumn("[bold]streaming"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} frames"),
+        TextColumn("[bold]stream"),
+        BarColumn(bar_width=12),
+        TextColumn("{task.completed}/{task.total} fr"),
         TextColumn("{task.fields[line]}"),
         TimeElapsedColumn(),
         console=console,
@@ -144,6 +144,5 @@ def _status_line(session: RealtimeSession, chunk: Chunk, frames: int, first_chun
     receive_fps = (frames - len(chunk.frames)) / elapsed if frames > len(chunk.frames) else 0.0
     fps_text = f"{stats['generated_fps']:.1f}" if isinstance(stats.get("generated_fps"), (int, float)) else f"{receive_fps:.1f}"
     latency = stats.get("chunk_latency_ms")
-    latency_text = f"{latency:.0f} ms" if isinstance(latency, (int, float)) else "-"
-    return (f"fps {fps_text} | first chunk {first_chunk_s:.2f} s | latency {latency_text} "
-            f"| dropped {stats.get('dropped', 0)}")
+    latency_text = f"{latency:.0f}ms" if isinstance(latency, (int, float)) else "-"
+    return f"{fps_text} fps · first {first_chunk_s:.2f}s · latency {latency_text} · dropped {stats.get('dropped', 0)}"

@@ -106,6 +106,11 @@ class SqliteJobStore(JobStore):
                 return None
             return self._job(self._db.execute("SELECT * FROM jobs WHERE id = ?", (row["id"],)).fetchone())
 
+    def heartbeat(self, job_id: str) -> bool:
+        """One process owns this database, so a claim never expires: only report if it still runs."""
+        job = self.get(job_id)
+        return job is not None and job.status == "in_progress"
+
     def recover(self, *, max_attempts: int) -> list[Job]:
         with self._lock:
             rows = self._db.execute("SELECT id, attempts FROM jobs WHERE status = 'in_progress'").fetchall()

@@ -1,4 +1,4 @@
-"""The job store interface: what the server needs from any backend (SQLite here, Redis later).
+"""The job store interface: what the server needs from any backend (SQLite embedded, Redis shared).
 
 A job is one `POST /v1/videos` request. Status moves queued -> in_progress -> completed | failed,
 and any non-terminal status may become cancelled. Implementations must make `claim_next` atomic
@@ -56,11 +56,19 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     def update(self, job_id: str, *, only_if: tuple[str, ...] | None = None, **fields) -> Job | None:
         """Set fields (status, progress, error, completed_at); when `only_if` is given, only if the
-        current status is one of those. Returns the updated job, or None if unchanged/missing."""
+        current status is one of those. Returns the updated job, or None if unchanged/missing.
+        `only_if=("in_progress",)` is the claiming worker's own write: a shared store applies it
+        only while this worker still holds the claim (see `heartbeat`)."""
 
     @abc.abstractmethod
     def claim_next(self) -> Job | None:
         """Atomically move the oldest queued job to in_progress (attempts + 1) and return it."""
+
+    @abc.abstractmethod
+    def heartbeat(self, job_id: str) -> bool:
+        """Renew this worker's claim on a job it runs (the runner calls it about once a second).
+        False when the job is no longer this worker's (cancelled, finished, or re-queued after the
+        claim expired); a store shared by processes re-queues jobs whose claim is not renewed."""
 
     @abc.abstractmethod
     def recover(self, *, max_attempts: int) -> list[Job]:

@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     max_sessions: int = Field(default=4, ge=1)  # live realtime sessions per device
     max_running_jobs: int = Field(default=1, ge=0)  # job streams stepped beside live sessions
     data_dir: Path = Path("data")  # job database and rendered videos
-    redis_url: str | None = None  # shared job queue for several processes (not in this module)
+    redis_url: str | None = None  # shared job queue for several processes (server/jobs/redis_store.py)
     api_keys: Annotated[list[str], NoDecode] = []  # comma-separated; empty = auth off
     cors_origins: Annotated[list[str], NoDecode] = []  # comma-separated allowed origins
     attn: str | None = None  # force an attention backend (read by models/kernels)
@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     default_job_seconds: float = Field(default=4.0, gt=0)  # when POST /v1/videos omits seconds
     max_job_seconds: float = Field(default=60.0, gt=0)  # longest video a job may request
     job_max_attempts: int = Field(default=3, ge=1)  # interrupted jobs are re-queued up to this
+    job_lease_s: float = Field(default=30.0, ge=2)  # Redis store: a claim not renewed this long is re-queued
     jpeg_quality: int = Field(default=85, ge=1, le=100)  # JPEG chunk format quality
     send_queue_chunks: int = Field(default=2, ge=1)  # per-session send queue, oldest dropped
     stats_interval_s: float = Field(default=1.0, gt=0)  # how often `stats` events are sent

@@ -11,7 +11,7 @@ def open_job_store(settings: Settings) -> JobStore:
     if settings.redis_url:
         from server.jobs.redis_store import RedisJobStore
 
-        return RedisJobStore(settings.redis_url, lease_s=getattr(settings, "job_lease_s", 30.0),
+        return RedisJobStore(settings.redis_url, lease_s=settings.job_lease_s,
                              max_attempts=settings.job_max_attempts)
     from server.jobs.sqlite_store import SqliteJobStore
 

@@ -17,7 +17,7 @@ from server.auth import Authenticator
 from server.body_limit import BodySizeLimit
 from server.engine import Engine
 from server.jobs.runner import JobRunner
-from server.jobs.sqlite_store import SqliteJobStore
+from server.jobs.open_store import open_job_store
 from server.metrics import Metrics
 from server.routes import realtime, system, tokens, videos
 from server.settings import Settings
@@ -82,7 +82,7 @@ async def _start(settings: Settings, generator: Any) -> ServerState:
         device = str(getattr(generator, "device", None) or device)
     info = generator.info
     metrics = Metrics()
-    store = SqliteJobStore(settings.data_dir / "jobs.sqlite3")
+    store = open_job_store(settings)  # Redis when FRAMECAST_REDIS_URL is set, else SQLite
     for job in store.recover(max_attempts=settings.job_max_attempts):
         log.warning("job %s was interrupted: now %s", job.id, job.status)
     engine = Engine(generator, max_sessions=settings.max_sessions, max_running_jobs=settings.max_running_jobs,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 
 from pydantic import ValidationError
@@ -46,8 +47,8 @@ def main(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if settings.redis_url:
-        raise CLIError("FRAMECAST_REDIS_URL is set but this installation has no Redis job store yet")
+    if settings.redis_url and importlib.util.find_spec("redis") is None:
+        raise CLIError("FRAMECAST_REDIS_URL is set but the redis client is missing: pip install 'framecast[redis]'")
     from server.serve import run
 
     try:

@@ -59,13 +59,18 @@ class JobRunner:
 
     async def _claim_loop(self) -> None:
         while True:
-            while self.engine.has_room_for_job():
-                job = self.store.claim_next()
-                if job is None:
-                    break
-                task = asyncio.create_task(self._render_guarded(job), name=f"job-{job.id}")
-                self._running[job.id] = task
-                await asyncio.sleep(0)  # let the job reserve its engine slot
+            try:
+                for job_id in list(self._running):  # renew claims: a shared store re-queues unrenewed jobs
+                    self.store.heartbeat(job_id)
+                while self.engine.has_room_for_job():
+                    job = self.store.claim_next()
+                    if job is None:
+                        break
+                    task = asyncio.create_task(self._render_guarded(job), name=f"job-{job.id}")
+                    self._running[job.id] = task
+                    await asyncio.sleep(0)  # let the job reserve its engine slot
+            except Exception:  # e.g. Redis unreachable: keep the loop alive, retry after the wait
+                log.exception("job store error")
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=1.0)
@@ -73,6 +78,7 @@ class JobRunner:
                 pass
 
     async def _render_guarded(self, job: Job) -> None:
+        log.info("job %s: rendering (attempt %d)", job.id, job.attempts)
         try:
             await self._render(job)
         except asyncio.CancelledError:

@@ -1,0 +1,69 @@
+"""`framecast distill STAGE --config FILE [--resume] [--device DEV] [--out DIR]`.
+
+STAGE is one of vae, teacher, ode-pairs, ode-init, self-forcing, or all (every stage in order,
+then the final model directory). Several GPUs: `torchrun --nproc-per-node N -m client.cli distill ...`
+(the same entry point; the trainer shards with FSDP2 when WORLD_SIZE > 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from distill.config import STAGES
+
+
+def parse_set(items: list[str]) -> dict:
+    """`a.b=value` strings -> nested dict (values parsed as YAML: numbers, lists, booleans)."""
+    import yaml
+
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set needs KEY=VALUE, got {item!r}")
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    return out
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("distill", help="train the streaming student: vae, teacher, ode-pairs, ode-init, self-forcing, all")
+    p.add_argument("stage", choices=[*STAGES, "all"], help="stage to run (all = every stage in order)")
+    p.add_argument("--config", required=True, help="recipe YAML (e.g. configs/shapes.yaml)")
+    p.add_argument("--resume", action="store_true", help="continue from the stage's last checkpoint (all: skip finished stages)")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the recipe's)")
+    p.add_argument("--out", default=None, help="model directory to write (default: the recipe's)")
+    p.add_argument("--work-dir", default=None, help="checkpoints, logs and intermediate data (default: the recipe's)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe setting, e.g. --set teacher.max_steps=10 (repeatable)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from client.cli import CLIError
+    from distill.config import load_config
+    from distill.pipeline import Pipeline, StageError
+
+    try:
+        overrides = parse_set(args.set)
+        for key, value in (("device", args.device), ("out", args.out), ("work_dir", args.work_dir)):
+            if value is not None:
+                overrides[key] = value
+        cfg = load_config(args.config, overrides)
+    except (OSError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
+    try:
+        pipeline = Pipeline(cfg)
+        if args.stage == "all":
+            result = pipeline.run_all(resume=args.resume)
+        else:
+            result = pipeline.run(args.stage, resume=args.resume)
+            pipeline.finalize()
+    except StageError as exc:
+        raise CLIError(str(exc)) from None
+    print(json.dumps(result, indent=2))
+    return 0

@@ -1,0 +1,176 @@
+"""Every setting of `framecast distill`, with its default, in one place (YAML files only override).
+
+A recipe (configs/shapes.yaml, configs/wan2.1-1.3b.yaml) names a model preset or a local model
+folder, overrides model fields, and sets one `StageConfig` per stage. Each stage stops at
+`max_steps` optimizer steps or `max_minutes` of wall time, whichever comes first, so a recipe
+can be sized for a machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from models.config import ModelConfig, ShapesDataConfig, apply_overrides, preset
+
+STAGES = ("vae", "teacher", "ode-pairs", "ode-init", "self-forcing")
+
+
+@dataclass
+class StageConfig:
+    """Optimisation and budget of one stage (fields a stage does not use are ignored by it)."""
+
+    max_steps: int = 1000  # optimizer steps of the stage's main role (the student in self-forcing)
+    max_minutes: float = 0.0  # wall-time budget (0 = none); the stage saves and stops when it is spent
+    batch_size: int = 8
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # max gradient norm (0 = off)
+    warmup_steps: int = 0  # linear lr warm-up
+    ema_decay: float = 0.0  # EMA of the main role's weights (0 = off)
+    ckpt_every: int = 200  # optimizer steps between resumable checkpoints
+    log_every: int = 10  # optimizer steps between JSONL log lines
+
+
+@dataclass
+class VAEStageConfig(StageConfig):
+    """`vae`: reconstruction L1 + MSE + kl_weight * KL on random crops of shapes videos."""
+
+    max_steps: int = 2000
+    lr: float = 1e-3
+    batch_size: int = 8
+    clip_frames: int = 9  # video frames per training clip (1 + 4k)
+    crop: int = 32  # square spatial crop (the VAE is convolutional; 0 = full frame)
+    kl_weight: float = 1e-3  # on the mean KL per latent element
+    mse_weight: float = 1.0
+    stats_clips: int = 32  # clips encoded to measure the per-channel latent mean / std
+
+
+@dataclass
+class TeacherStageConfig(StageConfig):
+    """`teacher`: flow matching of the bidirectional DiT on VAE latents with text dropout."""
+
+    max_steps: int = 3000
+    lr: float = 5e-4
+    batch_size: int = 16
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    ema_decay: float = 0.999
+    num_clips: int = 512  # shapes videos encoded once into the latent dataset
+    clip_latent_frames: int = 9  # latent frames per encoded video
+    train_frames: int = 6  # latent frames per training crop (the teacher's clip length)
+    text_dropout: float = 0.1  # chance a sample's prompt is replaced by "" (for CFG)
+    encode_batch: int = 16
+
+
+@dataclass
+class ODEPairsConfig:
+    """`ode-pairs`: teacher trajectories (many steps, CFG) kept at the student's sigmas."""
+
+    num_pairs: int = 256
+    batch_size: int = 16
+    frames: int = 6  # latent frames per trajectory (the teacher's clip length)
+    steps: int = 0  # teacher sampler steps (0 = schedule.teacher_steps)
+    guidance: float = 0.0  # CFG scale uncond + g * (cond - uncond) (0 = schedule.guidance_scale)
+    shift: float = 0.0  # sigma shift of the teacher grid (0 = schedule.teacher_shift)
+    solver: str = "euler"
+    prompts: str = "shapes"  # "shapes" (sampled from the dataset) or a prompt file, one per line
+    max_minutes: float = 0.0  # stop early (keeping what was sampled) when spent
+
+
+@dataclass
+class ODEInitStageConfig(StageConfig):
+    """`ode-init`: CausVid's regression of the block-causal student onto the ODE pairs."""
+
+    max_steps: int = 1000
+    lr: float = 2e-4
+    batch_size: int = 16
+    ema_decay: float = 0.0
+
+
+@dataclass
+class SelfForcingStageConfig(StageConfig):
+    """`self-forcing`: rollouts through the streaming generator + DMD (generator) / flow matching (critic)."""
+
+    max_steps: int = 600  # generator steps
+    lr: float = 2e-6  # generator learning rate (published 1.3B figure)
+    critic_lr: float = 4e-7
+    betas: tuple[float, float] = (0.0, 0.999)
+    batch_size: int = 4  # streams per rollout
+    ema_decay: float = 0.99
+    critic_steps: int = 5  # critic updates per generator update
+    rollout_chunks: int = 7  # chunks per rollout (21 latent frames at chunk 3), longer than the cache
+    score_frames: int = 21  # frames the teacher / critic judge at once (windows tiling the rollout)
+    guidance: float = 4.0  # real score: uncond + g * (cond - uncond) (= cond + 3 (cond - uncond))
+    min_sigma: float = 0.02  # DMD / critic noise levels are drawn in [min_sigma, max_sigma]
+    max_sigma: float = 0.98
+    prompts: str = "shapes"  # "shapes" or a prompt file
+
+
+@dataclass
+class DistillConfig:
+    """A whole recipe."""
+
+    model: str = "shapes-untrained"  # preset the architecture starts from
+    model_dir: str | None = None  # a local diffusers Wan folder: teacher, VAE and text encoder come from it
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # ModelConfig sections, e.g. {"stream": {...}}
+    name: str = "shapes"  # name written into framecast.json
+    work_dir: str = "runs/shapes"  # resumable checkpoints, logs, latent dataset, ODE pairs
+    out: str = "checkpoints/shapes"  # the model directory the stages write
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 0  # torch CPU threads (0 = torch's default)
+    data: ShapesDataConfig = field(default_factory=ShapesDataConfig)
+    vae: VAEStageConfig = field(default_factory=VAEStageConfig)
+    teacher: TeacherStageConfig = field(default_factory=TeacherStageConfig)
+    ode_pairs: ODEPairsConfig = field(default_factory=ODEPairsConfig)
+    ode_init: ODEInitStageConfig = field(default_factory=ODEInitStageConfig)
+    self_forcing: SelfForcingStageConfig = field(default_factory=SelfForcingStageConfig)
+
+    def model_config(self) -> ModelConfig:
+        """The student's ModelConfig: the preset (or the model folder's config) plus `overrides`."""
+        if self.model_dir is not None:
+            from models.model_dir import resolve_model
+
+            base = resolve_model(self.model_dir).config
+        else:
+            base = preset(self.model)
+        cfg = apply_overrides(base, self.overrides) if self.overrides else base
+        return dataclasses.replace(cfg, name=self.name)
+
+
+def _merge(obj: Any, values: dict[str, Any], where: str) -> Any:
+    """A copy of dataclass `obj` with `values` applied (nested dataclasses recursively)."""
+    known = {f.name: f for f in dataclasses.fields(obj)}
+    kw = {}
+    for key, value in values.items():
+        attr = key.replace("-", "_")
+        if attr not in known:
+            raise ValueError(f"unknown setting {where}{key!r}; known: {', '.join(sorted(known))}")
+        current = getattr(obj, attr)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            kw[attr] = _merge(current, value, f"{where}{key}.")
+        elif isinstance(current, tuple) and isinstance(value, list):
+            kw[attr] = tuple(value)
+        else:
+            kw[attr] = value
+    return dataclasses.replace(obj, **kw)
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> DistillConfig:
+    """Defaults <- YAML file <- `overrides` (same nesting as the YAML)."""
+    import yaml
+
+    cfg = DistillConfig()
+    if path is not None:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected a mapping at the top level")
+        cfg = _merge(cfg, values, "")
+    if overrides:
+        cfg = _merge(cfg, overrides, "")
+    return cfg

@@ -1,0 +1,49 @@
+"""Distribution Matching Distillation losses (pure functions of tensors; no models inside).
+
+DMD (Yin et al. 2024, "One-step Diffusion with Distribution Matching Distillation"):
+the generator G minimises KL(p_fake || p_real); its gradient (eq. 7) is
+    grad_theta KL = E_{t, x_t} [ w_t (s_fake(x_t, t) - s_real(x_t, t)) dG/dtheta ],
+with the scores expressed through the x0 predictions of a real (teacher) and a fake (critic)
+denoiser at a noised generator sample x_t = (1 - sigma) x + sigma eps. Eq. 8 sets the weight to
+1 / mean|x - mu_real(x_t, t)| (per sample, over all its elements), so the update is
+    g = (mu_fake(x_t) - mu_real(x_t)) / mean|x - mu_real(x_t)|.
+DMD2 (Yin et al. 2024, "Improved Distribution Matching Distillation", Sec. 4) drops the regression
+loss and trains the fake denoiser by the ordinary diffusion (here flow-matching) loss on the
+generator's detached samples, updated several times per generator step (two time-scale update
+rule). Self-Forcing (Huang et al. 2025) applies both to autoregressive rollouts.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def dmd_gradient(x: torch.Tensor, real_x0: torch.Tensor, fake_x0: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """DMD eq. 7 direction with the eq. 8 normaliser: (fake_x0 - real_x0) / mean|x - real_x0| per sample.
+
+    x, real_x0, fake_x0: [B, ...] (x the generator sample, the others the denoisers' x0 predictions).
+    """
+    dims = tuple(range(1, x.ndim))
+    norm = (x.detach() - real_x0).abs().mean(dim=dims, keepdim=True).clamp_min(eps)  # [B, 1, ...]
+    return (fake_x0 - real_x0) / norm
+
+
+def dmd_generator_loss(x: torch.Tensor, real_x0: torch.Tensor, fake_x0: torch.Tensor) -> torch.Tensor:
+    """Surrogate whose gradient w.r.t. x is the DMD gradient (eq. 7/8) divided by x.numel():
+    0.5 * mean((x - sg[x - g])^2)  =>  d/dx = g / numel. real_x0 / fake_x0 are treated as constants."""
+    with torch.no_grad():
+        target = x - dmd_gradient(x, real_x0.detach(), fake_x0.detach())
+    return 0.5 * F.mse_loss(x.float(), target.float())
+
+
+def flow_matching_loss(pred_flow: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """The fake score's (critic's) objective on generator samples (DMD2 Sec. 4.1, in flow form):
+    || v_phi(x_t, t) - (eps - x0) ||^2 with x0 = sg[G(z)]."""
+    return F.mse_loss(pred_flow.float(), (eps - x0).float())
+
+
+def cfg_flow(cond: torch.Tensor, uncond: torch.Tensor, guidance: float) -> torch.Tensor:
+    """Classifier-free guidance as framecast pins it: uncond + g * (cond - uncond)
+    (Self-Forcing's real score `cond + 3 (cond - uncond)` is g = 4)."""
+    return uncond + guidance * (cond - uncond)

@@ -1,0 +1,256 @@
+"""The distillation recipe: each stage loads what the previous ones wrote and writes its part of
+the model directory (`cfg.out`):
+
+    vae           -> out/vae/            (shapes only; Wan: the model folder's VAE)
+    teacher       -> out/teacher/        (shapes only; Wan: the model folder's transformer)
+    ode-pairs     -> work/ode-pairs/ode_pairs.pt
+    ode-init      -> out/transformer/    (the ODE-initialised causal student)
+    self-forcing  -> out/transformer/    (the Self-Forcing student, EMA weights)
+
+plus out/framecast.json after every stage. Resumable state, logs and intermediate data live in
+`cfg.work_dir/<stage>/`; `work_dir/summary.json` collects each stage's steps, wall time and losses.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from distill.config import STAGES, DistillConfig
+from distill.trainer import Trainer, init_distributed, is_main_process, world_size
+from models.config import ModelConfig, TransformerConfig
+from models.model_dir import random_transformer, save_model_dir
+from models.schedule import FlowMatchSchedule
+from models.transformer import CausalWanTransformer
+from models.vae import VideoVAE
+
+
+class StageError(RuntimeError):
+    """A stage cannot run with this recipe (e.g. a missing earlier stage)."""
+
+
+class Pipeline:
+    def __init__(self, cfg: DistillConfig, progress: bool = True):
+        self.cfg = cfg
+        self.progress = progress
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        self.device = torch.device(cfg.device)
+        if world_size() > 1:
+            self.device = init_distributed(self.device)
+        self.out = Path(cfg.out)
+        self.work = Path(cfg.work_dir)
+        self.model_cfg = self._base_model_config()
+        self._text = None
+
+    # ------------------------------------------------------------------ config and loaders
+    def _base_model_config(self) -> ModelConfig:
+        cfg = self.cfg
+        if cfg.model_dir is not None and not (Path(cfg.model_dir) / "framecast.json").exists():
+            # a plain diffusers Wan folder: the preset's streaming settings, the folder's transformer dims, umT5
+            from models.config import apply_overrides, preset
+
+            base = preset(cfg.model)
+            tcfg = TransformerConfig.from_dict(json.loads((Path(cfg.model_dir) / "transformer" / "config.json").read_text()))
+            text = dataclasses.replace(base.text_encoder, kind="umt5", dim=tcfg.text_dim)
+            base = dataclasses.replace(base, transformer=tcfg, text_encoder=text)
+            base = apply_overrides(base, cfg.overrides) if cfg.overrides else base
+            return dataclasses.replace(base, name=cfg.name).validate()
+        model_cfg = cfg.model_config()
+        vae_json = self.out / "vae" / "config.json"
+        if cfg.model_dir is None and vae_json.exists():  # a trained VAE carries its latent statistics
+            from models.config import VAEConfig
+
+            model_cfg = dataclasses.replace(model_cfg, vae=VAEConfig.from_dict(json.loads(vae_json.read_text())))
+        return model_cfg
+
+    @property
+    def source_dir(self) -> Path:
+        """Where the VAE and teacher come from: the Wan folder, else the output directory."""
+        return Path(self.cfg.model_dir) if self.cfg.model_dir else self.out
+
+    def text_encoder(self):
+        if self._text is None:
+            from models.text_encoders import build_text_encoder
+
+            self._text = build_text_encoder(self.model_cfg.text_encoder, self.cfg.model_dir, self.device)
+        return self._text
+
+    def load_vae(self) -> VideoVAE:
+        path = self.source_dir / "vae"
+        if not (path / "config.json").exists():
+            raise StageError(f"no VAE at {path}: run the `vae` stage first")
+        vae = VideoVAE.from_pretrained(path).to(self.device).eval()
+        self.model_cfg = dataclasses.replace(self.model_cfg, vae=vae.cfg)
+        return vae
+
+    def load_transformer(self, which: str) -> CausalWanTransformer:
+        folder = {"teacher": "transformer" if self.cfg.model_dir else "teacher", "student": "transformer"}[which]
+        if which == "student" and self.cfg.model_dir:
+            path = self.out / "transformer"
+        else:
+            path = self.source_dir / folder
+        if not (path / "config.json").exists():
+            need = {"teacher": "teacher", "student": "ode-init"}[which]
+            raise StageError(f"no {which} at {path}: run the `{need}` stage first")
+        return CausalWanTransformer.from_pretrained(path, device=self.device).float()
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.work / stage
+
+    def _trainer(self, method, stage_cfg, stage: str) -> Trainer:
+        return Trainer(method, stage_cfg, self.stage_dir(stage), name=stage, seed=self.cfg.seed, progress=self.progress)
+
+    def _save(self, **parts) -> None:
+        if is_main_process():
+            save_model_dir(self.out, self.model_cfg, **parts)
+
+    # ------------------------------------------------------------------ stages
+    def run_vae(self, resume: bool) -> dict:
+        from distill.vae_stage import VAEMethod, with_latent_stats
+
+        if self.cfg.model_dir:
+            raise StageError("the `vae` stage trains the shapes VAE; with model_dir the folder's VAE is used")
+        base_vae_cfg = dataclasses.replace(self.cfg.model_config().vae, latents_mean=None, latents_std=None)
+        torch.manual_seed(self.cfg.seed)
+        vae = VideoVAE.from_config(base_vae_cfg).to(self.device)
+        method = VAEMethod(vae, self.cfg.vae, self.cfg.data, seed=self.cfg.seed)
+        trainer = self._trainer(method, self.cfg.vae, "vae")
+        result = trainer.run(resume=resume)
+        trained = trainer.export("vae", VideoVAE.from_config(base_vae_cfg).to(self.device))
+        trained = with_latent_stats(trained, self.cfg.data, self.cfg.vae.stats_clips, self.cfg.seed)
+        self.model_cfg = dataclasses.replace(self.model_cfg, vae=trained.cfg)
+        self._save(vae=trained)
+        return result
+
+    def run_teacher(self, resume: bool) -> dict:
+        from distill.latents import build_latent_dataset, load_or_build, null_text
+        from distill.teacher_stage import FlowMatchMethod
+
+        if self.cfg.model_dir:
+            raise StageError("the `teacher` stage trains the shapes teacher; with model_dir the folder's transformer is the teacher")
+        tc = self.cfg.teacher
+        vae = self.load_vae()
+        text = self.text_encoder()
+        path = self.stage_dir("teacher") / "latents.pt"
+        if not resume and path.exists() and is_main_process():
+            path.unlink()
+        start = time.perf_counter()
+        data = load_or_build(path, lambda: build_latent_dataset(
+            vae, text, self.cfg.data, tc.num_clips, tc.clip_latent_frames, self.cfg.seed + 1, tc.encode_batch, self.progress))
+        encode_s = time.perf_counter() - start
+        teacher = random_transformer(self.model_cfg, seed=self.cfg.seed, device=self.device)
+        method = FlowMatchMethod(teacher, FlowMatchSchedule(self.model_cfg.schedule), data, null_text(text), tc,
+                                 seed=self.cfg.seed, device=self.device)
+        trainer = self._trainer(method, tc, "teacher")
+        result = trainer.run(resume=resume)
+        trained = trainer.export("teacher", CausalWanTransformer(self.model_cfg.transformer).to(self.device))
+        self._save(teacher=trained)
+        return {**result, "encode_s": round(encode_s, 2)}
+
+    def run_ode_pairs(self, resume: bool) -> dict:
+        from distill.ode_pairs import prompt_list, sample_ode_pairs
+
+        pc = self.cfg.ode_pairs
+        teacher = self.load_transformer("teacher").requires_grad_(False)
+        self.load_vae()
+        path = self.stage_dir("ode-pairs") / "ode_pairs.pt"
+        if not resume and path.exists() and is_main_process():
+            path.unlink()
+        prompts = prompt_list(pc.prompts, pc.num_pairs, self.cfg.seed + 2, self.cfg.data)
+        m = self.model_cfg
+        shape = (m.transformer.in_channels, pc.frames, m.latent_height, m.latent_width)
+        start = time.perf_counter()
+        data = sample_ode_pairs(teacher, self.text_encoder(), FlowMatchSchedule(m.schedule), shape, pc, prompts, path,
+                                seed=self.cfg.seed, device=self.device, progress=self.progress)
+        return {"pairs": int(data["x0"].shape[0]), "elapsed_s": round(time.perf_counter() - start, 2)}
+
+    def run_ode_init(self, resume: bool) -> dict:
+        from distill.ode_init import ODERegressionMethod
+
+        path = self.stage_dir("ode-pairs") / "ode_pairs.pt"
+        if not path.exists():
+            raise StageError(f"no ODE pairs at {path}: run the `ode-pairs` stage first")
+        pairs = torch.load(path, map_location="cpu", weights_only=False)
+        self.load_vae()
+        student = self.load_transformer("teacher")  # the student starts as the teacher
+        method = ODERegressionMethod(student, FlowMatchSchedule(self.model_cfg.schedule), pairs,
+                                     self.model_cfg.stream.chunk_frames, self.cfg.ode_init, seed=self.cfg.seed,
+                                     device=self.device)
+        trainer = self._trainer(method, self.cfg.ode_init, "ode-init")
+        result = trainer.run(resume=resume)
+        trained = trainer.export("student", CausalWanTransformer(self.model_cfg.transformer).to(self.device))
+        self._save(transformer=trained)
+        return result
+
+    def run_self_forcing(self, resume: bool) -> dict:
+        from distill.ode_pairs import prompt_list
+        from distill.self_forcing import SelfForcingDMD
+        from models.generator import StreamingGenerator
+
+        sc = self.cfg.self_forcing
+        vae = self.load_vae()
+        student = self.load_transformer("student")
+        teacher = self.load_transformer("teacher").requires_grad_(False)
+        critic = copy.deepcopy(teacher).requires_grad_(True)
+        gen = StreamingGenerator(self.model_cfg, student, vae, self.text_encoder(), device=self.device,
+                                 max_batch=sc.batch_size, supports_image=False)
+        prompts = prompt_list(sc.prompts, 4096, self.cfg.seed + 3, self.cfg.data)
+        method = SelfForcingDMD(gen, teacher, critic, prompts, sc, seed=self.cfg.seed)
+        trainer = self._trainer(method, sc, "self-forcing")
+        result = trainer.run(resume=resume)
+        trained = trainer.export("student", CausalWanTransformer(self.model_cfg.transformer).to(self.device))
+        self._save(transformer=trained)
+        return result
+
+    # ------------------------------------------------------------------ driver
+    RUNNERS = {"vae": "run_vae", "teacher": "run_teacher", "ode-pairs": "run_ode_pairs",
+               "ode-init": "run_ode_init", "self-forcing": "run_self_forcing"}
+
+    def run(self, stage: str, resume: bool = False) -> dict:
+        if stage not in self.RUNNERS:
+            raise StageError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)} or all")
+        start = time.perf_counter()
+        result = getattr(self, self.RUNNERS[stage])(resume)
+        result = {**result, "wall_s": round(time.perf_counter() - start, 2)}
+        if is_main_process():
+            self.stage_dir(stage).mkdir(parents=True, exist_ok=True)
+            (self.stage_dir(stage) / "done.json").write_text(json.dumps(result, indent=2) + "\n")
+            summary_path = self.work / "summary.json"
+            summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+            summary[stage] = result
+            summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+        return result
+
+    def run_all(self, resume: bool = False) -> dict:
+        """Every stage in order (vae/teacher skipped when model_dir supplies them); with `resume`,
+        stages that finished before are skipped and an interrupted one continues."""
+        results = {}
+        for stage in STAGES:
+            if self.cfg.model_dir and stage in ("vae", "teacher"):
+                continue
+            if resume and (self.stage_dir(stage) / "done.json").exists():
+                results[stage] = json.loads((self.stage_dir(stage) / "done.json").read_text())
+                continue
+            results[stage] = self.run(stage, resume=resume)
+        self.finalize()
+        return results
+
+    def finalize(self) -> None:
+        """Complete the model directory: framecast.json, and for Wan the VAE and text encoder."""
+        if not is_main_process():
+            return
+        if self.cfg.model_dir:
+            src = Path(self.cfg.model_dir)
+            for part in ("vae", "text_encoder", "tokenizer"):
+                if (src / part).is_dir() and not (self.out / part).exists():
+                    shutil.copytree(src / part, self.out / part)
+            if not (self.out / "teacher").exists() and (src / "transformer").is_dir():
+                shutil.copytree(src / "transformer", self.out / "teacher")
+        save_model_dir(self.out, self.model_cfg)

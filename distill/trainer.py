@@ -1,0 +1,305 @@
+"""The one training loop every distillation stage runs.
+
+A stage is a `Method`: it owns named roles (e.g. student, teacher, critic), says which roles are
+trained and how (`optim_specs`), which role updates make up one step (`updates`, e.g. the critic
+five times then the student once) and computes each role's loss (`loss`). The `Trainer` does the
+rest, identically for every stage: optimizers and lr warm-up, gradient accumulation, gradient
+clipping, EMA of the main role, resumable checkpoints (step, weights, optimizers, EMA, RNG, the
+method's own state such as its data cursor), a tqdm progress bar with the running losses, a JSONL
+log, a step and wall-time budget, and -- when launched by `torchrun` with several processes --
+FSDP2 sharding (`torch.distributed.fsdp.fully_shard`) of the trained roles. A single process
+(the CPU default) never touches torch.distributed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from distill.config import StageConfig
+from distill.ema import EMA
+
+CKPT_FILE = "ckpt.pt"
+LOG_FILE = "log.jsonl"
+
+
+@dataclass
+class OptimSpec:
+    """How one trained role is optimised (AdamW)."""
+
+    lr: float
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+
+
+class Method:
+    """Base class of a stage's training method (see the module docstring)."""
+
+    main_role: str = "student"  # the role whose updates count as steps and get the EMA
+
+    def roles(self) -> dict[str, nn.Module]:
+        """Every module the method uses, trained or frozen."""
+        raise NotImplementedError
+
+    def optim_specs(self) -> dict[str, OptimSpec]:
+        """The trained roles and their optimizer settings."""
+        raise NotImplementedError
+
+    def updates(self, step: int) -> list[str]:
+        """Role updates making up optimizer step `step`, in order (default: the main role once)."""
+        return [self.main_role]
+
+    def loss(self, role: str, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """One micro-batch loss for `role` and the scalars to log."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        """Method state that a resume must restore (e.g. data generators)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.distributed (only when launched with several processes)
+# ---------------------------------------------------------------------------------------------
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def init_distributed(device: torch.device) -> torch.device:
+    """Join the process group torchrun set up; returns this rank's device."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return device
+
+
+def shard_module(module: nn.Module) -> nn.Module:
+    """FSDP2: shard each transformer block, then the root; keep `forward_stream`/`text_kv` hooked."""
+    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+
+    blocks = getattr(module, "blocks", None)
+    if blocks is not None:
+        for block in blocks:
+            fully_shard(block)
+    fully_shard(module)
+    for name in ("forward_stream", "text_kv"):
+        if hasattr(module, name):
+            register_fsdp_forward_method(module, name)
+    return module
+
+
+def full_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Unsharded CPU state dict (gathers FSDP2 shards on every rank)."""
+    if world_size() > 1:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def load_full_state_dict(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    if world_size() > 1:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        set_model_state_dict(module, state, options=StateDictOptions(full_state_dict=True))
+    else:
+        module.load_state_dict(state)
+
+
+def optimizer_state(module: nn.Module, opt: torch.optim.Optimizer) -> dict:
+    if world_size() > 1:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        return get_optimizer_state_dict(module, opt, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return opt.state_dict()
+
+
+def load_optimizer_state(module: nn.Module, opt: torch.optim.Optimizer, state: dict) -> None:
+    if world_size() > 1:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(module, opt, state, options=StateDictOptions(full_state_dict=True))
+    else:
+        opt.load_state_dict(state)
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+# ---------------------------------------------------------------------------------------------
+
+class Trainer:
+    def __init__(self, method: Method, cfg: StageConfig, work_dir: str | Path, name: str = "train",
+                 seed: int = 0, progress: bool = True):
+        self.method = method
+        self.cfg = cfg
+        self.work_dir = Path(work_dir)
+        self.name = name
+        self.seed = seed
+        self.progress = progress
+        self.step = 0
+        self.elapsed = 0.0  # seconds trained so far (over resumes)
+        self.distributed = world_size() > 1
+        if self.distributed:
+            for role in method.optim_specs():
+                shard_module(method.roles()[role])
+        modules = method.roles()
+        self.optimizers = {
+            role: torch.optim.AdamW([p for p in modules[role].parameters() if p.requires_grad], lr=spec.lr,
+                                    betas=spec.betas, weight_decay=spec.weight_decay)
+            for role, spec in method.optim_specs().items()
+        }
+        self.base_lrs = {role: spec.lr for role, spec in method.optim_specs().items()}
+        main = modules[method.main_role]
+        self.ema = EMA(main, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.history: list[dict] = []  # the JSONL records of this run
+
+    # ---- checkpoints
+    @property
+    def ckpt_path(self) -> Path:
+        return self.work_dir / CKPT_FILE
+
+    def save_checkpoint(self) -> None:
+        modules = self.method.roles()
+        state = {
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "models": {role: full_state_dict(modules[role]) for role in self.optimizers},
+            "optimizers": {role: optimizer_state(modules[role], opt) for role, opt in self.optimizers.items()},
+            "ema": self.ema.state_dict() if self.ema else None,
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+            "method": self.method.state_dict(),
+        }
+        if is_main_process():
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.ckpt_path.with_suffix(".tmp")
+            torch.save(state, tmp)
+            os.replace(tmp, self.ckpt_path)
+
+    def load_checkpoint(self) -> bool:
+        if not self.ckpt_path.exists():
+            return False
+        state = torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
+        modules = self.method.roles()
+        for role in self.optimizers:
+            load_full_state_dict(modules[role], state["models"][role])
+            load_optimizer_state(modules[role], self.optimizers[role], state["optimizers"][role])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        self.method.load_state_dict(state["method"])
+        self.step = int(state["step"])
+        self.elapsed = float(state["elapsed"])
+        return True
+
+    # ---- one optimizer step
+    def _set_lr(self) -> None:
+        warm = self.cfg.warmup_steps
+        factor = min(1.0, (self.step + 1) / warm) if warm > 0 else 1.0
+        for role, opt in self.optimizers.items():
+            for group in opt.param_groups:
+                group["lr"] = self.base_lrs[role] * factor
+
+    def _update(self, role: str) -> dict[str, float]:
+        module = self.method.roles()[role]
+        opt = self.optimizers[role]
+        opt.zero_grad(set_to_none=True)
+        logs: dict[str, float] = {}
+        for _ in range(self.cfg.grad_accum):
+            loss, micro_logs = self.method.loss(role, self.step)
+            (loss / self.cfg.grad_accum).backward()
+            for k, v in micro_logs.items():
+                logs[k] = logs.get(k, 0.0) + float(v) / self.cfg.grad_accum
+        if self.cfg.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_([p for p in module.parameters() if p.requires_grad], self.cfg.grad_clip)
+            logs[f"{role}_grad_norm"] = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if role == self.method.main_role and self.ema is not None:
+            self.ema.update(module)
+        return logs
+
+    def _done(self, run_start: float, start_elapsed: float) -> bool:
+        if self.step >= self.cfg.max_steps:
+            return True
+        budget = self.cfg.max_minutes * 60.0
+        return budget > 0 and start_elapsed + (time.perf_counter() - run_start) >= budget
+
+    # ---- the loop
+    def run(self, resume: bool = False) -> dict:
+        """Train until max_steps or max_minutes; returns {step, elapsed_s, losses (last window means)}."""
+        torch.manual_seed(self.seed)
+        np.random.seed(self.seed % 2**32)
+        random.seed(self.seed)
+        if resume:
+            self.load_checkpoint()
+        elif is_main_process() and (self.work_dir / LOG_FILE).exists():
+            (self.work_dir / LOG_FILE).unlink()
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        bar = None
+        if self.progress and is_main_process():
+            from tqdm import tqdm
+
+            bar = tqdm(total=self.cfg.max_steps, initial=self.step, desc=self.name, dynamic_ncols=True)
+        run_start, start_elapsed = time.perf_counter(), self.elapsed
+        window: dict[str, list[float]] = {}
+        last: dict[str, float] = {}
+        while not self._done(run_start, start_elapsed):
+            self._set_lr()
+            for role in self.method.updates(self.step):
+                for k, v in self._update(role).items():
+                    window.setdefault(k, []).append(v)
+            self.step += 1
+            self.elapsed = start_elapsed + time.perf_counter() - run_start
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({k: f"{np.mean(v):.4f}" for k, v in window.items() if not k.endswith("grad_norm")})
+            if self.step % self.cfg.log_every == 0 or self._done(run_start, start_elapsed):
+                last = {k: float(np.mean(v)) for k, v in window.items()}
+                self._log({"step": self.step, "elapsed_s": round(self.elapsed, 2), **last})
+                window = {}
+            if self.step % self.cfg.ckpt_every == 0:
+                self.save_checkpoint()
+        if window:
+            last = {k: float(np.mean(v)) for k, v in window.items()}
+        self.save_checkpoint()
+        if bar is not None:
+            bar.close()
+        return {"step": self.step, "elapsed_s": round(self.elapsed, 2), "losses": last}
+
+    def _log(self, record: dict) -> None:
+        self.history.append(record)
+        if is_main_process():
+            with open(self.work_dir / LOG_FILE, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    # ---- results
+    def export(self, role: str, module: nn.Module, use_ema: bool = True) -> nn.Module:
+        """Copy the trained weights of `role` (the EMA for the main role when kept) into `module`,
+        an unsharded module of the same architecture; returns it."""
+        load_state = full_state_dict(self.method.roles()[role])
+        module.load_state_dict(load_state)
+        if use_ema and self.ema is not None and role == self.method.main_role:
+            self.ema.copy_to(module)
+        return module

@@ -1,0 +1,103 @@
+"""Stage `vae`: train a small AutoencoderKLWan on shapes videos (shapes family only).
+
+Loss per clip: L1 + mse_weight * MSE between the clip and its reconstruction from a posterior
+sample, + kl_weight * KL(q(z|x) || N(0, I)) averaged per latent element (a beta-VAE with a small
+beta, as latent diffusion autoencoders are trained, minus the adversarial term). Clips are random
+spatial crops (the VAE is fully convolutional), which makes a step cheap on a CPU. After training
+the per-channel mean / std of the latents of full-size clips are measured and stored in the VAE
+config, so the transformer sees normalised latents.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+
+from distill.config import VAEStageConfig
+from distill.shapes_data import ShapesDataset, to_model_video
+from distill.trainer import Method, OptimSpec
+from models.config import ShapesDataConfig
+from models.vae import VideoVAE
+
+
+def decode_unclamped(vae: VideoVAE, z: torch.Tensor) -> torch.Tensor:
+    """Raw latents [B, z, F, h, w] -> video [B, 3, T, H, W], differentiable and not clamped
+    (`VideoVAE.decode` clamps to [-1, 1], which would stop gradients of saturated pixels)."""
+    cache: list = [None] * vae._num_decoder_convs
+    z = vae.model.post_quant_conv(z)
+    decoder = vae.model.decoder
+    first = decoder(z[:, :, :1], feat_cache=cache, feat_idx=[0], first_chunk=True)  # [B, 3, 1, H, W]
+    if z.shape[2] == 1:
+        return first
+    rest = decoder(z[:, :, 1:], feat_cache=cache, feat_idx=[0])  # [B, 3, tc*(F-1), H, W]
+    return torch.cat([first, rest], dim=2)
+
+
+class VAEMethod(Method):
+    main_role = "vae"
+
+    def __init__(self, vae: VideoVAE, cfg: VAEStageConfig, data_cfg: ShapesDataConfig, seed: int = 0):
+        self.vae = vae.train()
+        self.cfg = cfg
+        self.shapes = ShapesDataset(seed, dataclasses.replace(data_cfg, frames=cfg.clip_frames))
+        self.cursor = 0  # next dataset index
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def roles(self):
+        return {"vae": self.vae}
+
+    def optim_specs(self):
+        return {"vae": OptimSpec(self.cfg.lr, self.cfg.betas, self.cfg.weight_decay)}
+
+    def batch(self) -> torch.Tensor:
+        """Next clips `[B, 3, T, crop, crop]` in [-1, 1]."""
+        clips = []
+        for _ in range(self.cfg.batch_size):
+            video = to_model_video(self.shapes.sample(self.cursor).video)  # [3, T, H, W]
+            self.cursor += 1
+            c = self.cfg.crop
+            if c and c < video.shape[-1]:
+                y, x = torch.randint(0, video.shape[-2] - c + 1, (2,), generator=self.gen).tolist()
+                video = video[..., y:y + c, x:x + c]
+            clips.append(video)
+        return torch.stack(clips).to(self.vae.device)
+
+    def loss(self, role, step):
+        """L1 + mse_weight * MSE + kl_weight * mean KL (see the module docstring)."""
+        video = self.batch()  # [B, 3, T, h, w]
+        posterior = self.vae.model.encode(video).latent_dist
+        z = posterior.sample(generator=None)  # [B, z, F, h/8, w/8]
+        recon = decode_unclamped(self.vae, z)
+        l1 = (recon - video).abs().mean()
+        mse = F.mse_loss(recon, video)
+        kl = 0.5 * (posterior.mean.pow(2) + posterior.var - 1.0 - posterior.logvar).mean()
+        loss = l1 + self.cfg.mse_weight * mse + self.cfg.kl_weight * kl
+        return loss, {"loss": loss.item(), "l1": l1.item(), "kl": kl.item()}
+
+    def state_dict(self):
+        return {"cursor": self.cursor, "gen": self.gen.get_state()}
+
+    def load_state_dict(self, state):
+        self.cursor = state["cursor"]
+        self.gen.set_state(state["gen"])
+
+
+@torch.no_grad()
+def with_latent_stats(vae: VideoVAE, data_cfg: ShapesDataConfig, clips: int, seed: int) -> VideoVAE:
+    """The same VAE with `latents_mean` / `latents_std` measured on `clips` full-size clips."""
+    vae = vae.eval()
+    base = dataclasses.replace(vae.cfg, latents_mean=None, latents_std=None)
+    raw = VideoVAE(vae.model, base)  # normalisation off: raw posterior means
+    shapes = ShapesDataset(seed + 1, data_cfg)
+    zs = []
+    for start in range(0, clips, 8):
+        video = torch.stack([to_model_video(shapes.sample(i).video) for i in range(start, min(start + 8, clips))])
+        zs.append(raw.encode(video.to(vae.device)).float())  # [b, z, F, h, w]
+    z = torch.cat(zs).transpose(0, 1).flatten(1)  # [z, N]
+    mean = tuple(round(float(v), 6) for v in z.mean(1))
+    std = tuple(round(float(v), 6) for v in z.std(1).clamp_min(1e-3))
+    cfg = dataclasses.replace(vae.cfg, latents_mean=mean, latents_std=std)
+    vae.model.register_to_config(latents_mean=list(mean), latents_std=list(std))
+    return VideoVAE(vae.model, cfg)

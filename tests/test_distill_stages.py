@@ -1,0 +1,136 @@
+"""Each distillation stage, a few iterations on a 32x32 `tiny` model: its loss goes down.
+
+A stage's loss is measured on the same fixed batches (method RNG state and global seed restored)
+before and after a few optimizer steps of the shared `Trainer`.
+"""
+
+import copy
+import dataclasses
+
+import pytest
+import torch
+
+from distill.dmd import flow_matching_loss
+from distill.latents import build_latent_dataset, null_text
+from distill.ode_init import ODERegressionMethod
+from distill.ode_pairs import sample_ode_pairs
+from distill.self_forcing import SelfForcingDMD
+from distill.teacher_stage import FlowMatchMethod
+from distill.tiny import tiny_recipe
+from distill.trainer import Trainer
+from distill.vae_stage import VAEMethod, with_latent_stats
+from models.generator import StreamingGenerator
+from models.model_dir import random_transformer
+from models.schedule import FlowMatchSchedule
+from models.text_encoders import build_text_encoder
+from models.vae import VideoVAE
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    return tiny_recipe(tmp_path_factory.mktemp("distill"))
+
+
+@pytest.fixture(scope="module")
+def parts(recipe):
+    torch.manual_seed(0)
+    cfg = recipe.model_config()
+    vae = VideoVAE.from_config(cfg.vae).eval()
+    text = build_text_encoder(cfg.text_encoder)
+    return cfg, vae, text
+
+
+def fixed_loss(method, role, n=2):
+    """Mean loss over n fixed batches (restores the method's state afterwards)."""
+    state = copy.deepcopy(method.state_dict())
+    method.load_state_dict(copy.deepcopy(state))
+    torch.manual_seed(1234)
+    with torch.no_grad():
+        value = sum(method.loss(role, 0)[0].item() for _ in range(n)) / n
+    method.load_state_dict(state)
+    return value
+
+
+def train(method, stage_cfg, tmp_path, steps):
+    cfg = dataclasses.replace(stage_cfg, max_steps=steps, max_minutes=0, ckpt_every=10_000)
+    return Trainer(method, cfg, tmp_path, progress=False).run()
+
+
+def test_vae_stage_loss_goes_down(recipe, tmp_path):
+    torch.manual_seed(0)
+    vae = VideoVAE.from_config(recipe.model_config().vae)
+    method = VAEMethod(vae, dataclasses.replace(recipe.vae, lr=2e-3), recipe.data, seed=0)
+    before = fixed_loss(method, "vae")
+    result = train(method, method.cfg, tmp_path, 12)
+    after = fixed_loss(method, "vae")
+    assert result["step"] == 12
+    assert after < 0.9 * before, (before, after)
+    # latent statistics land in the config (normalised latents have ~zero mean, unit std)
+    stats = with_latent_stats(vae, recipe.data, 2, seed=0)
+    assert stats.cfg.latents_mean is not None and len(stats.cfg.latents_std) == vae.z_dim
+    video = torch.rand(2, 3, 5, 32, 32) * 2 - 1
+    assert stats.encode(video).shape == (2, vae.z_dim, 2, 4, 4)
+
+
+def test_teacher_stage_loss_goes_down(recipe, parts, tmp_path):
+    cfg, vae, text = parts
+    data = build_latent_dataset(vae, text, recipe.data, 4, 4, seed=0, batch=4, progress=False)
+    assert data["latents"].shape == (4, cfg.transformer.in_channels, 4, 4, 4)
+    assert data["text"].shape[0] == 4 and len(data["prompts"]) == 4
+    teacher = random_transformer(cfg, seed=0)
+    method = FlowMatchMethod(teacher, FlowMatchSchedule(cfg.schedule), data, null_text(text),
+                             dataclasses.replace(recipe.teacher, lr=2e-3), seed=0)
+    before = fixed_loss(method, "teacher", n=4)
+    result = train(method, dataclasses.replace(method.cfg, ema_decay=0.5), tmp_path, 25)
+    after = fixed_loss(method, "teacher", n=4)
+    assert after < 0.8 * before, (before, after)
+    assert set(result["losses"]) >= {"loss", "teacher_grad_norm"}
+
+
+def test_ode_pairs_and_ode_init_loss_goes_down(recipe, parts, tmp_path):
+    cfg, vae, text = parts
+    schedule = FlowMatchSchedule(cfg.schedule)
+    teacher = random_transformer(cfg, seed=1)
+    prompts = ["a red circle", "a blue square on black", "two green triangles", "a yellow circle"]
+    pairs = sample_ode_pairs(teacher, text, schedule, (cfg.transformer.in_channels, 4, 2, 2), recipe.ode_pairs,
+                             prompts, tmp_path / "pairs.pt", progress=False)
+    k = schedule.num_student_steps
+    assert pairs["states"].shape == (4, k, cfg.transformer.in_channels, 4, 2, 2)
+    # the first kept state is the pure noise at sigma 1, and the pairs were saved for resuming
+    assert (tmp_path / "pairs.pt").exists()
+    again = sample_ode_pairs(teacher, text, schedule, (cfg.transformer.in_channels, 4, 2, 2), recipe.ode_pairs,
+                             prompts, tmp_path / "pairs.pt", progress=False)
+    assert torch.equal(again["x0"], pairs["x0"])
+    # ODE init: the student (a different random init, to leave room to learn) regresses the pairs
+    student = random_transformer(cfg, seed=2)
+    method = ODERegressionMethod(student, schedule, pairs, cfg.stream.chunk_frames,
+                                 dataclasses.replace(recipe.ode_init, lr=2e-3), seed=0)
+    before = fixed_loss(method, "student", n=4)
+    train(method, method.cfg, tmp_path / "ode-init", 25)
+    after = fixed_loss(method, "student", n=4)
+    assert after < 0.8 * before, (before, after)
+
+
+def test_self_forcing_critic_learns_and_student_moves(recipe, parts, tmp_path):
+    cfg, vae, text = parts
+    teacher = random_transformer(cfg, seed=3).requires_grad_(False)
+    critic = copy.deepcopy(teacher).requires_grad_(True)
+    student = random_transformer(cfg, seed=4)
+    start = {k: v.clone() for k, v in student.state_dict().items()}
+    sc = dataclasses.replace(recipe.self_forcing, critic_lr=3e-3, lr=1e-3)
+    gen = StreamingGenerator(cfg, student, vae, text, max_batch=sc.batch_size, supports_image=False)
+    method = SelfForcingDMD(gen, teacher, critic, ["a red circle", "a blue square"], sc, seed=0)
+    # the critic's flow-matching loss on (fixed) student rollouts
+    before = fixed_loss(method, "critic", n=3)
+    trainer = Trainer(method, dataclasses.replace(sc, max_steps=4, ckpt_every=10_000), tmp_path, progress=False)
+    result = trainer.run()
+    after = fixed_loss(method, "critic", n=3)
+    assert after < before, (before, after)
+    assert {"critic_loss", "dmd_loss", "real_gap"} <= set(result["losses"])
+    moved = max((student.state_dict()[k] - start[k]).abs().max().item() for k in start)
+    assert moved > 0, "the DMD gradient reached the student through the rollout's exit steps"
+    # the exported student is the EMA, which differs from the raw weights
+    exported = trainer.export("student", random_transformer(cfg, seed=9))
+    diffs = [(exported.state_dict()[k] - student.state_dict()[k]).abs().max().item() for k in start]
+    assert max(diffs) > 0
+    assert teacher.patch_embedding.weight.grad is None  # the real score stays frozen

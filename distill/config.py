@@ -46,6 +46,8 @@ class VAEStageConfig(StageConfig):
     clip_frames: int = 9  # video frames per training clip (1 + 4k)
     crop: int = 32  # square spatial crop (the VAE is convolutional; 0 = full frame)
     kl_weight: float = 1e-3  # on the mean KL per latent element
+    sample_posterior: bool = False  # decode a posterior sample (a VAE) or its mean (an autoencoder, converges faster)
+    object_weight: float = 4.0  # extra reconstruction weight on pixels unlike the frame's background (median colour)
     mse_weight: float = 1.0
     stats_clips: int = 32  # clips encoded to measure the per-channel latent mean / std
 

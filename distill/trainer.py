@@ -254,6 +254,7 @@ class Trainer:
         random.seed(self.seed)
         if resume:
             self.load_checkpoint()
+            self._truncate_log()
         elif is_main_process() and (self.work_dir / LOG_FILE).exists():
             (self.work_dir / LOG_FILE).unlink()
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -287,6 +288,14 @@ class Trainer:
         if bar is not None:
             bar.close()
         return {"step": self.step, "elapsed_s": round(self.elapsed, 2), "losses": last}
+
+    def _truncate_log(self) -> None:
+        """Drop log lines past the checkpoint's step (written after the last save of an interrupted run)."""
+        path = self.work_dir / LOG_FILE
+        if not is_main_process() or not path.exists():
+            return
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= self.step]
+        path.write_text("".join(ln + "\n" for ln in lines))
 
     def _log(self, record: dict) -> None:
         self.history.append(record)

@@ -34,6 +34,8 @@ def test_resume_continues_from_saved_step(tmp_path):
 
     first, _ = make_method(recipe, text)
     Trainer(first, dataclasses.replace(tc, max_steps=2), tmp_path / "b", progress=False).run()
+    with open(tmp_path / "b" / "log.jsonl", "a") as f:  # a line an interrupted run wrote after its last save
+        f.write('{"step": 3, "loss": 9.9}\n')
     resumed, _ = make_method(recipe, text)  # a fresh process: new weights, optimizer, RNG
     trainer = Trainer(resumed, dataclasses.replace(tc, max_steps=4), tmp_path / "b", progress=False)
     assert trainer.load_checkpoint() and trainer.step == 2

@@ -5,6 +5,7 @@ one data directory, with nginx running the repo's gateway config in front of the
   land on different workers (both report full on /readyz) and a third is refused with `capacity`;
 - 10 jobs posted alternately to both workers all complete, each rendered exactly once (counted
   from the workers' logs and the store's history), each readable and downloadable from both;
+- a job that renders for longer than the claim's lease keeps it (the runner renews it);
 - `kill -9` of the worker rendering a job: the other re-runs it after the claim expires; the
   status history reads queued -> in_progress -> queued -> in_progress -> completed, one MP4.
 """
@@ -27,7 +28,7 @@ import websockets
 from client.chunk_format import parse_chunk
 from tests.deploy_harness import Worker, nginx_gateway, redis_server, require, require_redis_client
 
-LEASE_S = 5.0  # claim lifetime: the killed worker's job is re-queued this long after its last renewal
+LEASE_S = 4.0  # claim lifetime: the killed worker's job is re-queued this long after its last renewal
 JOB_SECONDS = 0.5
 pytestmark = pytest.mark.timeout(240)
 
@@ -226,6 +227,24 @@ def test_jobs_posted_to_both_workers_run_exactly_once(cluster):
         assert frames in (None, expected_frames)
     store.close()
     assert not list((cluster.data_dir / "videos").glob("*.partial"))
+
+
+def test_job_longer_than_the_lease_keeps_its_claim(cluster):
+    cluster.restart_dead()
+    seconds = 45.0  # 720 frames: a few leases long on a CPU
+    response = httpx.post(cluster.workers[1].url + "/v1/videos", json={"prompt": "a white circle", "seconds": seconds,
+                                                                        "seed": 3}, timeout=10)
+    job_id = response.json()["id"]
+    finished = _wait_terminal([w.url for w in cluster.workers], [job_id], timeout=120)[job_id]
+    assert finished["status"] == "completed"
+    store = cluster.store()
+    history = store.history(job_id)
+    assert [h["status"] for h in history] == ["queued", "in_progress", "completed"]  # never taken over
+    assert store.get(job_id).attempts == 1 and cluster.executions()[job_id] == 1
+    store.close()
+    rendering_ms = history[2]["at"] - history[1]["at"]
+    if rendering_ms <= LEASE_S * 1000:
+        pytest.skip(f"rendered in {rendering_ms} ms, within one lease: renewal was not needed here")
 
 
 def test_killed_worker_job_is_finished_by_the_other(cluster):

@@ -135,3 +135,16 @@ def test_cancel_requeue_and_plain_updates(stores):
     with pytest.raises(ValueError):
         a.update(again.id, prompt="changed")
     assert a.count_by_status() == {"cancelled": 2, "failed": 1}
+
+
+def test_sqlite_heartbeat_reports_whether_the_job_still_runs(tmp_path):
+    """The embedded store's side of the heartbeat contract (one process: claims never expire)."""
+    from server.jobs.sqlite_store import SqliteJobStore
+
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    job = store.create(_job(0))
+    assert not store.heartbeat(job.id)  # queued, not claimed
+    assert store.claim_next().id == job.id and store.heartbeat(job.id)
+    store.update(job.id, only_if=("queued", "in_progress"), status="cancelled", error="by client")
+    assert not store.heartbeat(job.id) and not store.heartbeat("video_missing")
+    store.close()

@@ -45,6 +45,7 @@ if [[ $DEV == 1 ]]; then
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
   command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
   command -v nginx >/dev/null 2>&1 || need+=(nginx)
+  { docker compose version || command -v docker-compose; } >/dev/null 2>&1 || need+=(docker-compose)
   if ((${#need[@]})); then
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
       say "apt-get install ${need[*]}"

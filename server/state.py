@@ -38,6 +38,6 @@ class ServerState:
     @property
     def max_prompt_chars(self) -> int:
         """From the model's stream config when the generator exposes it, else the config default."""
-        config = getattr(self.engine.gen, "config", None)
+        config = getattr(self.engine.gen, "cfg", None)
         stream = getattr(config, "stream", None) or StreamConfig()
         return stream.max_prompt_chars

@@ -1,0 +1,107 @@
+"""REST video jobs and auth against a real uvicorn on 127.0.0.1 (model tiny)."""
+
+import asyncio
+import json
+import subprocess
+import time
+
+import pytest
+
+from server_harness import connect, http, next_event, send, start_server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with start_server(tmp_path_factory.mktemp("jobs")) as srv:
+        yield srv
+
+
+def wait_for(server, video_id, statuses, timeout=240):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, video = http("GET", f"{server.url}/v1/videos/{video_id}")
+        assert status == 200
+        if video["status"] in statuses:
+            return video
+        time.sleep(0.2)
+    raise AssertionError(f"{video_id} stuck in {video['status']}")
+
+
+def test_job_completes_with_requested_frames(server, tmp_path):
+    status, video = http("POST", server.url + "/v1/videos", {"prompt": "a ball", "seconds": 0.75, "seed": 1})
+    assert status == 200 and video["object"] == "video" and video["status"] in ("queued", "in_progress")
+    assert http("GET", f"{server.url}/v1/videos/{video['id']}/content")[0] == 409  # not finished yet
+    done = wait_for(server, video["id"], ("completed", "failed"))
+    assert done["status"] == "completed" and done["progress"] == 100 and done["completed_at"]
+    status, content = http("GET", f"{server.url}/v1/videos/{video['id']}/content")
+    assert status == 200
+    path = tmp_path / "job.mp4"
+    path.write_bytes(content)
+    probe = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-show_entries",
+                            "stream=codec_name,width,height,nb_read_frames", "-of", "json", str(path)],
+                           capture_output=True, text=True, check=True)
+    stream = json.loads(probe.stdout)["streams"][0]
+    assert (stream["codec_name"], stream["width"], int(stream["nb_read_frames"])) == ("h264", 64, 12)  # 0.75 s x 16
+
+
+def test_cancel_list_and_not_found(server):
+    ids = [http("POST", server.url + "/v1/videos", {"prompt": f"long {i}", "seconds": 30})[1]["id"] for i in range(2)]
+    for video_id in ids:
+        status, video = http("DELETE", f"{server.url}/v1/videos/{video_id}")
+        assert status == 200 and video["status"] == "cancelled"
+    assert http("GET", f"{server.url}/v1/videos/{ids[0]}/content")[0] == 409
+    status, page = http("GET", server.url + "/v1/videos?limit=1")
+    assert status == 200 and page["data"][0]["id"] == ids[1] and page["has_more"]
+    status, page2 = http("GET", f"{server.url}/v1/videos?limit=1&after={ids[1]}")
+    assert page2["data"][0]["id"] == ids[0]
+    assert http("GET", server.url + "/v1/videos/video_nope")[0] == 404
+    assert http("DELETE", server.url + "/v1/videos/video_nope")[0] == 404
+
+
+@pytest.mark.parametrize("body, field", [
+    (b"{not json", None),
+    ({"seconds": 1}, "prompt"),
+    ({"prompt": "x", "seconds": -1}, "seconds"),
+    ({"prompt": "x", "seconds": 1e6}, "seconds"),
+    ({"prompt": "x", "seed": "abc"}, "seed"),
+    ({"prompt": "x" * 5000}, "prompt"),
+    ({"prompt": "x", "model": "other"}, "model"),
+    ({"prompt": "x", "image": "data:image/png;base64,aGVsbG8="}, "image"),
+])
+def test_invalid_requests_are_422_naming_the_field(server, body, field):
+    status, error = http("POST", server.url + "/v1/videos", body)
+    assert status == 422
+    if field:
+        assert any(field in detail["loc"] for detail in error["detail"]), error
+
+
+def test_too_long_request_is_413(server):
+    status, _ = http("POST", server.url + "/v1/videos", {"prompt": "x" * (2 << 20)})
+    assert status == 413
+    assert http("GET", server.url + "/healthz")[0] == 200
+
+
+def test_auth_on(tmp_path):
+    key = {"Authorization": "Bearer sekrit"}
+    with start_server(tmp_path, api_keys=["sekrit"], max_running_jobs=0) as srv:
+        assert http("GET", srv.url + "/v1/videos")[0] == 401
+        assert http("GET", srv.url + "/v1/videos", headers={"Authorization": "Bearer wrong"})[0] == 401
+        assert http("GET", srv.url + "/v1/videos", headers=key)[0] == 200
+        assert http("GET", srv.url + "/healthz")[0] == 200
+        assert http("POST", srv.url + "/v1/realtime/sessions")[0] == 401
+        status, minted = http("POST", srv.url + "/v1/realtime/sessions", headers=key)
+        assert status == 200 and minted["token"]
+
+        async def scenario():
+            for url in (srv.ws_url, srv.ws_url + "?token=forged.token"):
+                async with connect(url) as ws:
+                    assert (await next_event(ws, "error"))["code"] == "unauthorized"
+                    await asyncio.wait_for(ws.wait_closed(), 10)
+                    assert ws.close_code == 1008
+            async with connect(srv.ws_url + "?token=" + minted["token"]) as ws:
+                await send(ws, {"type": "session.start", "prompt": "authorised"})
+                assert (await next_event(ws, "session.started"))["model"] == "tiny"
+                await send(ws, {"type": "session.stop"})
+                await next_event(ws, "session.done")
+
+        asyncio.run(scenario())

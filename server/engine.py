@@ -43,7 +43,9 @@ class EngineStream:
     on_error: Callable[[str], None]  # generation failed for this stream; it is closed
     state: Any = None  # the generator's StreamState, set once opened
     paused: bool = False  # not stepped while paused (its cache is kept)
-    closed: bool = False
+    closing: bool = False  # close() was called: not stepped any more, its slot is already free
+    closed: bool = False  # its cache row was returned to the generator
+    released: bool = False  # its admission slot was returned
     pending_prompts: deque = field(default_factory=deque)  # (prompt, transition_chunks, on_applied)
 
 
@@ -142,7 +144,10 @@ class Engine:
             self._cond.notify_all()
 
     def close(self, stream: EngineStream) -> Future:
-        """Stop stepping the stream and free its cache row (idempotent)."""
+        """Stop stepping the stream and free its slot now, its cache row on the device thread
+        (before any later open, since commands run in order). Idempotent."""
+        stream.closing = True
+        self._release(stream)
         return self._submit(lambda: self._close_now(stream))
 
     # ---- device thread ----
@@ -164,6 +169,9 @@ class Engine:
 
     def _release(self, stream: EngineStream) -> None:
         with self._cond:
+            if stream.released:
+                return
+            stream.released = True
             if stream.live:
                 self._reserved_live -= 1
             else:
@@ -182,8 +190,9 @@ class Engine:
 
     def _runnable(self) -> list[EngineStream]:
         """This tick's batch: live streams first, then jobs while live ones leave room."""
-        live = [s for s in self._streams if s.live and not s.paused]
-        jobs = [s for s in self._streams if not s.live and not s.paused]
+        runnable = [s for s in self._streams if not s.paused and not s.closing]
+        live = [s for s in runnable if s.live]
+        jobs = [s for s in runnable if not s.live]
         room = max(self.max_sessions - len(live), 0)
         return live + jobs[:room]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 from types import FrameType
 
@@ -44,6 +45,11 @@ class FramecastServer(uvicorn.Server):
         return self.servers[0].sockets[0].getsockname()[1]
 
     async def startup(self, sockets=None) -> None:
+        settings = getattr(self.config.app.state, "settings", None)
+        if sockets is None and settings is not None and settings.send_buffer_bytes:
+            sock = self.config.bind_socket()  # accepted connections inherit its send buffer size
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.send_buffer_bytes)
+            sockets = [sock]
         await super().startup(sockets)
         if self.should_exit:
             return

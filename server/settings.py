@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(default=3, ge=1)  # interrupted jobs are re-queued up to this
     job_lease_s: float = Field(default=30.0, ge=2)  # Redis store: a claim not renewed this long is re-queued
     jpeg_quality: int = Field(default=85, ge=1, le=100)  # JPEG chunk format quality
+    send_buffer_bytes: int | None = Field(default=None, ge=4096)  # kernel send buffer per socket (None: OS autotuning); smaller = fresher video for slow clients
     send_queue_chunks: int = Field(default=2, ge=1)  # per-session send queue, oldest dropped
     stats_interval_s: float = Field(default=1.0, gt=0)  # how often `stats` events are sent
     shutdown_grace_s: float = Field(default=10.0, ge=0)  # time given to sessions on shutdown

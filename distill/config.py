@@ -15,7 +15,7 @@ from typing import Any
 
 from models.config import ModelConfig, ShapesDataConfig, apply_overrides, preset
 
-STAGES = ("vae", "teacher", "ode-pairs", "ode-init", "self-forcing")
+STAGES = ("vae", "vae-decoder", "teacher", "ode-pairs", "ode-init", "self-forcing")
 
 
 @dataclass
@@ -50,6 +50,17 @@ class VAEStageConfig(StageConfig):
     object_weight: float = 4.0  # extra reconstruction weight on pixels unlike the frame's background (median colour)
     mse_weight: float = 1.0
     stats_clips: int = 32  # clips encoded to measure the per-channel latent mean / std
+
+
+@dataclass
+class VAEDecoderStageConfig(VAEStageConfig):
+    """`vae-decoder`: the decoder alone (encoder frozen, so the latent space and its statistics stay)
+    fine-tuned on longer clips, where the causal decoder cache runs in its steady state as when streaming."""
+
+    max_steps: int = 0  # 0 = skip the stage
+    batch_size: int = 2
+    clip_frames: int = 25  # 7 latent frames
+    crop: int = 48
 
 
 @dataclass
@@ -128,6 +139,7 @@ class DistillConfig:
     threads: int = 0  # torch CPU threads (0 = torch's default)
     data: ShapesDataConfig = field(default_factory=ShapesDataConfig)
     vae: VAEStageConfig = field(default_factory=VAEStageConfig)
+    vae_decoder: VAEDecoderStageConfig = field(default_factory=VAEDecoderStageConfig)
     teacher: TeacherStageConfig = field(default_factory=TeacherStageConfig)
     ode_pairs: ODEPairsConfig = field(default_factory=ODEPairsConfig)
     ode_init: ODEInitStageConfig = field(default_factory=ODEInitStageConfig)

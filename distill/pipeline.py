@@ -2,6 +2,7 @@
 the model directory (`cfg.out`):
 
     vae           -> out/vae/            (shapes only; Wan: the model folder's VAE)
+    vae-decoder   -> out/vae/            (shapes only, optional: decoder fine-tuned on long clips)
     teacher       -> out/teacher/        (shapes only; Wan: the model folder's transformer)
     ode-pairs     -> work/ode-pairs/ode_pairs.pt
     ode-init      -> out/transformer/    (the ODE-initialised causal student)
@@ -129,6 +130,20 @@ class Pipeline:
         self._save(vae=trained)
         return result
 
+    def run_vae_decoder(self, resume: bool) -> dict:
+        from distill.vae_stage import DecoderFinetuneMethod
+
+        dc = self.cfg.vae_decoder
+        if self.cfg.model_dir or dc.max_steps == 0:
+            return {"step": 0, "skipped": True}
+        vae = self.load_vae()
+        method = DecoderFinetuneMethod(vae.train(), dc, self.cfg.data, seed=self.cfg.seed + 5)
+        trainer = self._trainer(method, dc, "vae-decoder")
+        result = trainer.run(resume=resume)
+        trained = trainer.export("vae", VideoVAE.from_pretrained(self.source_dir / "vae").to(self.device))
+        self._save(vae=trained.eval())
+        return result
+
     def run_teacher(self, resume: bool) -> dict:
         from distill.latents import build_latent_dataset, load_or_build, null_text
         from distill.teacher_stage import FlowMatchMethod
@@ -210,7 +225,7 @@ class Pipeline:
         return result
 
     # ------------------------------------------------------------------ driver
-    RUNNERS = {"vae": "run_vae", "teacher": "run_teacher", "ode-pairs": "run_ode_pairs",
+    RUNNERS = {"vae": "run_vae", "vae-decoder": "run_vae_decoder", "teacher": "run_teacher", "ode-pairs": "run_ode_pairs",
                "ode-init": "run_ode_init", "self-forcing": "run_self_forcing"}
 
     def run(self, stage: str, resume: bool = False) -> dict:
@@ -233,7 +248,7 @@ class Pipeline:
         stages that finished before are skipped and an interrupted one continues."""
         results = {}
         for stage in STAGES:
-            if self.cfg.model_dir and stage in ("vae", "teacher"):
+            if self.cfg.model_dir and stage in ("vae", "vae-decoder", "teacher"):
                 continue
             if resume and (self.stage_dir(stage) / "done.json").exists():
                 results[stage] = json.loads((self.stage_dir(stage) / "done.json").read_text())

@@ -18,6 +18,7 @@ def tiny_recipe(root: str | Path, **overrides) -> DistillConfig:
         "overrides": {"stream": {"width": 32, "height": 32}},
         "data": {"width": 32, "height": 32, "max_objects": 1},
         "vae": {"max_steps": 3, "batch_size": 2, "clip_frames": 5, "crop": 16, "stats_clips": 2, "log_every": 1},
+        "vae_decoder": {"max_steps": 2, "batch_size": 1, "clip_frames": 9, "crop": 16, "log_every": 1},
         "teacher": {"max_steps": 3, "batch_size": 4, "num_clips": 4, "clip_latent_frames": 4, "train_frames": 4,
                     "encode_batch": 4, "warmup_steps": 0, "ema_decay": 0.9, "log_every": 1, "lr": 1e-3},
         "ode_pairs": {"num_pairs": 4, "batch_size": 4, "frames": 4, "steps": 4, "guidance": 2.0},

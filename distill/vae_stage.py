@@ -97,6 +97,30 @@ class VAEMethod(Method):
         self.gen.set_state(state["gen"])
 
 
+class DecoderFinetuneMethod(VAEMethod):
+    """Stage `vae-decoder`: the same reconstruction loss, encoder frozen (its posterior mean is the
+    latent), only `post_quant_conv` + decoder trained; clips long enough for the decoder's causal
+    cache to reach the steady state that streaming runs in."""
+
+    def __init__(self, vae: VideoVAE, cfg: VAEStageConfig, data_cfg: ShapesDataConfig, seed: int = 0):
+        super().__init__(vae, cfg, data_cfg, seed)
+        vae.model.requires_grad_(False)
+        vae.model.post_quant_conv.requires_grad_(True)
+        vae.model.decoder.requires_grad_(True)
+
+    def loss(self, role, step):
+        """Object-weighted L1 + mse_weight * MSE of decode(encoder mean) (module docstring)."""
+        video = self.batch()
+        with torch.no_grad():
+            z = self.vae.model.encode(video).latent_dist.mean  # [B, z, F, h/8, w/8]
+        recon = decode_unclamped(self.vae, z)
+        weight = object_weights(video, self.cfg.object_weight)
+        l1 = ((recon - video).abs() * weight).mean()
+        mse = ((recon - video).pow(2) * weight).mean()
+        loss = l1 + self.cfg.mse_weight * mse
+        return loss, {"loss": loss.item(), "l1": l1.item()}
+
+
 @torch.no_grad()
 def with_latent_stats(vae: VideoVAE, data_cfg: ShapesDataConfig, clips: int, seed: int) -> VideoVAE:
     """The same VAE with `latents_mean` / `latents_std` measured on `clips` full-size clips."""

@@ -33,7 +33,7 @@ def test_distill_all_writes_a_loadable_model_dir(tmp_path, monkeypatch):
     info = json.loads((model / "framecast.json").read_text())
     assert info["name"] == "tiny-distilled" and info["vae"]["latents_mean"] is not None
     summary = json.loads((tmp_path / "work" / "summary.json").read_text())
-    assert list(summary) == ["vae", "teacher", "ode-pairs", "ode-init", "self-forcing"]
+    assert list(summary) == ["vae", "vae-decoder", "teacher", "ode-pairs", "ode-init", "self-forcing"]
     assert all(summary[s]["wall_s"] > 0 for s in summary)
 
     gen = load_generator(str(model), device="cpu")

@@ -10,7 +10,6 @@ import dataclasses
 import pytest
 import torch
 
-from distill.dmd import flow_matching_loss
 from distill.latents import build_latent_dataset, null_text
 from distill.ode_init import ODERegressionMethod
 from distill.ode_pairs import sample_ode_pairs
@@ -134,3 +133,17 @@ def test_self_forcing_critic_learns_and_student_moves(recipe, parts, tmp_path):
     diffs = [(exported.state_dict()[k] - student.state_dict()[k]).abs().max().item() for k in start]
     assert max(diffs) > 0
     assert teacher.patch_embedding.weight.grad is None  # the real score stays frozen
+
+
+def test_vae_decoder_stage_trains_only_the_decoder(recipe, tmp_path):
+    from distill.vae_stage import DecoderFinetuneMethod
+
+    torch.manual_seed(0)
+    vae = VideoVAE.from_config(recipe.model_config().vae)
+    encoder_before = {k: v.clone() for k, v in vae.model.encoder.state_dict().items()}
+    method = DecoderFinetuneMethod(vae, dataclasses.replace(recipe.vae_decoder, lr=2e-3, batch_size=2), recipe.data)
+    before = fixed_loss(method, "vae")
+    train(method, method.cfg, tmp_path, 12)
+    after = fixed_loss(method, "vae")
+    assert after < 0.9 * before, (before, after)
+    assert all(torch.equal(v, encoder_before[k]) for k, v in vae.model.encoder.state_dict().items())

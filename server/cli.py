@@ -51,8 +51,12 @@ def main(args: argparse.Namespace) -> int:
         raise CLIError("FRAMECAST_REDIS_URL is set but the redis client is missing: pip install 'framecast[redis]'")
     from server.serve import run
 
+    from models.model_dir import ModelNotFoundError
+
     try:
         run(settings)
-    except KeyError as exc:  # unknown preset from models.load_generator
-        raise CLIError(str(exc).strip("'\"")) from None
+    except ModelNotFoundError as exc:
+        raise CLIError(str(exc)) from None
+    except OSError as exc:  # port in use, unreadable data dir
+        raise CLIError(f"cannot serve: {exc}") from None
     return 0

@@ -75,4 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run through the package module so CLIError is the class subcommands raise
+    from client.cli import main as _main
+
+    sys.exit(_main())

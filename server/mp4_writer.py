@@ -1,17 +1,19 @@
-"""Write a job's frames to an MP4 file (H.264, faststart), atomically.
+"""Write a job's frames to an MP4 file atomically (the encoding itself is client.mp4_writer's).
 
-Frames are written to `<path>.partial` and renamed onto `path` by `finish()`, so a reader (or a
-restarted server) never sees a half-written video under the final name.
+Frames go to a partial file unique to this writer (`<name>.<random>.partial`) and are renamed onto
+`path` by `finish()`, so a reader (or a restarted server) never sees a half-written video under
+the final name, and two workers that both think they own a job never delete each other's file.
 """
 
 from __future__ import annotations
 
 import os
-from fractions import Fraction
+import uuid
 from pathlib import Path
 
-import av
 import numpy as np
+
+from client.mp4_writer import Mp4Writer
 
 
 class Mp4FileWriter:
@@ -19,35 +21,32 @@ class Mp4FileWriter:
 
     def __init__(self, path: str | Path, *, width: int, height: int, fps: int):
         self.path = Path(path)
-        self.partial_path = self.path.with_name(self.path.name + ".partial")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.frames_written = 0
-        self._container = av.open(str(self.partial_path), "w", format="mp4", options={"movflags": "faststart"})
-        self._stream = self._container.add_stream("libx264", rate=fps, options={"preset": "veryfast", "bf": "0"})
-        self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, "yuv420p"
-        self._stream.codec_context.time_base = Fraction(1, fps)
+        self.partial_path = self.path.with_name(f"{self.path.name}.{uuid.uuid4().hex[:8]}.partial")
+        self.size = (height, width)
+        self._writer = Mp4Writer(self.partial_path, fps=fps, preset="veryfast")
+
+    @property
+    def frames_written(self) -> int:
+        return self._writer.frames_written
 
     def write(self, frames: np.ndarray) -> None:
-        """frames: uint8 [T, H, W, 3]."""
-        for frame in frames:
-            video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
-            video_frame.pts = self.frames_written
-            self._container.mux(self._stream.encode(video_frame))
-            self.frames_written += 1
+        """frames: uint8 [T, H, W, 3] of the size given at construction."""
+        if frames.shape[1:3] != self.size:
+            raise ValueError(f"frame size {frames.shape[1:3]} != {self.size}")
+        self._writer.write(frames)
 
     def finish(self) -> Path:
         """Flush, close and atomically move the file to its final name."""
-        self._container.mux(self._stream.encode())
-        self._container.close()
+        self._writer.close()
         with open(self.partial_path, "rb") as f:
             os.fsync(f.fileno())
         os.replace(self.partial_path, self.path)
         return self.path
 
     def abort(self) -> None:
-        """Close and delete the partial file."""
+        """Close and delete this writer's partial file."""
         try:
-            self._container.close()
+            self._writer.close()
         except Exception:  # a container that failed mid-write may not close cleanly
             pass
         self.partial_path.unlink(missing_ok=True)

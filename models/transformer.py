@@ -50,24 +50,21 @@ def timestep_sinusoid(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
-class TimestepEmbedding(nn.Module):
-    def __init__(self, in_dim: int, dim: int):
+class TwoLayerMLP(nn.Module):
+    """linear_1 -> activation -> linear_2 (the time and text embedders; diffusers' key names)."""
+
+    def __init__(self, in_dim: int, dim: int, activation: Callable[[torch.Tensor], torch.Tensor]):
         super().__init__()
         self.linear_1 = nn.Linear(in_dim, dim)
         self.linear_2 = nn.Linear(dim, dim)
+        self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear_2(F.silu(self.linear_1(x)))
+        return self.linear_2(self.activation(self.linear_1(x)))
 
 
-class TextProjection(nn.Module):
-    def __init__(self, in_dim: int, dim: int):
-        super().__init__()
-        self.linear_1 = nn.Linear(in_dim, dim)
-        self.linear_2 = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear_2(F.gelu(self.linear_1(x), approximate="tanh"))
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x, approximate="tanh")
 
 
 class ConditionEmbedder(nn.Module):
@@ -76,9 +73,9 @@ class ConditionEmbedder(nn.Module):
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         self.freq_dim = cfg.freq_dim
-        self.time_embedder = TimestepEmbedding(cfg.freq_dim, cfg.dim)
+        self.time_embedder = TwoLayerMLP(cfg.freq_dim, cfg.dim, F.silu)
         self.time_proj = nn.Linear(cfg.dim, 6 * cfg.dim)
-        self.text_embedder = TextProjection(cfg.text_dim, cfg.dim)
+        self.text_embedder = TwoLayerMLP(cfg.text_dim, cfg.dim, gelu_tanh)
 
     def time(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # t: [B, F] -> temb [B, F, E], mod [B, F, 6, E] (fp32)

@@ -105,8 +105,10 @@ def run(args: argparse.Namespace) -> int:
     steady = rows[1:]
     steady_frames = sum(r["frames"] for r in steady)
     steady_s = sum(r["total_s"] for r in steady)
-    early = rows[min(10, len(rows) - 1)]["total_s"]
-    late = statistics.median(r["total_s"] for r in rows[-min(10, len(steady)):])
+    # constant cost per chunk: median of an early window (after the first chunk) vs the last window
+    window = max(5, len(steady) // 10)
+    early = statistics.median(r["total_s"] for r in steady[:window])
+    late = statistics.median(r["total_s"] for r in steady[-window:])
     result = {
         "date": date.today().isoformat(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
@@ -120,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
         "first_chunk_s": first_chunk_s,
         "fps": steady_frames / steady_s,
         "fps_per_stream": steady_frames / steady_s / args.batch,
-        "late_over_early_chunk_cost": late / early,
+        "late_over_early_chunk_cost": late / early,  # medians of the first and last `window` steady chunks
+        "cost_window_chunks": window,
         "peak_memory_mb": _peak_memory_mb(device),
         "mean_s": {k: statistics.mean(r[k] for r in steady) for k in ("total_s", "denoise_s", "cache_write_s", "vae_decode_s")},
         "chunks": rows,

@@ -415,7 +415,10 @@ class AsyncRealtimeClient:
             raise ConnectionLostError(None, f"cannot connect to {url}: {exc}") from exc
         try:
             started_at = time.monotonic()
-            await ws.send(json.dumps(start))
+            try:
+                await ws.send(json.dumps(start))
+            except ConnectionClosed:
+                pass  # refused before our start arrived: the buffered error event / close code says why
             async with asyncio.timeout(self.open_timeout):
                 info = await _wait_started(ws, on_event)
         except BaseException:

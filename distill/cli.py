@@ -1,6 +1,6 @@
 """`framecast distill STAGE --config FILE [--resume] [--device DEV] [--out DIR]`.
 
-STAGE is one of vae, teacher, ode-pairs, ode-init, self-forcing, or all (every stage in order,
+STAGE is one of vae, vae-decoder, teacher, ode-pairs, ode-init, self-forcing, or all (every stage in order,
 then the final model directory). Several GPUs: `torchrun --nproc-per-node N -m client.cli distill ...`
 (the same entry point; the trainer shards with FSDP2 when WORLD_SIZE > 1).
 """
@@ -31,7 +31,7 @@ def parse_set(items: list[str]) -> dict:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("distill", help="train the streaming student: vae, teacher, ode-pairs, ode-init, self-forcing, all")
+    p = sub.add_parser("distill", help="train the streaming student: vae, vae-decoder, teacher, ode-pairs, ode-init, self-forcing, all")
     p.add_argument("stage", choices=[*STAGES, "all"], help="stage to run (all = every stage in order)")
     p.add_argument("--config", required=True, help="recipe YAML (e.g. configs/shapes.yaml)")
     p.add_argument("--resume", action="store_true", help="continue from the stage's last checkpoint (all: skip finished stages)")

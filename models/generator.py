@@ -242,7 +242,11 @@ class StreamingGenerator:
             for s in streams:
                 self._apply_pending_prompt(s)
         plan = self.cache.plan([s.row for s in streams], self.cfg.stream.chunk_frames)
-        x0 = self.denoise(streams, plan, self._batched_text_kv(streams), exit_step=exit_step, grad=grad)
+        if grad:  # recompute the text K/V so the cross-attention projections get gradients too
+            text_kv = self.transformer.text_kv(torch.cat([s.text_states for s in streams]))
+        else:
+            text_kv = self._batched_text_kv(streams)
+        x0 = self.denoise(streams, plan, text_kv, exit_step=exit_step, grad=grad)
         with torch.no_grad():
             self._commit(x0.detach().to(self.dtype), streams, plan)
         return x0

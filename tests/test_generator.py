@@ -111,3 +111,15 @@ def test_capacity_and_row_reuse(gen):
     streams.append(gen.open_stream("fits again"))
     for s in streams:
         gen.close_stream(s)
+
+
+def test_rollout_with_grad_trains_cross_attention(gen):
+    s = gen.open_stream("a red circle", seed=2)
+    try:
+        x0 = gen.rollout_chunk([s], exit_step=1, grad=True)
+        x0.square().mean().backward()
+    finally:
+        gen.close_stream(s)
+        grads = [p.grad for p in gen.transformer.blocks[0].attn2.to_k.parameters()]
+        gen.transformer.zero_grad(set_to_none=True)
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)

@@ -240,11 +240,11 @@ class Trainer:
             self.ema.update(module)
         return logs
 
-    def _done(self, run_start: float, start_elapsed: float) -> bool:
+    def _done(self) -> bool:
         if self.step >= self.cfg.max_steps:
             return True
         budget = self.cfg.max_minutes * 60.0
-        return budget > 0 and start_elapsed + (time.perf_counter() - run_start) >= budget
+        return budget > 0 and self.elapsed >= budget  # the same figure the run reports
 
     # ---- the loop
     def run(self, resume: bool = False) -> dict:
@@ -266,7 +266,7 @@ class Trainer:
         run_start, start_elapsed = time.perf_counter(), self.elapsed
         window: dict[str, list[float]] = {}
         last: dict[str, float] = {}
-        while not self._done(run_start, start_elapsed):
+        while not self._done():
             self._set_lr()
             for role in self.method.updates(self.step):
                 for k, v in self._update(role).items():
@@ -276,7 +276,7 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix({k: f"{np.mean(v):.4f}" for k, v in window.items() if not k.endswith("grad_norm")})
-            if self.step % self.cfg.log_every == 0 or self._done(run_start, start_elapsed):
+            if self.step % self.cfg.log_every == 0 or self._done():
                 last = {k: float(np.mean(v)) for k, v in window.items()}
                 self._log({"step": self.step, "elapsed_s": round(self.elapsed, 2), **last})
                 window = {}

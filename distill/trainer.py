@@ -13,6 +13,8 @@ FSDP2 sharding (`torch.distributed.fsdp.fully_shard`) of the trained roles. A si
 
 from __future__ import annotations
 
+import abc
+
 import json
 import os
 import random
@@ -40,26 +42,26 @@ class OptimSpec:
     weight_decay: float = 0.0
 
 
-class Method:
+class Method(abc.ABC):
     """Base class of a stage's training method (see the module docstring)."""
 
     main_role: str = "student"  # the role whose updates count as steps and get the EMA
 
+    @abc.abstractmethod
     def roles(self) -> dict[str, nn.Module]:
         """Every module the method uses, trained or frozen."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def optim_specs(self) -> dict[str, OptimSpec]:
         """The trained roles and their optimizer settings."""
-        raise NotImplementedError
 
     def updates(self, step: int) -> list[str]:
         """Role updates making up optimizer step `step`, in order (default: the main role once)."""
         return [self.main_role]
 
+    @abc.abstractmethod
     def loss(self, role: str, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         """One micro-batch loss for `role` and the scalars to log."""
-        raise NotImplementedError
 
     def state_dict(self) -> dict:
         """Method state that a resume must restore (e.g. data generators)."""

@@ -14,6 +14,8 @@ Every encoder pads/truncates to `max_length` tokens and zeroes the states of pad
 
 from __future__ import annotations
 
+import abc
+
 import hashlib
 import re
 import threading
@@ -25,7 +27,7 @@ import torch
 from models.config import TextEncoderConfig
 
 
-class TextEncoder:
+class TextEncoder(abc.ABC):
     """Base class: `encode(prompts) -> (states [B, L, dim], mask [B, L] bool)` with L = max_length."""
 
     dim: int
@@ -39,8 +41,9 @@ class TextEncoder:
             states, mask = self._encode(list(prompts))  # [B, L, dim], [B, L]
         return states * mask.unsqueeze(-1).to(states.dtype), mask
 
+    @abc.abstractmethod
     def _encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        """(states [B, L, dim], mask [B, L] bool) for the prompts."""
 
     def to(self, device: torch.device | str) -> "TextEncoder":
         self.device = torch.device(device)

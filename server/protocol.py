@@ -84,3 +84,13 @@ def parse_client_message(text: str, *, max_prompt_chars: int) -> BaseModel:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"][1:]) or "type"  # loc[0] is the union tag
         raise ProtocolError("bad_request", f"field {field!r}: {err['msg']}") from None
+
+
+def model_request_problem(info, model: str | None, wants_image: bool) -> tuple[str, str] | None:
+    """(field, message) when a request names another model or asks for an image the model cannot
+    take; None when it is fine. Shared by `session.start` and `POST /v1/videos`."""
+    if model is not None and model != info.name:
+        return "model", f"this server serves {info.name!r}"
+    if wants_image and not info.supports_image:
+        return "image", f"model {info.name!r} has no image conditioning"
+    return None

@@ -15,7 +15,7 @@ from server.images import decode_image
 from server.outbox import Outbox
 from server.protocol import (
     FORMATS, SessionPause, SessionPing, SessionResume, SessionStart, SessionStop, SessionUpdate,
-    parse_client_message,
+    model_request_problem, parse_client_message,
 )
 from server.session import Session
 from server.state import ServerState
@@ -131,12 +131,11 @@ class RealtimeConnection:
             raise ProtocolError("bad_request", "session already started")
         if message.format not in FORMATS:
             raise ProtocolError("unsupported", f"field 'format': {message.format[:32]!r} is not one of {list(FORMATS)}")
-        if message.model is not None and message.model != info.name:
-            raise ProtocolError("unsupported", f"field 'model': this server serves {info.name!r}")
+        problem = model_request_problem(info, message.model, message.image is not None)
+        if problem:
+            raise ProtocolError("unsupported", f"field '{problem[0]}': {problem[1]}")
         image = None
         if message.image is not None:
-            if not info.supports_image:
-                raise ProtocolError("unsupported", f"field 'image': model {info.name!r} has no image conditioning")
             settings = state.settings
             image = await asyncio.to_thread(
                 decode_image, message.image, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels

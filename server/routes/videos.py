@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from server.errors import ProtocolError
 from server.images import data_url_bytes, decode_image_bytes
 from server.jobs.store import TERMINAL, Job
-from server.protocol import MAX_SEED
+from server.protocol import MAX_SEED, model_request_problem
 from server.routes.deps import get_state, require_api_key
 from server.state import ServerState
 
@@ -58,12 +58,11 @@ async def create_video(body: VideoCreate, state: ServerState = Depends(get_state
     seconds = body.seconds if body.seconds is not None else settings.default_job_seconds
     if seconds > settings.max_job_seconds:
         raise _invalid("seconds", f"over the {settings.max_job_seconds:g}-second limit")
-    if body.model is not None and body.model != info.name:
-        raise _invalid("model", f"this server serves {info.name!r}")
+    problem = model_request_problem(info, body.model, body.image is not None)
+    if problem:
+        raise _invalid(*problem)
     image_bytes = None
     if body.image is not None:
-        if not info.supports_image:
-            raise _invalid("image", f"model {info.name!r} has no image conditioning")
         try:
             image_bytes = data_url_bytes(body.image, max_bytes=settings.max_image_bytes)
             decode_image_bytes(image_bytes, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)

@@ -1,8 +1,15 @@
-"""ASGI middleware: HTTP request bodies over a byte limit get 413 (declared or streamed)."""
+"""ASGI middleware: HTTP request bodies over a byte limit get 413 (declared or streamed).
+
+The rest of an over-limit body is read and dropped (up to `DRAIN_BYTES`) before the 413 is sent:
+closing a socket that still has unread request bytes makes the kernel answer with a TCP reset,
+and a client still uploading would then see "connection reset" instead of the 413.
+"""
 
 from __future__ import annotations
 
 import json
+
+DRAIN_BYTES = 64 << 20  # past this much an over-limit upload is cut off rather than read to its end
 
 
 class BodySizeLimit:
@@ -17,6 +24,7 @@ class BodySizeLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await _drain(receive)
             return await self._reject(send)
         received = 0
 
@@ -32,13 +40,27 @@ class BodySizeLimit:
         try:
             await self.app(scope, limited_receive, send)
         except _TooLarge:
+            await _drain(receive)
             await self._reject(send)
 
     async def _reject(self, send) -> None:
         body = json.dumps({"detail": f"request body over the {self.max_bytes}-byte limit"}).encode()
         await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
+
+
+async def _drain(receive) -> None:
+    """Read and drop what is left of the request body, up to DRAIN_BYTES."""
+    dropped = 0
+    while dropped <= DRAIN_BYTES:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        dropped += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 class _TooLarge(Exception):

@@ -75,6 +75,6 @@ def test_invalid_requests_are_422_naming_the_field(server, body, field):
 
 
 def test_too_long_request_is_413(server):
-    status, _ = http("POST", server.url + "/v1/videos", {"prompt": "x" * (2 << 20)})
+    status, _ = http("POST", server.url + "/v1/videos", {"prompt": "x" * (16 << 20)})
     assert status == 413
     assert http("GET", server.url + "/healthz")[0] == 200

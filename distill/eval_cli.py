@@ -1,12 +1,18 @@
 """`framecast eval`: stream a model on a prompt file and score every 5-second window.
 
-    framecast eval --model DIR|PRESET --prompts FILE --seconds N [--seeds 0,1] [--device DEV] [--out DIR]
+    framecast eval --model DIR|PRESET --prompts FILE --seconds N [--seeds 0,1] [--teacher DIR]
+                   [--teacher-steps 32] [--guidance G] [--device DEV] [--out DIR]
 
 For each prompt and seed a stream is generated through the streaming generator (up to
 `--max-batch` streams stepped together in one batched forward) and scored window by window with
 `distill.scoring` while it is generated, so a stream of many minutes never sits in memory. Writes
 `OUT/eval.json` (per run, per window, per component, and means) and `OUT/eval.png` (overall score
 over time), and prints a summary table.
+
+With `--teacher DIR` the model directory's bidirectional teacher is sampled too (many steps with
+classifier-free guidance, `distill.teacher_sampler`) on the same prompts, seeds and length, and
+scored the same way; the report adds the teacher's scores, student / teacher score ratios and the
+generation speed of both (frames per second of wall time, measured in this run).
 """
 
 from __future__ import annotations
@@ -124,6 +130,24 @@ def evaluate(gen, prompts: list[str], seeds: list[int], seconds: float, window_s
     return runs
 
 
+def evaluate_teacher(sampler, prompts: list[str], seeds: list[int], seconds: float, window_seconds: float,
+                     batch_size: int, on_frames=None) -> list[EvalRun]:
+    """Sample every (prompt, seed) with the teacher (`batch_size` clips at once) and score each per window."""
+    fps = sampler.fps
+    total_frames = max(3, int(round(seconds * fps)))
+    runs = [EvalRun(p, s) for p in prompts for s in seeds]
+    for start in range(0, len(runs), batch_size):
+        batch = runs[start:start + batch_size]
+        clips = sampler.sample([r.prompt for r in batch], [r.seed for r in batch], total_frames)
+        for run, clip in zip(batch, clips):
+            scorer = WindowScorer(run.prompt, fps, window_seconds)
+            scorer.push(clip)
+            run.windows = scorer.finish()
+            if on_frames:
+                on_frames(len(clip))
+    return runs
+
+
 def summarise(runs: list[EvalRun]) -> dict:
     """Means over runs, per prompt (over seeds), per window index (drift), and the worst window."""
     n_windows = max((len(r.windows) for r in runs), default=0)
@@ -150,10 +174,41 @@ def summarise(runs: list[EvalRun]) -> dict:
 # outputs
 # ---------------------------------------------------------------------------------------------
 
+def _generation(runs: list[EvalRun], seconds: float, fps: int, wall_seconds: float) -> dict:
+    frames = len(runs) * max(3, int(round(seconds * fps)))
+    return {"wall_seconds": wall_seconds, "frames": frames, "fps": frames / wall_seconds if wall_seconds else None}
+
+
+def teacher_report(model: str, sampler, runs: list[EvalRun], seconds: float, wall_seconds: float) -> dict:
+    """The `teacher` section of eval.json."""
+    return {
+        "model": model,
+        "steps": sampler.steps,
+        "guidance": sampler.guidance,
+        "solver": sampler.solver,
+        "generation": _generation(runs, seconds, sampler.fps, wall_seconds),
+        "runs": [{"prompt": r.prompt, "seed": r.seed, **r.mean(), "windows": [asdict(w) for w in r.windows]} for r in runs],
+        "summary": summarise(runs),
+    }
+
+
+def compare(student: dict, teacher: dict) -> dict:
+    """Student / teacher ratios of the overall score, each component, and generation speed."""
+    s, t = student["summary"], teacher["summary"]
+
+    def ratio(a, b):
+        return a / b if a is not None and b else None
+
+    return {
+        "overall": ratio(s["overall"], t["overall"]),
+        "components": {k: ratio(s["components"][k], t["components"][k]) for k in COMPONENTS},
+        "speed": ratio(student["generation"]["fps"], teacher["generation"]["fps"]),  # student FPS / teacher FPS
+    }
+
+
 def eval_report(model: str, info, runs: list[EvalRun], seconds: float, window_seconds: float,
                 seeds: list[int], prompts_file: str, wall_seconds: float) -> dict:
     """The JSON document written as eval.json."""
-    frames = len(runs) * max(3, int(round(seconds * info.fps)))
     return {
         "model": model,
         "info": asdict(info),
@@ -163,31 +218,33 @@ def eval_report(model: str, info, runs: list[EvalRun], seconds: float, window_se
         "seeds": seeds,
         "components": list(COMPONENTS),
         "weights": EvalConfig().weights,
-        "generation": {"wall_seconds": wall_seconds, "frames": frames, "fps": frames / wall_seconds if wall_seconds else None},
+        "generation": _generation(runs, seconds, info.fps, wall_seconds),
         "runs": [{"prompt": r.prompt, "seed": r.seed, **r.mean(), "windows": [asdict(w) for w in r.windows]} for r in runs],
         "summary": summarise(runs),
     }
 
 
-def write_plot(path: Path, runs: list[EvalRun], title: str) -> None:
-    """PNG of the overall score per window over time: one thin line per run, the mean in bold."""
+def write_plot(path: Path, runs: list[EvalRun], title: str, teacher_runs: list[EvalRun] | None = None) -> None:
+    """PNG of the overall score per window over time: one thin line per run, the mean in bold
+    (and the teacher's mean, dashed, when it was scored)."""
     curves = [([(w.start_s + w.end_s) / 2 for w in r.windows], [w.overall for w in r.windows]) for r in runs]
     x_max = max((w.end_s for r in runs for w in r.windows), default=1.0)
-    n = max((len(y) for _, y in curves), default=0)
-    mean = [float(np.mean([y[i] for _, y in curves if len(y) > i])) for i in range(n)]
-    mean_x = next((x for x, y in curves if len(y) == n), [])
+    mean = _mean_curve(runs)
+    teacher_mean = _mean_curve(teacher_runs) if teacher_runs else None
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        _write_plot_pillow(path, curves, (mean_x, mean), x_max, title)
+        _write_plot_pillow(path, curves, mean, teacher_mean, x_max, title)
         return
     fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
     for x, y in curves:
         ax.plot(x, y, color="tab:blue", alpha=0.25, linewidth=1)
-    ax.plot(mean_x, mean, color="tab:red", linewidth=2.5, marker="o", label="mean")
+    ax.plot(*mean, color="tab:red", linewidth=2.5, marker="o", label="mean")
+    if teacher_mean:
+        ax.plot(*teacher_mean, color="black", linewidth=2, linestyle="--", marker="s", label="teacher mean")
     ax.set(xlim=(0, x_max), ylim=(0, 1.02), xlabel="time (s, window centre)", ylabel="overall score", title=title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left")
@@ -196,7 +253,15 @@ def write_plot(path: Path, runs: list[EvalRun], title: str) -> None:
     plt.close(fig)
 
 
-def _write_plot_pillow(path: Path, curves, mean_curve, x_max: float, title: str) -> None:
+def _mean_curve(runs: list[EvalRun]) -> tuple[list[float], list[float]]:
+    """(window centres, mean overall score per window index) over runs."""
+    n = max((len(r.windows) for r in runs), default=0)
+    longest = next((r for r in runs if len(r.windows) == n), None)
+    xs = [(w.start_s + w.end_s) / 2 for w in longest.windows] if longest else []
+    return xs, [float(np.mean([r.windows[i].overall for r in runs if len(r.windows) > i])) for i in range(n)]
+
+
+def _write_plot_pillow(path: Path, curves, mean_curve, teacher_curve, x_max: float, title: str) -> None:
     """The same plot drawn with Pillow (when matplotlib is not installed)."""
     from PIL import Image, ImageDraw
 
@@ -219,13 +284,14 @@ def _write_plot_pillow(path: Path, curves, mean_curve, x_max: float, title: str)
     for x, y in curves:
         if len(x) > 1:
             draw.line([to_px(a, b) for a, b in zip(x, y)], fill=(160, 190, 230), width=1)
-    mx, my = mean_curve
-    if len(mx) > 1:
-        draw.line([to_px(a, b) for a, b in zip(mx, my)], fill=(210, 40, 40), width=3)
-    for a, b in zip(mx, my):
-        px, py = to_px(a, b)
-        draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=(210, 40, 40))
-    draw.text((margin, 15), f"{title}  (overall score per window; red: mean)", fill="black")
+    for (mx, my), colour in ((teacher_curve or ([], []), (0, 0, 0)), (mean_curve, (210, 40, 40))):
+        if len(mx) > 1:
+            draw.line([to_px(a, b) for a, b in zip(mx, my)], fill=colour, width=3)
+        for a, b in zip(mx, my):
+            px, py = to_px(a, b)
+            draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour)
+    legend = "red: mean" + ("; black: teacher mean" if teacher_curve else "")
+    draw.text((margin, 15), f"{title}  (overall score per window; {legend})", fill="black")
     image.save(path)
 
 
@@ -254,6 +320,15 @@ def print_summary(report: dict) -> None:
     console.print("bg background, col colours, shp shapes, cnt count, mot motion, flk flicker, sat saturation")
     console.print(f"windows: first {summary['first_window_overall']:.3f}, worst {summary['worst_window_overall']:.3f} "
                   f"(worst/first {summary['worst_over_first'] or 0:.3f}); generated {report['generation']['fps']:.1f} FPS")
+    if "teacher" in report:
+        teacher, ratio = report["teacher"], report["student_over_teacher"]
+        t = teacher["summary"]
+        console.print(f"teacher ({teacher['steps']} steps, guidance {teacher['guidance']:g}): overall {t['overall']:.3f}, "
+                      + ", ".join(f"{_SHORT_NAMES[k]} {t['components'][k]:.2f}" for k in COMPONENTS)
+                      + f"; generated {teacher['generation']['fps']:.1f} FPS")
+        score = "n/a (teacher scored 0)" if ratio["overall"] is None else f"{ratio['overall']:.3f}"
+        speed = "n/a" if ratio["speed"] is None else f"{ratio['speed']:.1f}x"
+        console.print(f"[bold]student / teacher: score {score}, speed {speed}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,6 +344,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", default=",".join(map(str, defaults.seeds)), help="comma-separated seeds (default: %(default)s)")
     p.add_argument("--window-seconds", type=float, default=defaults.window_seconds, help="scoring window (default: %(default)s)")
     p.add_argument("--max-batch", type=int, default=defaults.max_batch, help="streams generated together (default: %(default)s)")
+    p.add_argument("--teacher", default=None, help="also score this model directory's teacher/ (bidirectional, "
+                   "many steps with CFG) on the same prompts and seeds, and report student / teacher ratios")
+    p.add_argument("--teacher-steps", type=int, default=None, help="teacher sampling steps (default: the model's teacher_steps)")
+    p.add_argument("--guidance", type=float, default=None, help="teacher CFG scale (default: the model's guidance_scale)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: first GPU, else CPU)")
     p.add_argument("--out", default=defaults.out_dir, help="output folder for eval.json and eval.png (default: %(default)s)")
     p.set_defaults(func=run)
@@ -283,6 +362,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--seconds and --window-seconds must be positive")
     if args.max_batch < 1:
         raise CLIError("--max-batch must be at least 1")
+    if args.teacher_steps is not None and args.teacher_steps < 1:
+        raise CLIError("--teacher-steps must be at least 1")
     from models import load_generator
     from models.model_dir import ModelNotFoundError
 
@@ -292,23 +373,41 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     except RuntimeError as exc:  # e.g. CUDA asked for without a GPU
         raise CLIError(f"cannot load {args.model!r}: {exc}") from None
+    sampler = None
+    if args.teacher:
+        from distill.teacher_sampler import TeacherSampler
+
+        try:
+            sampler = TeacherSampler(args.teacher, device=args.device, steps=args.teacher_steps, guidance=args.guidance)
+        except ModelNotFoundError as exc:
+            raise CLIError(f"--teacher: {exc}") from None
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     total = len(prompts) * len(seeds) * max(3, int(round(args.seconds * gen.info.fps)))
-    start = time.perf_counter()
-    with Progress(TextColumn("[bold]eval"), BarColumn(), TextColumn("{task.completed}/{task.total} frames"),
+    teacher_runs = None
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} frames"),
                   TimeRemainingColumn()) as progress:
         task = progress.add_task("eval", total=total)
+        start = time.perf_counter()
         runs = evaluate(gen, prompts, seeds, args.seconds, args.window_seconds,
                         on_frames=lambda n: progress.advance(task, n))
-    wall = time.perf_counter() - start
+        wall = time.perf_counter() - start
+        if sampler is not None:
+            teacher_task = progress.add_task("teacher", total=total)
+            start = time.perf_counter()
+            teacher_runs = evaluate_teacher(sampler, prompts, seeds, args.seconds, args.window_seconds, args.max_batch,
+                                            on_frames=lambda n: progress.advance(teacher_task, n))
+            teacher_wall = time.perf_counter() - start
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = eval_report(args.model, gen.info, runs, args.seconds, args.window_seconds, seeds, str(args.prompts), wall)
+    if sampler is not None:
+        report["teacher"] = teacher_report(args.teacher, sampler, teacher_runs, args.seconds, teacher_wall)
+        report["student_over_teacher"] = compare(report, report["teacher"])
     (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
-    write_plot(out / "eval.png", runs, f"{args.model}: {len(prompts)} prompts x {len(seeds)} seeds")
+    write_plot(out / "eval.png", runs, f"{args.model}: {len(prompts)} prompts x {len(seeds)} seeds", teacher_runs)
     print_summary(report)
     print(f"wrote {out / 'eval.json'} and {out / 'eval.png'}")
     return 0

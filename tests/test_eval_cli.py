@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from client.cli import CLIError, main
-from distill.eval_cli import EvalRun, evaluate, parse_seeds, read_prompts, summarise, write_plot
+from distill.eval_cli import (EvalRun, compare, evaluate, evaluate_teacher, parse_seeds, read_prompts, summarise,
+                              write_plot)
 from distill.scoring import COMPONENTS
 from distill.shapes_data import ShapesDataset
 from models.config import ShapesDataConfig
@@ -84,14 +85,59 @@ def test_evaluate_batches_streams_trims_and_scores_ground_truth_high():
     assert summary["worst_over_first"] == pytest.approx(summary["worst_window_overall"] / summary["first_window_overall"])
 
 
+class OracleSampler:
+    """The teacher-sampler API backed by ground-truth clips (or uniform noise with `noise=True`)."""
+
+    fps = 16
+
+    def __init__(self, noise=False):
+        self.data, self.noise, self.batches = ShapesDataset(0, ShapesDataConfig(frames=400)), noise, []
+
+    def sample(self, prompts, seeds, frames):
+        self.batches.append(len(prompts))
+        if self.noise:
+            rng = np.random.default_rng(0)
+            return [rng.integers(0, 256, (frames, 64, 64, 3), dtype=np.uint8) for _ in prompts]
+        return [self.data.sample_for_prompt(p, s).video[:frames] for p, s in zip(prompts, seeds)]
+
+
+def test_teacher_runs_score_like_streams_and_the_ratio_can_fail():
+    student = evaluate(OracleGenerator(max_batch=2), PROMPTS, [0, 1], 2.0, 1.0)
+    oracle = OracleSampler()
+    teacher = evaluate_teacher(oracle, PROMPTS, [0, 1], 2.0, 1.0, batch_size=4)
+    assert oracle.batches == [4, 2]  # 6 clips, 4 at a time
+    assert [(r.prompt, r.seed) for r in teacher] == [(r.prompt, r.seed) for r in student]
+    assert all(len(r.windows) == 2 for r in teacher)
+    report = {"summary": summarise(student), "generation": {"fps": 100.0}}
+    same = compare(report, {"summary": summarise(teacher), "generation": {"fps": 20.0}})
+    assert same["overall"] == pytest.approx(1.0, abs=0.05) and same["speed"] == pytest.approx(5.0)
+    noisy = evaluate_teacher(OracleSampler(noise=True), PROMPTS, [0, 1], 2.0, 1.0, batch_size=4)
+    # against a teacher that draws noise the student's ratio is far above 1, and the reverse far below
+    assert compare(report, {"summary": summarise(noisy), "generation": {"fps": 1.0}})["overall"] > 2.0
+    assert compare({"summary": summarise(noisy), "generation": {"fps": 1.0}}, report)["overall"] < 0.5
+
+
+def test_teacher_sampler_is_seeded_and_sized():
+    from distill.teacher_sampler import TeacherSampler
+
+    sampler = TeacherSampler("tiny", device="cpu", steps=2, guidance=2.0)
+    a = sampler.sample(PROMPTS[:2], [0, 1], frames=10)
+    b = sampler.sample(PROMPTS[:2], [0, 1], frames=10)
+    assert [clip.shape for clip in a] == [(10, sampler.cfg.stream.height, sampler.cfg.stream.width, 3)] * 2
+    assert a[0].dtype == np.uint8 and np.array_equal(a[0], b[0]) and not np.array_equal(a[0], a[1])
+    assert sampler.latent_frames(10) == 4 and sampler.latent_frames(1) == 1  # 1 + 4 * (F - 1) >= frames
+
+
 def test_plot_falls_back_to_pillow(tmp_path, monkeypatch):
     runs = evaluate(OracleGenerator(), PROMPTS[:1], [0], 1.0, 0.5)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
-    write_plot(tmp_path / "plot.png", runs, "oracle")
+    noise_runs = evaluate_teacher(OracleSampler(noise=True), PROMPTS[:1], [0], 1.0, 0.5, batch_size=1)
+    write_plot(tmp_path / "plot.png", runs, "oracle", teacher_runs=noise_runs)
     from PIL import Image
 
     image = np.asarray(Image.open(tmp_path / "plot.png").convert("RGB"))
     assert image.shape[0] > 100 and (image == (210, 40, 40)).all(-1).any()  # the mean curve is drawn
+    assert (image[60:-60, 60:-60] == (0, 0, 0)).all(-1).any()  # and the teacher's, inside the frame
 
 
 def test_cli_reports_missing_prompt_file_and_model(tmp_path, capsys):
@@ -123,3 +169,27 @@ def test_cli_end_to_end_with_the_tiny_preset(tmp_path, capsys):
     assert summary["overall"] < 0.6  # random weights do not draw the prompt
     assert len(summary["per_window"]) == 2 and len(summary["per_prompt"]) == 2
     assert "framecast eval: tiny" in capsys.readouterr().out
+    assert "teacher" not in report
+
+
+@pytest.mark.slow
+def test_cli_scores_the_teacher_on_the_same_prompts_and_seeds(tmp_path, capsys):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text(PROMPTS[0] + "\n")
+    out = tmp_path / "out"
+    code = main(["eval", "--model", "tiny", "--teacher", "tiny", "--teacher-steps", "2", "--guidance", "3",
+                 "--prompts", str(prompts), "--seconds", "0.5", "--seeds", "0,1", "--device", "cpu", "--out", str(out)])
+    assert code == 0
+    report = json.loads((out / "eval.json").read_text())
+    teacher = report["teacher"]
+    assert teacher["steps"] == 2 and teacher["guidance"] == 3.0
+    assert [(r["prompt"], r["seed"]) for r in teacher["runs"]] == [(PROMPTS[0], 0), (PROMPTS[0], 1)]
+    assert teacher["generation"]["frames"] == 2 * 8 and teacher["generation"]["fps"] > 0
+    ratio = report["student_over_teacher"]
+    if teacher["summary"]["overall"] > 0:
+        assert ratio["overall"] == pytest.approx(report["summary"]["overall"] / teacher["summary"]["overall"])
+    else:  # random weights can score exactly 0: the ratio is then undefined, not a crash
+        assert ratio["overall"] is None
+    assert ratio["speed"] == pytest.approx(report["generation"]["fps"] / teacher["generation"]["fps"])
+    assert "student / teacher" in capsys.readouterr().out
+    assert main(["eval", "--model", "tiny", "--teacher", str(tmp_path / "nothing"), "--prompts", str(prompts)]) == 2

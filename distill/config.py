@@ -31,6 +31,7 @@ class StageConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # max gradient norm (0 = off)
     warmup_steps: int = 0  # linear lr warm-up
+    cooldown: float = 0.0  # share of the budget (steps or minutes, whichever ends first) over which lr decays linearly to 0
     ema_decay: float = 0.0  # EMA of the main role's weights (0 = off)
     ckpt_every: int = 200  # optimizer steps between resumable checkpoints
     log_every: int = 10  # optimizer steps between JSONL log lines

@@ -216,9 +216,20 @@ class Trainer:
         return True
 
     # ---- one optimizer step
+    def _budget_used(self) -> float:
+        """Share of the stage's budget spent, in [0, 1]: steps or wall time, whichever runs out first."""
+        used = self.step / self.cfg.max_steps if self.cfg.max_steps > 0 else 0.0
+        if self.cfg.max_minutes > 0:
+            used = max(used, self.elapsed / (self.cfg.max_minutes * 60.0))
+        return min(1.0, used)
+
     def _set_lr(self) -> None:
+        """Linear warm-up over `warmup_steps`, then constant, then (with `cooldown` c > 0) a linear
+        decay to 0 over the last share c of the budget (a warmup-stable-decay schedule)."""
         warm = self.cfg.warmup_steps
         factor = min(1.0, (self.step + 1) / warm) if warm > 0 else 1.0
+        if self.cfg.cooldown > 0:
+            factor *= min(1.0, (1.0 - self._budget_used()) / self.cfg.cooldown)
         for role, opt in self.optimizers.items():
             for group in opt.param_groups:
                 group["lr"] = self.base_lrs[role] * factor
@@ -264,7 +275,9 @@ class Trainer:
         if self.progress and is_main_process():
             from tqdm import tqdm
 
-            bar = tqdm(total=self.cfg.max_steps, initial=self.step, desc=self.name, dynamic_ncols=True)
+            # the bar counts the budget (steps or minutes, whichever ends first), so its ETA is the stage's
+            bar = tqdm(total=100.0, initial=round(100 * self._budget_used(), 1), desc=self.name, dynamic_ncols=True,
+                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}")
         run_start, start_elapsed = time.perf_counter(), self.elapsed
         window: dict[str, list[float]] = {}
         last: dict[str, float] = {}
@@ -276,8 +289,9 @@ class Trainer:
             self.step += 1
             self.elapsed = start_elapsed + time.perf_counter() - run_start
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix({k: f"{np.mean(v):.4f}" for k, v in window.items() if not k.endswith("grad_norm")})
+                bar.update(round(100 * self._budget_used(), 1) - bar.n)
+                bar.set_postfix({"step": self.step, **{k: f"{np.mean(v):.4f}" for k, v in window.items()
+                                                       if not k.endswith("grad_norm")}})
             if self.step % self.cfg.log_every == 0 or self._done():
                 last = {k: float(np.mean(v)) for k, v in window.items()}
                 self._log({"step": self.step, "elapsed_s": round(self.elapsed, 2), **last})

@@ -4,6 +4,7 @@ uninterrupted run ends (weights, optimizer, EMA, RNG and data cursor all restore
 import dataclasses
 import json
 
+import pytest
 import torch
 
 from distill.latents import null_text
@@ -60,3 +61,21 @@ def test_time_budget_stops_a_stage(tmp_path):
     assert 1 <= result["step"] < 100_000  # the 0.6 s budget ends the stage long before max_steps
     assert 0.6 <= result["elapsed_s"] < 30
     assert (tmp_path / "ckpt.pt").exists()
+
+
+def test_cooldown_decays_lr_to_zero_over_the_end_of_the_budget(tmp_path):
+    recipe = tiny_recipe(tmp_path)
+    text = build_text_encoder(recipe.model_config().text_encoder)
+    method, tc = make_method(recipe, text)
+    trainer = Trainer(method, dataclasses.replace(tc, max_steps=10, warmup_steps=2, cooldown=0.5), tmp_path, progress=False)
+    lrs = []
+    for step in range(10):
+        trainer.step = step
+        trainer._set_lr()
+        lrs.append(trainer.optimizers["teacher"].param_groups[0]["lr"] / trainer.base_lrs["teacher"])
+    # warm-up 0.5, 1; constant to half the budget; then 1 - used over the last half: 0.8, 0.6, ... 0.2
+    assert lrs == pytest.approx([0.5, 1, 1, 1, 1, 1, 0.8, 0.6, 0.4, 0.2])
+    trainer.step, trainer.cfg = 0, dataclasses.replace(trainer.cfg, max_steps=10**6, max_minutes=1.0)
+    trainer.elapsed = 54.0  # 90 % of a 1-minute budget: the wall clock binds, not the steps
+    trainer._set_lr()
+    assert trainer.optimizers["teacher"].param_groups[0]["lr"] == pytest.approx(0.5 * 0.2 * trainer.base_lrs["teacher"])

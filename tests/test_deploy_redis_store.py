@@ -11,6 +11,8 @@ import pytest
 from server.jobs.store import Job
 from tests.deploy_harness import redis_server, require_redis_client
 
+LEASE_S = 1.5  # claim lease: long against scheduler stalls on a loaded 2-core CI machine, short enough to wait out
+
 
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory):
@@ -21,11 +23,11 @@ def redis_url(tmp_path_factory):
 
 @pytest.fixture
 def stores(redis_url, request):
-    """Two workers' stores on one fresh key prefix (lease 0.4 s, at most 2 attempts)."""
+    """Two workers' stores on one fresh key prefix (lease LEASE_S, at most 2 attempts)."""
     from server.jobs.redis_store import RedisJobStore
 
     prefix = f"t-{request.node.name}:"
-    made = [RedisJobStore(redis_url, lease_s=0.4, max_attempts=2, prefix=prefix, worker_id=name) for name in "AB"]
+    made = [RedisJobStore(redis_url, lease_s=LEASE_S, max_attempts=2, prefix=prefix, worker_id=name) for name in "AB"]
     yield made
     for store in made:
         store.close()
@@ -80,12 +82,12 @@ def test_expired_claim_is_requeued_and_the_old_owner_fenced(stores):
     assert a.claim_next().id == job.id
     assert b.claim_next() is None  # claimed: invisible to others
     for _ in range(3):  # renewals keep it
-        time.sleep(0.2)
+        time.sleep(0.3 * LEASE_S)
         assert a.heartbeat(job.id)
     assert b.claim_next() is None
     assert a.update(job.id, only_if=("in_progress",), progress=40).progress == 40
     assert b.update(job.id, only_if=("in_progress",), progress=90) is None  # not B's claim
-    time.sleep(0.5)  # A stops renewing
+    time.sleep(1.2 * LEASE_S)  # A stops renewing
     taken = b.claim_next()
     assert taken.id == job.id and taken.attempts == 2 and taken.progress == 0
     assert not a.heartbeat(job.id)  # A learns it lost the job
@@ -103,12 +105,12 @@ def test_max_attempts_fail_and_recover_reaps_only_expired(stores):
     a, b = stores
     doomed, alive = a.create(_job(0)), a.create(_job(1))
     assert a.claim_next().id == doomed.id
-    time.sleep(0.5)
+    time.sleep(1.2 * LEASE_S)
     assert b.claim_next().id == doomed.id  # attempt 2 (the limit)
     assert a.claim_next().id == alive.id
-    time.sleep(0.25)
+    time.sleep(0.6 * LEASE_S)
     assert a.heartbeat(alive.id)
-    time.sleep(0.25)  # doomed's second claim expired, alive's was renewed
+    time.sleep(0.6 * LEASE_S)  # doomed's second claim expired, alive's was renewed (with 0.4 leases of slack)
     changed = a.recover(max_attempts=2)
     assert [j.id for j in changed] == [doomed.id]
     failed = a.get(doomed.id)

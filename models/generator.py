@@ -257,14 +257,19 @@ class StreamingGenerator:
         if not streams:
             return []
         x0 = self.rollout_chunk(streams)
-        return [self._decode(s, x0[i:i + 1]) for i, s in enumerate(streams)]
+        latents = []
+        for i, stream in enumerate(streams):
+            z = x0[i:i + 1]  # [1, C, c, h, w]
+            if stream.image_latent is not None:  # the reference image leads the first chunk
+                z = torch.cat([stream.image_latent, z], dim=2)
+                stream.image_latent = None
+            latents.append(z.to(self.vae.device, self.vae.dtype))
+        videos = StreamingDecoder.decode_together([s.decoder for s in streams], latents)  # each [1, 3, T, H, W]
+        return [self._chunk(s, frames_to_uint8(v)[0]) for s, v in zip(streams, videos)]
 
-    def _decode(self, stream: StreamState, latents: torch.Tensor) -> Chunk:
-        if stream.image_latent is not None:  # the reference image leads the first chunk
-            latents = torch.cat([stream.image_latent, latents], dim=2)
-            stream.image_latent = None
-        video = stream.decoder.decode_chunk(latents.to(self.vae.device, self.vae.dtype))  # [1, 3, T, H, W]
-        frames = frames_to_uint8(video)[0]  # [T, H, W, 3]
+    @staticmethod
+    def _chunk(stream: StreamState, frames: np.ndarray) -> Chunk:
+        """The stream's next Chunk of uint8 frames `[T, H, W, 3]`."""
         chunk = Chunk(index=stream.chunk_index, first_frame_index=stream.frames_emitted, frames=frames, prompt=stream.prompt)
         stream.chunk_index += 1
         stream.frames_emitted += frames.shape[0]

@@ -247,6 +247,43 @@ class StreamingDecoder:
         self.latent_frames_seen += latents.shape[2]
         return video
 
+    def _steady_signature(self) -> tuple | None:
+        """Shapes of the cache entries once each is a tensor or unused (None) — a stream past its first
+        chunk — else None (a fresh stream, or first-chunk markers still in the cache)."""
+        if self.latent_frames_seen == 0 or not all(c is None or isinstance(c, torch.Tensor) for c in self._cache):
+            return None
+        return tuple(None if c is None else tuple(c.shape) for c in self._cache)
+
+    @staticmethod
+    @torch.no_grad()
+    def decode_together(decoders: list["StreamingDecoder"], latents: list[torch.Tensor]) -> list[torch.Tensor]:
+        """`decode_chunk` of many single-stream decoders, each `latents[i]` `[1, z, c_i, h, w]`, as few
+        batched decoder passes as possible: streams past their first chunk whose caches have the same
+        shapes and whose chunks have the same length run as one batch (their caches are stacked along
+        the batch, decoded, and split back); the rest decode one by one. Returns `[1, 3, T_i, H, W]` each,
+        equal to decoding every stream on its own (batch rows are independent)."""
+        outputs: list[torch.Tensor | None] = [None] * len(decoders)
+        groups: dict[tuple, list[int]] = {}
+        for i, (decoder, z) in enumerate(zip(decoders, latents)):
+            signature = decoder._steady_signature()
+            if decoder.batch_size != 1 or signature is None:
+                outputs[i] = decoder.decode_chunk(z)
+            else:
+                groups.setdefault((signature, tuple(z.shape)), []).append(i)
+        for members in groups.values():
+            if len(members) == 1:
+                outputs[members[0]] = decoders[members[0]].decode_chunk(latents[members[0]])
+                continue
+            vae = decoders[members[0]].vae
+            cache = [None if decoders[members[0]]._cache[k] is None else torch.cat([decoders[i]._cache[k] for i in members])
+                     for k in range(len(decoders[members[0]]._cache))]
+            video = vae._decode_frames(torch.cat([latents[i] for i in members]), cache, first=False)  # [n, 3, T, H, W]
+            for row, i in enumerate(members):
+                decoders[i]._cache = [None if c is None else c[row:row + 1].clone() for c in cache]
+                decoders[i].latent_frames_seen += latents[i].shape[2]
+                outputs[i] = video[row:row + 1]
+        return outputs
+
 
 def frames_to_uint8(video: torch.Tensor) -> np.ndarray:
     """video `[B, 3, T, H, W]` in [-1, 1] -> uint8 numpy `[B, T, H, W, 3]`."""

@@ -55,6 +55,34 @@ def test_interleaved_decoders_keep_separate_caches(vae):
     torch.testing.assert_close(again, out_a[0], atol=1e-6, rtol=0)
 
 
+def test_decode_together_batches_steady_streams_and_equals_one_by_one(vae):
+    from models.vae import StreamingDecoder
+
+    g = torch.Generator().manual_seed(5)
+    videos = torch.randn(3, 1, 8, 7, 2, 2, generator=g)  # three streams' latents [1, z, F, h, w]
+    decoders = [vae.streaming_decoder(1) for _ in range(3)]
+    calls = []
+    original = vae._decode_frames
+    vae._decode_frames = lambda z, cache, first: calls.append(z.shape[0]) or original(z, cache, first)
+    try:
+        # stream 2 joins one chunk late: chunk 1 batches streams 0 and 1, stream 2 decodes its first chunk alone
+        schedule = [(0, [(0, 3), (1, 3)]), (1, [(0, 2), (1, 2), (2, 3)]), (2, [(0, 2), (1, 2), (2, 2)])]
+        outputs = {i: [] for i in range(3)}
+        starts = [0, 0, 0]
+        for _, work in schedule:
+            ids = [i for i, _ in work]
+            chunks = [videos[i][:, :, starts[i]:starts[i] + n] for i, n in work]
+            for (i, n), out in zip(work, StreamingDecoder.decode_together([decoders[i] for i in ids], chunks)):
+                outputs[i].append(out)
+                starts[i] += n
+    finally:
+        vae._decode_frames = original
+    assert calls == [1, 1, 1, 2, 3]  # first chunks alone (the newcomer before the batch), then one batch of all
+    for i in range(3):
+        expected = _diffusers_decode(vae, videos[i][:, :, :starts[i]])
+        assert (torch.cat(outputs[i], 2) - expected).abs().max().item() <= 1e-5
+
+
 def test_encode_decode_shapes_and_diffusers_parity(vae):
     video = torch.rand(2, 3, 9, 16, 24, generator=torch.Generator().manual_seed(3)) * 2 - 1
     with torch.no_grad():

@@ -59,6 +59,7 @@ class VAEDecoderStageConfig(VAEStageConfig):
     fine-tuned on longer clips, where the causal decoder cache runs in its steady state as when streaming."""
 
     max_steps: int = 0  # 0 = skip the stage
+    beside_teacher: bool = False  # `distill all`: run in a second process while the teacher trains (it only needs the encoder)
     batch_size: int = 2
     clip_frames: int = 25  # 7 latent frames
     crop: int = 48

@@ -228,7 +228,8 @@ class Pipeline:
     RUNNERS = {"vae": "run_vae", "vae-decoder": "run_vae_decoder", "teacher": "run_teacher", "ode-pairs": "run_ode_pairs",
                "ode-init": "run_ode_init", "self-forcing": "run_self_forcing"}
 
-    def run(self, stage: str, resume: bool = False) -> dict:
+    def run(self, stage: str, resume: bool = False, record: bool = True) -> dict:
+        """Run one stage; writes its `done.json` and (with `record`) its entry in `summary.json`."""
         if stage not in self.RUNNERS:
             raise StageError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)} or all")
         start = time.perf_counter()
@@ -237,23 +238,57 @@ class Pipeline:
         if is_main_process():
             self.stage_dir(stage).mkdir(parents=True, exist_ok=True)
             (self.stage_dir(stage) / "done.json").write_text(json.dumps(result, indent=2) + "\n")
-            summary_path = self.work / "summary.json"
-            summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-            summary[stage] = result
-            summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+            if record:
+                self._record(stage, result)
+        return result
+
+    def _record(self, stage: str, result: dict) -> None:
+        summary_path = self.work / "summary.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+        summary[stage] = result
+        summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+
+    def _start_beside(self, stage: str, resume: bool):
+        """Run `stage` in a child process (spawned, no progress bar) while this one goes on."""
+        import multiprocessing
+
+        process = multiprocessing.get_context("spawn").Process(
+            target=_run_stage_in_child, args=(self.cfg, stage, resume), name=f"framecast-{stage}")
+        process.start()
+        print(f"[distill] {stage} runs in a second process (pid {process.pid}) beside the next stage; "
+              f"log: {self.stage_dir(stage) / 'log.jsonl'}", flush=True)
+        return process
+
+    def _join_beside(self, stage: str, process) -> dict:
+        process.join()
+        done = self.stage_dir(stage) / "done.json"
+        if process.exitcode != 0 or not done.exists():
+            raise StageError(f"the {stage} stage failed in its process (exit code {process.exitcode}); "
+                             f"rerun it alone: framecast distill {stage} --config ... --resume")
+        result = json.loads(done.read_text())
+        self._record(stage, result)
         return result
 
     def run_all(self, resume: bool = False) -> dict:
         """Every stage in order (vae/teacher skipped when model_dir supplies them); with `resume`,
         stages that finished before are skipped and an interrupted one continues."""
         results = {}
+        beside = None  # the vae-decoder process running beside the teacher
         for stage in STAGES:
             if self.cfg.model_dir and stage in ("vae", "vae-decoder", "teacher"):
                 continue
             if resume and (self.stage_dir(stage) / "done.json").exists():
                 results[stage] = json.loads((self.stage_dir(stage) / "done.json").read_text())
-                continue
-            results[stage] = self.run(stage, resume=resume)
+            elif (stage == "vae-decoder" and self.cfg.vae_decoder.beside_teacher and self.cfg.vae_decoder.max_steps > 0
+                  and world_size() == 1):
+                beside = self._start_beside(stage, resume)  # the teacher only needs the (frozen) encoder
+            else:
+                results[stage] = self.run(stage, resume=resume)
+            if stage == "teacher" and beside is not None:
+                results["vae-decoder"] = self._join_beside("vae-decoder", beside)
+                beside = None
+        if beside is not None:
+            results["vae-decoder"] = self._join_beside("vae-decoder", beside)
         self.finalize()
         return results
 
@@ -269,3 +304,8 @@ class Pipeline:
             if not (self.out / "teacher").exists() and (src / "transformer").is_dir():
                 shutil.copytree(src / "transformer", self.out / "teacher")
         save_model_dir(self.out, self.model_cfg)
+
+
+def _run_stage_in_child(cfg: DistillConfig, stage: str, resume: bool) -> None:
+    """Entry point of a stage run in its own process by `Pipeline.run_all` (results go to done.json)."""
+    Pipeline(cfg, progress=False).run(stage, resume=resume, record=False)

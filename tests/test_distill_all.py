@@ -12,7 +12,7 @@ from models import load_generator
 
 
 def test_distill_all_writes_a_loadable_model_dir(tmp_path, monkeypatch):
-    recipe = tiny_recipe(tmp_path)
+    recipe = tiny_recipe(tmp_path, vae_decoder={"beside_teacher": True})  # vae-decoder in a second process
     yaml_path = tmp_path / "tiny.yaml"
     import dataclasses
 
@@ -33,8 +33,10 @@ def test_distill_all_writes_a_loadable_model_dir(tmp_path, monkeypatch):
     info = json.loads((model / "framecast.json").read_text())
     assert info["name"] == "tiny-distilled" and info["vae"]["latents_mean"] is not None
     summary = json.loads((tmp_path / "work" / "summary.json").read_text())
-    assert list(summary) == ["vae", "vae-decoder", "teacher", "ode-pairs", "ode-init", "self-forcing"]
+    assert list(summary) == ["vae", "teacher", "vae-decoder", "ode-pairs", "ode-init", "self-forcing"]
     assert all(summary[s]["wall_s"] > 0 for s in summary)
+    assert summary["vae-decoder"]["step"] == 2  # the child process trained and reported back
+    assert len((tmp_path / "work" / "vae-decoder" / "log.jsonl").read_text().splitlines()) == 2
 
     gen = load_generator(str(model), device="cpu")
     stream = gen.stream("a red circle", seed=3)

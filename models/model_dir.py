@@ -64,7 +64,12 @@ def resolve_model(model: str | Path) -> ModelSource:
 
 
 def read_config(path: Path) -> ModelConfig:
-    transformer = TransformerConfig.from_dict(json.loads((path / "transformer" / "config.json").read_text()))
+    """The directory's ModelConfig; transformer dims from `transformer/` (or `teacher/`, in a directory
+    that holds only a teacher so far, e.g. mid-distillation)."""
+    folder = path / "transformer" if (path / "transformer" / "config.json").exists() else path / "teacher"
+    if not (folder / "config.json").exists():
+        raise ModelNotFoundError(f"{path} has neither transformer/config.json nor teacher/config.json")
+    transformer = TransformerConfig.from_dict(json.loads((folder / "config.json").read_text()))
     return ModelConfig.from_json_dict(json.loads((path / CONFIG_FILE).read_text()), transformer)
 
 

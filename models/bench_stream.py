@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     timer = StageTimer(device)
     timer.wrap(gen, "denoise", "denoise_s")
     timer.wrap(gen, "_commit", "cache_write_s")
-    timer.wrap(gen, "_decode", "vae_decode_s")
+    timer.wrap(gen, "decode", "vae_decode_s")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 

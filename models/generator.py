@@ -257,15 +257,21 @@ class StreamingGenerator:
         if not streams:
             return []
         x0 = self.rollout_chunk(streams)
+        videos = self.decode(streams, x0)
+        return [self._chunk(s, frames_to_uint8(v)[0]) for s, v in zip(streams, videos)]
+
+    def decode(self, streams: list[StreamState], x0: torch.Tensor) -> list[torch.Tensor]:
+        """Each stream's clean chunk latents `x0[i]` -> its video `[1, 3, T, H, W]`, through its own
+        streaming decoder (a pending reference image leads its first chunk); one batched VAE pass for
+        all streams past their first chunk."""
         latents = []
         for i, stream in enumerate(streams):
             z = x0[i:i + 1]  # [1, C, c, h, w]
-            if stream.image_latent is not None:  # the reference image leads the first chunk
+            if stream.image_latent is not None:
                 z = torch.cat([stream.image_latent, z], dim=2)
                 stream.image_latent = None
             latents.append(z.to(self.vae.device, self.vae.dtype))
-        videos = StreamingDecoder.decode_together([s.decoder for s in streams], latents)  # each [1, 3, T, H, W]
-        return [self._chunk(s, frames_to_uint8(v)[0]) for s, v in zip(streams, videos)]
+        return StreamingDecoder.decode_together([s.decoder for s in streams], latents)
 
     @staticmethod
     def _chunk(stream: StreamState, frames: np.ndarray) -> Chunk:

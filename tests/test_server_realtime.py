@@ -142,14 +142,14 @@ def test_non_reading_client_does_not_slow_others(server):
         async with connect(server.ws_url) as a, connect(server.ws_url) as b:  # baseline: both read
             for ws in (a, b):
                 await send(ws, {"type": "session.start", "prompt": "base", "seed": 3})
-            baseline = (await asyncio.gather(intervals(a, 4), intervals(b, 4)))[0]
+            baseline = (await asyncio.gather(intervals(a, 6), intervals(b, 6)))[0]
         dropped_before = _dropped_total(server)
         sock = _slow_socket()
         sock.connect((host, int(port)))
         async with connect(server.ws_url) as a, connect(server.ws_url, sock=sock, max_queue=1) as slow:
             await send(slow, {"type": "session.start", "prompt": "never reads", "seed": 4})
             await send(a, {"type": "session.start", "prompt": "base", "seed": 3})
-            with_slow = await intervals(a, 4)
+            with_slow = await intervals(a, 6)
             while _dropped_total(server) == dropped_before and len(with_slow) < 16:
                 with_slow += await intervals(a, 1)  # until the slow reader's buffers overflow
             dropped = _dropped_total(server) - dropped_before
@@ -157,7 +157,8 @@ def test_non_reading_client_does_not_slow_others(server):
         return statistics.median(baseline), statistics.median(with_slow), dropped
 
     baseline, with_slow, dropped = run(scenario())
-    assert with_slow <= 1.2 * baseline, (baseline, with_slow)
+    # a blocked engine would stall A for seconds; 1.5x leaves room for a noisy shared CPU
+    assert with_slow <= 1.5 * baseline, (baseline, with_slow)
     assert dropped > 0
 
 

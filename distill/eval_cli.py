@@ -96,6 +96,11 @@ def parse_seeds(text: str) -> list[int]:
 # generation + scoring
 # ---------------------------------------------------------------------------------------------
 
+def frames_per_run(seconds: float, fps: int) -> int:
+    """Frames generated and scored per (prompt, seed): `seconds` of video, at least 3 (motion needs them)."""
+    return max(3, int(round(seconds * fps)))
+
+
 def evaluate(gen, prompts: list[str], seeds: list[int], seconds: float, window_seconds: float,
              on_frames=None) -> list[EvalRun]:
     """Stream every (prompt, seed) for `seconds` and score it per window.
@@ -105,7 +110,7 @@ def evaluate(gen, prompts: list[str], seeds: list[int], seconds: float, window_s
     number of frames scored after each step (progress).
     """
     fps = gen.info.fps
-    total_frames = max(3, int(round(seconds * fps)))
+    total_frames = frames_per_run(seconds, fps)
     queue = deque(EvalRun(p, s) for p in prompts for s in seeds)
     runs = list(queue)
     active: list[tuple[EvalRun, object, WindowScorer, list[int]]] = []  # (run, stream, scorer, [frames seen])
@@ -134,7 +139,7 @@ def evaluate_teacher(sampler, prompts: list[str], seeds: list[int], seconds: flo
                      batch_size: int, on_frames=None) -> list[EvalRun]:
     """Sample every (prompt, seed) with the teacher (`batch_size` clips at once) and score each per window."""
     fps = sampler.fps
-    total_frames = max(3, int(round(seconds * fps)))
+    total_frames = frames_per_run(seconds, fps)
     runs = [EvalRun(p, s) for p in prompts for s in seeds]
     for start in range(0, len(runs), batch_size):
         batch = runs[start:start + batch_size]
@@ -174,8 +179,12 @@ def summarise(runs: list[EvalRun]) -> dict:
 # outputs
 # ---------------------------------------------------------------------------------------------
 
+def _runs_json(runs: list[EvalRun]) -> list[dict]:
+    return [{"prompt": r.prompt, "seed": r.seed, **r.mean(), "windows": [asdict(w) for w in r.windows]} for r in runs]
+
+
 def _generation(runs: list[EvalRun], seconds: float, fps: int, wall_seconds: float) -> dict:
-    frames = len(runs) * max(3, int(round(seconds * fps)))
+    frames = len(runs) * frames_per_run(seconds, fps)
     return {"wall_seconds": wall_seconds, "frames": frames, "fps": frames / wall_seconds if wall_seconds else None}
 
 
@@ -187,7 +196,7 @@ def teacher_report(model: str, sampler, runs: list[EvalRun], seconds: float, wal
         "guidance": sampler.guidance,
         "solver": sampler.solver,
         "generation": _generation(runs, seconds, sampler.fps, wall_seconds),
-        "runs": [{"prompt": r.prompt, "seed": r.seed, **r.mean(), "windows": [asdict(w) for w in r.windows]} for r in runs],
+        "runs": _runs_json(runs),
         "summary": summarise(runs),
     }
 
@@ -219,7 +228,7 @@ def eval_report(model: str, info, runs: list[EvalRun], seconds: float, window_se
         "components": list(COMPONENTS),
         "weights": EvalConfig().weights,
         "generation": _generation(runs, seconds, info.fps, wall_seconds),
-        "runs": [{"prompt": r.prompt, "seed": r.seed, **r.mean(), "windows": [asdict(w) for w in r.windows]} for r in runs],
+        "runs": _runs_json(runs),
         "summary": summarise(runs),
     }
 
@@ -384,7 +393,7 @@ def run(args: argparse.Namespace) -> int:
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    total = len(prompts) * len(seeds) * max(3, int(round(args.seconds * gen.info.fps)))
+    total = len(prompts) * len(seeds) * frames_per_run(args.seconds, gen.info.fps)
     teacher_runs = None
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} frames"),
                   TimeRemainingColumn()) as progress:

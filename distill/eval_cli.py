@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from distill.config import EvalConfig
 from distill.prompts import PromptParseError, parse_prompt
 from distill.scoring import COMPONENTS, WindowScore, WindowScorer
-from models.config import EvalConfig
 
 
 @dataclass

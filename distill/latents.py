@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
+from distill.config import ShapesDataConfig
 from distill.shapes_data import ShapesDataset, to_model_video
-from models.config import ShapesDataConfig
 
 
 @torch.no_grad()

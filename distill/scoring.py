@@ -27,8 +27,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
+from distill.config import EvalConfig
 from distill.prompts import BACKGROUND_COLOURS, OBJECT_COLOURS, SPEEDS, PromptSpec, parse_prompt
-from models.config import EvalConfig
 
 COMPONENTS: tuple[str, ...] = ("background", "colours", "shapes", "count", "motion", "flicker", "saturation")
 

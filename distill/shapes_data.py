@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from distill.config import ShapesDataConfig
 from distill.prompts import (
     BACKGROUND_COLOURS,
     OBJECT_COLOURS,
@@ -32,7 +33,6 @@ from distill.prompts import (
     parse_prompt,
     render_prompt,
 )
-from models.config import ShapesDataConfig
 
 
 @dataclass(frozen=True)

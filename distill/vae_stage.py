@@ -18,10 +18,9 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from distill.config import VAEStageConfig
+from distill.config import ShapesDataConfig, VAEStageConfig
 from distill.shapes_data import ShapesDataset, to_model_video
 from distill.trainer import Method, OptimSpec
-from models.config import ShapesDataConfig
 from models.vae import VideoVAE
 
 

@@ -288,39 +288,3 @@ def preset(name: str) -> ModelConfig:
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
     return PRESETS[name]().validate()
-
-
-# ---------------------------------------------------------------------------------------------
-# The procedural `shapes` dataset and the quality evaluation (distill/shapes_data.py,
-# distill/scoring.py, distill/eval_cli.py).
-# ---------------------------------------------------------------------------------------------
-
-@dataclass
-class ShapesDataConfig:
-    """Procedural shapes videos: resolution, length and how many objects a sample holds."""
-
-    width: int = 64
-    height: int = 64
-    frames: int = 17  # video frames per sample (1 + 4k suits the VAE's causal first frame)
-    fps: int = 16
-    min_objects: int = 1
-    max_objects: int = 3
-    rotation: bool = True  # squares and triangles spin slowly
-    omit_size_prob: float = 0.3  # chance a prompt leaves an object's size unsaid
-
-
-@dataclass
-class EvalConfig:
-    """`framecast eval`: what is generated and how it is windowed and weighted."""
-
-    prompts: str = "configs/prompts/shapes_eval.txt"
-    seconds: float = 20.0  # video length per prompt and seed
-    seeds: tuple[int, ...] = (0, 1)
-    window_seconds: float = 5.0  # scores are reported per window (drift over long streams)
-    out_dir: str = "eval_out"
-    max_batch: int = 4  # streams generated together in one batched step
-    # component -> weight of the overall score (normalised by their sum)
-    weights: dict[str, float] = field(default_factory=lambda: {
-        "background": 0.15, "colours": 0.2, "shapes": 0.15, "count": 0.15,
-        "motion": 0.15, "flicker": 0.1, "saturation": 0.1,
-    })

@@ -1,21 +1,47 @@
-"""Helpers for the server tests: one shared tiny generator, an in-process server, WS client utilities."""
+"""The one server harness of the tests: in-process servers, `framecast serve` processes, WS helpers.
+
+- `start_server(tmp_path, **settings)`: a real uvicorn in a thread on a free port, model `tiny`
+  (one shared random-weight generator), used as a context manager.
+- `running_server(data_dir, ...)`: a `framecast serve` subprocess, waited for until `/healthz`,
+  yields its base URL and stops it (SIGINT, then kill). `spawn_serve` / `wait_healthy` /
+  `stop_process` are its parts, for tests that kill and restart servers.
+- `http`, `connect`, `send`, `next_event`, `next_chunks`: plain HTTP and WebSocket helpers.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import websockets
 
 from client.chunk_format import parse_chunk
-from server.serve import ServerThread
-from server.settings import Settings
 
+REPO = Path(__file__).resolve().parents[1]
+MODEL = os.environ.get("FRAMECAST_TEST_MODEL", "tiny")  # the model of `framecast serve` processes
+START_TIMEOUT_S = 180
 MAX_BATCH = 4  # cache rows of the shared generator (max_sessions + max_running_jobs must fit)
 
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- in-process server --------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=1)
 def tiny_generator():
@@ -25,18 +51,98 @@ def tiny_generator():
     return load_generator("tiny", device="cpu", max_batch=MAX_BATCH)
 
 
-def start_server(tmp_path, **overrides) -> ServerThread:
-    """A real uvicorn on 127.0.0.1, a free port, model tiny (use as a context manager)."""
+def start_server(tmp_path, **overrides):
+    """A real uvicorn on 127.0.0.1, a free port, model tiny (a `ServerThread`: use as a context manager)."""
+    from server.serve import ServerThread
+    from server.settings import Settings
+
     base = dict(model="tiny", host="127.0.0.1", port=0, device="cpu", max_sessions=2, max_running_jobs=1,
                 data_dir=tmp_path, stats_interval_s=0.2, shutdown_grace_s=5.0)
     return ServerThread(Settings(**{**base, **overrides}), generator=tiny_generator())
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# --- `framecast serve` processes ----------------------------------------------------------------
 
+def serve_command(port: int, data_dir: Path, *extra: str, model: str = MODEL) -> list[str]:
+    """The `framecast serve` command line on 127.0.0.1:port (extra flags appended)."""
+    return [sys.executable, "-m", "client.cli", "serve", "--model", model, "--host", "127.0.0.1", "--port", str(port),
+            "--data-dir", str(data_dir), *extra]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any FRAMECAST_ setting (plus `extra`)."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("FRAMECAST_")}, **extra}
+
+
+def spawn_serve(command: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start a server process whose output is appended to `log_path` (a restart keeps earlier lines)."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(command, cwd=REPO, env=env or clean_env(), stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_until(check, what: str, process: subprocess.Popen, log_path: Path, timeout: float = START_TIMEOUT_S) -> None:
+    """Poll `check()` until true; raise with the log's tail if the process exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+        with contextlib.suppress(OSError, httpx.TransportError):
+            if check():
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} not ready after {timeout} s:\n{log_path.read_text()[-3000:]}")
+
+
+def wait_healthy(process: subprocess.Popen, url: str, log_path: Path, what: str = "framecast serve") -> None:
+    wait_until(lambda: httpx.get(url + "/healthz", timeout=2).status_code == 200, what, process, log_path)
+
+
+def stop_process(process: subprocess.Popen, sig: int = signal.SIGINT, timeout: float = 20) -> None:
+    """Send `sig`, wait up to `timeout` s, then kill."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def running_server(data_dir: Path, api_keys: str | None = None, max_sessions: int | None = None) -> Iterator[str]:
+    """Run `framecast serve` until the block ends; yields its base URL."""
+    port = free_port()
+    extra = (["--api-keys", api_keys] if api_keys else []) + (["--max-sessions", str(max_sessions)] if max_sessions else [])
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / "server.log"
+    url = f"http://127.0.0.1:{port}"
+    process = spawn_serve(serve_command(port, data_dir, *extra), log_path)
+    try:
+        wait_healthy(process, url, log_path)
+        yield url
+    finally:
+        stop_process(process)
+
+
+def model_info(url: str, api_key: str | None = None) -> dict:
+    """The first model of GET /v1/models."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    return httpx.get(url + "/v1/models", headers=headers, timeout=10).json()["data"][0]
+
+
+def ffprobe_video(path: Path) -> dict:
+    """codec_name, width, height and the decoded frame count of an MP4, via ffprobe."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_frames", "-show_entries",
+         "stream=codec_name,width,height,nb_read_frames", "-of", "default=noprint_wrappers=1", str(path)],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    fields = dict(line.split("=", 1) for line in out.strip().splitlines())
+    return {"codec_name": fields["codec_name"], "width": int(fields["width"]), "height": int(fields["height"]),
+            "frames": int(fields["nb_read_frames"])}
+
+
+# --- HTTP and WebSocket helpers -----------------------------------------------------------------
 
 def http(method: str, url: str, body: dict | bytes | None = None, headers: dict | None = None):
     """(status, parsed JSON or raw bytes) without raising on HTTP errors."""

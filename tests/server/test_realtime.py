@@ -13,7 +13,7 @@ import av
 import pytest
 from PIL import Image
 
-from server_harness import connect, http, next_chunks, next_event, send, start_server
+from tests.server_harness import connect, http, next_chunks, next_event, send, start_server
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 
 from client.cli import main
 from distill.config import load_config
-from distill.tiny import tiny_recipe
+from tests.distill.tiny_recipe import tiny_recipe
 from models import load_generator
 
 

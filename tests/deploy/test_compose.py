@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from server.settings import Settings
-from tests.deploy_harness import REPO, require, write_gateway
+from tests.deploy.harness import REPO, require, write_gateway
 
 COMPOSE = REPO / "docker" / "compose.yaml"
 DOCKERFILE = REPO / "docker" / "Dockerfile"

@@ -9,7 +9,7 @@ import torch
 
 from distill.latents import null_text
 from distill.teacher_stage import FlowMatchMethod
-from distill.tiny import tiny_recipe
+from tests.distill.tiny_recipe import tiny_recipe
 from distill.trainer import Trainer
 from models.model_dir import random_transformer
 from models.schedule import FlowMatchSchedule

@@ -1,17 +1,10 @@
 """`framecast stream` / `framecast videos` argument handling and user errors (no server needed)."""
 
-import socket
-
 import pytest
 
 from client.cli import build_parser, main
 from client.stream_cli import PromptSwitch
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.server_harness import free_port
 
 
 def test_stream_arguments():

@@ -14,7 +14,7 @@ from client.cli import main
 from client.errors import BadRequestError, NotFoundError, UnauthorizedError, UnsupportedError
 from client.jobs import AsyncJobsClient, JobsClient
 from client.realtime import AsyncRealtimeClient, RealtimeClient
-from framecast_server import ffprobe_video, model_info, running_server
+from tests.server_harness import ffprobe_video, model_info, running_server
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):

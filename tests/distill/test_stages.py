@@ -15,7 +15,7 @@ from distill.ode_init import ODERegressionMethod
 from distill.ode_pairs import sample_ode_pairs
 from distill.self_forcing import SelfForcingDMD
 from distill.teacher_stage import FlowMatchMethod
-from distill.tiny import tiny_recipe
+from tests.distill.tiny_recipe import tiny_recipe
 from distill.trainer import Trainer
 from distill.vae_stage import VAEMethod, with_latent_stats
 from models.generator import StreamingGenerator

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from server_harness import http, start_server
+from tests.server_harness import http, start_server
 
 
 @pytest.fixture(scope="module")

@@ -4,33 +4,19 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from server_harness import connect, free_port, http, next_chunks, next_event, send
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.server_harness import (connect, free_port, http, next_chunks, next_event, send, serve_command, spawn_serve,
+                                  wait_healthy)
 
 
 def start(data_dir: Path, port: int, log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "client.cli", "serve", "--model", "tiny", "--device", "cpu", "--port", str(port),
-           "--data-dir", str(data_dir), "--max-sessions", "2"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited: {log.read_text()[-2000:]}")
-        try:
-            if http("GET", f"http://127.0.0.1:{port}/healthz")[0] == 200:
-                return proc
-        except OSError:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    raise AssertionError("server did not start")
+    proc = spawn_serve(serve_command(port, data_dir, "--device", "cpu", "--max-sessions", "2", model="tiny"), log)
+    wait_healthy(proc, f"http://127.0.0.1:{port}", log)
+    return proc
 
 
 @pytest.fixture

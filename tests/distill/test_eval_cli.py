@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from client.cli import CLIError, main
+from distill.config import ShapesDataConfig
 from distill.eval_cli import (EvalRun, compare, evaluate, evaluate_teacher, parse_seeds, read_prompts, summarise,
                               write_plot)
 from distill.scoring import COMPONENTS
 from distill.shapes_data import ShapesDataset
-from models.config import ShapesDataConfig
 
 PROMPTS = ["a red circle bouncing quickly on a black background",
            "two small yellow triangles drifting slowly across gray",

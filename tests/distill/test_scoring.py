@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
+from distill.config import ShapesDataConfig
 from distill.prompts import BACKGROUND_COLOURS, OBJECT_COLOURS, ObjectGroup, PromptSpec
 from distill.scoring import COMPONENTS, WindowScorer, score_video, score_windows, shape_of_fill
 from distill.shapes_data import ShapesDataset
-from models.config import ShapesDataConfig
 
 FPS = 16
 

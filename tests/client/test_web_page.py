@@ -3,7 +3,7 @@
 Against a real `framecast serve --model tiny`: stream on the canvas, switch prompts live, record,
 stop, start from an uploaded image, show a server error, and run a job in the Jobs tab. Takes a
 screenshot of the running page; to refresh the README's one:
-`FRAMECAST_TEST_MODEL=shapes FRAMECAST_SCREENSHOT=docs/screenshot.png pytest tests/test_web_page.py`.
+`FRAMECAST_TEST_MODEL=shapes FRAMECAST_SCREENSHOT=docs/screenshot.png pytest tests/client/test_web_page.py`.
 
 Needs: `apt-get install -y chromium` and `pip install playwright`.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from framecast_server import require_server, running_server
+from tests.server_harness import running_server
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -42,7 +42,6 @@ CANVAS_SAMPLE_JS = """() => {
 
 @pytest.fixture(scope="module")
 def browser_page(tmp_path_factory):
-    require_server()
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     if not shutil.which(CHROMIUM):
         pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")

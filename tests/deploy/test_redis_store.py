@@ -9,7 +9,7 @@ import time
 import pytest
 
 from server.jobs.store import Job
-from tests.deploy_harness import redis_server, require_redis_client
+from tests.deploy.harness import redis_server, require_redis_client
 
 LEASE_S = 1.5  # claim lease: long against scheduler stalls on a loaded 2-core CI machine, short enough to wait out
 

@@ -14,17 +14,16 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import httpx
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.server_harness import (REPO, clean_env, free_port, serve_command, spawn_serve, stop_process, wait_healthy,
+                                  wait_until)
+
 GATEWAY_TEMPLATE = REPO / "docker" / "gateway" / "framecast.conf.template"
-START_TIMEOUT_S = 180
 _RENDERING = re.compile(r"job (video_[0-9a-f]+): rendering \(attempt (\d+)\)")
 
 
@@ -37,34 +36,6 @@ def require(binary: str) -> str:
 
 def require_redis_client() -> None:
     pytest.importorskip("redis", reason="the redis client is not installed (pip install 'framecast[redis]')")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait(check, what: str, process: subprocess.Popen, log: Path, timeout: float = START_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        with contextlib.suppress(OSError, httpx.TransportError):
-            if check():
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"{what} not ready after {timeout} s:\n{log.read_text()[-3000:]}")
-
-
-def _stop(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @contextlib.contextmanager
@@ -83,10 +54,10 @@ def redis_server(tmp: Path):
             return sock.recv(16).startswith(b"+PONG")
 
     try:
-        _wait(ping, "redis-server", process, log, timeout=20)
+        wait_until(ping, "redis-server", process, log, timeout=20)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        _stop(process)
+        stop_process(process, signal.SIGTERM)
 
 
 class Worker:
@@ -105,18 +76,15 @@ class Worker:
 
     def start(self) -> None:
         self.port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMECAST_")}
-        env.update(FRAMECAST_JOB_LEASE_S=str(self.lease_s), FRAMECAST_STATS_INTERVAL_S="0.5",
-                   FRAMECAST_SHUTDOWN_GRACE_S="3",
-                   OMP_NUM_THREADS="1")  # two workers on a small CPU box: no thread oversubscription
-        command = [sys.executable, "-m", "client.cli", "serve", "--model", "tiny", "--device", "cpu",
-                   "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(self.data_dir),
-                   "--redis-url", self.redis_url, "--max-sessions", str(self.max_sessions)]
-        with self.log.open("ab") as log:  # appended: a restarted worker keeps its earlier lines
-            self.process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        env = clean_env(FRAMECAST_JOB_LEASE_S=str(self.lease_s), FRAMECAST_STATS_INTERVAL_S="0.5",
+                        FRAMECAST_SHUTDOWN_GRACE_S="3",
+                        OMP_NUM_THREADS="1")  # two workers on a small CPU box: no thread oversubscription
+        command = serve_command(self.port, self.data_dir, "--device", "cpu", "--redis-url", self.redis_url,
+                                "--max-sessions", str(self.max_sessions), model="tiny")
+        self.process = spawn_serve(command, self.log, env)  # log appended: a restarted worker keeps earlier lines
 
     def wait_ready(self) -> None:
-        _wait(lambda: httpx.get(self.url + "/healthz", timeout=2).status_code == 200, self.name, self.process, self.log)
+        wait_healthy(self.process, self.url, self.log, self.name)
 
     @property
     def alive(self) -> bool:
@@ -129,7 +97,7 @@ class Worker:
 
     def stop(self) -> None:
         if self.process is not None:
-            _stop(self.process, signal.SIGINT)
+            stop_process(self.process)
 
     def executions(self) -> Counter:
         """job id -> times this worker started rendering it (from its log)."""
@@ -173,7 +141,7 @@ def nginx_gateway(prefix: Path, upstreams: list[str]):
                                     "-g", "daemon off;"], stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait(lambda: httpx.get(url + "/gateway/healthz", timeout=2).status_code == 200, "nginx", process, log, 20)
+        wait_until(lambda: httpx.get(url + "/gateway/healthz", timeout=2).status_code == 200, "nginx", process, log, 20)
         yield url
     finally:
-        _stop(process)  # SIGTERM: fast shutdown, open WebSockets included
+        stop_process(process, signal.SIGTERM)  # SIGTERM: fast shutdown, open WebSockets included

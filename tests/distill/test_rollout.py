@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from distill.rollout import rollout, score_windows, split_windows
-from distill.tiny import tiny_recipe
+from tests.distill.tiny_recipe import tiny_recipe
 from models.generator import StreamingGenerator
 from models.model_dir import random_transformer
 from models.text_encoders import build_text_encoder

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from server_harness import connect, http, next_event, send, start_server
+from tests.server_harness import connect, http, next_event, send, start_server
 
 
 def test_auth_on(tmp_path):

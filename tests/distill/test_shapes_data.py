@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from distill.config import ShapesDataConfig
 from distill.prompts import (
     BACKGROUND_COLOURS,
     OBJECT_COLOURS,
@@ -21,7 +22,6 @@ from distill.shapes_data import (
     render_video,
     to_model_video,
 )
-from models.config import ShapesDataConfig
 
 
 def test_same_seed_and_index_give_the_same_sample():

@@ -8,6 +8,11 @@ from pathlib import Path
 import av
 import numpy as np
 
+# libx264's output depends on its thread count, and its default ("auto") follows the cores the
+# process may use: the same frames encoded on another machine, or under another CPU affinity,
+# decode to frames differing by up to ~16 levels. A fixed count makes every encode reproducible.
+X264_THREADS = "4"
+
 
 class Mp4Writer:
     """Appends frames `[T, H, W, 3]` (or single `[H, W, 3]`) to an MP4 at a fixed fps.
@@ -36,7 +41,7 @@ class Mp4Writer:
         self._stream.width = width + width % 2
         self._stream.height = height + height % 2
         self._stream.pix_fmt = "yuv420p"
-        self._stream.options = {"crf": str(self._crf), "preset": self._preset}
+        self._stream.options = {"crf": str(self._crf), "preset": self._preset, "threads": X264_THREADS}
         self._size = (height, width)
 
     def write(self, frames: np.ndarray) -> None:

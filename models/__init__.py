@@ -13,6 +13,7 @@ _EXPORTS = {
     "CapacityError": "models.generator",
     "Chunk": "models.generator",
     "ModelInfo": "models.generator",
+    "ResumeState": "models.resume",
     "StreamingGenerator": "models.generator",
     "StreamState": "models.generator",
     "load_generator": "models.generator",

@@ -23,6 +23,7 @@ import torch
 
 from models.config import ModelConfig
 from models.kv_cache import CachePlan, RollingKVCache
+from models.resume import ResumeState
 from models.schedule import FlowMatchSchedule
 from models.transformer import CausalWanTransformer
 from models.vae import StreamingDecoder, VideoVAE, frames_to_uint8, uint8_to_video
@@ -156,6 +157,66 @@ class StreamingGenerator:
             self.cache.reset(stream.row)
             self.free_rows.append(stream.row)
             self.free_rows.sort()
+
+    # ------------------------------------------------------------------ resuming (models/resume.py)
+    @torch.no_grad()
+    def snapshot(self, stream: StreamState) -> ResumeState:
+        """What `resume_stream` needs to continue `stream` later, in any process (once it has
+        produced a chunk). The stream itself is left untouched."""
+        cache = stream.decoder._cache
+        if stream.chunk_index == 0 or not all(c is None or isinstance(c, torch.Tensor) for c in cache):
+            raise ValueError("a stream can only be snapshot after its first chunk")
+        slots = [self.cache.slot_of(f) for f in self.cache.cached_frames(stream.row)]
+        return ResumeState(
+            seed=stream.seed, prompt=stream.prompt, latent_frames=self.cache.frames[stream.row],
+            chunk_index=stream.chunk_index, frames_emitted=stream.frames_emitted,
+            latents=self.cache.latents[stream.row][:, slots].float().cpu(),  # [C, n, h, w]
+            decoder_cache=[None if c is None else c.detach().cpu().clone() for c in cache],
+            rng_state=stream.rng.get_state(),
+        )
+
+    @torch.no_grad()
+    def resume_stream(self, prompt: str, state: ResumeState) -> StreamState:
+        """A stream that continues `state` under `prompt`: the cached frames' K/V are recomputed under
+        `prompt` (the KV re-cache of a prompt switch), noise and decoding go on where they stopped."""
+        stream = self.open_stream(prompt, seed=state.seed)
+        try:
+            row = stream.row
+            self.cache.advance([row], state.latent_frames)
+            slots = [self.cache.slot_of(f) for f in self.cache.cached_frames(row)]
+            if state.latents.shape[1] != len(slots):
+                raise ValueError(f"resume state holds {state.latents.shape[1]} latent frames, the cache {len(slots)}")
+            self.cache.latents[row][:, slots] = state.latents.to(self.device, self.dtype)
+            self._recache(stream)
+            stream.rng.set_state(state.rng_state)
+            stream.decoder._cache = [None if c is None else c.to(self.vae.device, self.vae.dtype)
+                                     for c in state.decoder_cache]
+            stream.decoder.latent_frames_seen = state.latent_frames
+            stream.chunk_index, stream.frames_emitted = state.chunk_index, state.frames_emitted
+        except Exception:
+            self.close_stream(stream)
+            raise
+        return stream
+
+    @torch.no_grad()
+    def context_state(self, frames: np.ndarray, seed: int, prompt: str = "") -> ResumeState:
+        """A ResumeState for a video made elsewhere, uint8 `[T, H, W, 3]` at the model's size and fps:
+        its last frames (up to the cache's sink + window latent frames) are VAE-encoded as the clean
+        cached frames and warm the decoder; the continuation's noise comes from `seed`."""
+        if frames.ndim != 4 or frames.shape[1:] != (self.info.height, self.info.width, 3) or frames.dtype != np.uint8:
+            raise ValueError(f"expected uint8 frames [T, {self.info.height}, {self.info.width}, 3], got "
+                             f"{frames.dtype} {frames.shape}")
+        tc = self.vae.temporal_compression
+        n = min(self.cache.slots, 1 + (len(frames) - 1) // tc)  # latent frames of context
+        clip = frames[len(frames) - (1 + tc * (n - 1)):]  # [1 + tc (n-1), H, W, 3]
+        latents = self.vae.encode(uint8_to_video(clip[None]).to(self.vae.device, self.vae.dtype))  # [1, C, n, h, w]
+        decoder = self.vae.streaming_decoder(1)
+        decoder.decode_chunk(latents)  # fills its causal cache; the frames themselves are the caller's
+        return ResumeState(
+            seed=seed, prompt=prompt, latent_frames=n, chunk_index=0, frames_emitted=len(frames),
+            latents=latents[0].float().cpu(), decoder_cache=[None if c is None else c.cpu() for c in decoder._cache],
+            rng_state=torch.Generator().manual_seed(seed).get_state(),
+        )
 
     # ------------------------------------------------------------------ prompt switching
     def _apply_pending_prompt(self, stream: StreamState) -> None:

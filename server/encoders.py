@@ -18,10 +18,12 @@ import av
 import numpy as np
 from PIL import Image
 
+from client.mp4_writer import X264_THREADS
 from server.mp4_boxes import media_timescale, restamp_fragment, split_init_and_fragment
 
 FMP4_MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof+skip_trailer"  # one fragment, no mfra
-X264_OPTIONS = {"tune": "zerolatency", "preset": "ultrafast", "bf": "0"}  # low latency, no B-frames
+# low latency, no B-frames; a fixed thread count so the same frames give the same bytes anywhere
+X264_OPTIONS = {"tune": "zerolatency", "preset": "ultrafast", "bf": "0", "threads": X264_THREADS}
 
 
 class JpegChunkEncoder:

@@ -8,13 +8,12 @@ threading these pairs decode to different frames (up to ~16 levels apart).
 import os
 import subprocess
 import sys
-from pathlib import Path
-
 import av
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.server_harness import REPO, clean_env
+
 ENCODE = r"""
 import sys
 import numpy as np
@@ -37,8 +36,7 @@ needs_two_cpus = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="ne
 
 def _run(argv, pin_one_cpu: bool, **kwargs):
     preexec = (lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})) if pin_one_cpu else None
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMECAST_")}
-    return subprocess.run([sys.executable, *argv], cwd=REPO, env=env, preexec_fn=preexec, check=True,
+    return subprocess.run([sys.executable, *argv], cwd=REPO, env=clean_env(), preexec_fn=preexec, check=True,
                           capture_output=True, text=True, **kwargs)
 
 

@@ -22,25 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     for kind, (module_name, help_text) in BENCHES.items():
         p = kinds.add_parser(kind, help=help_text)
         p.set_defaults(func=_runner(module_name))
-        try:
-            importlib.import_module(module_name).add_arguments(p)
-        except ModuleNotFoundError as exc:
-            if not (exc.name and module_name.startswith(exc.name)):
-                raise
-            p.set_defaults(func=_missing(module_name))
+        importlib.import_module(module_name).add_arguments(p)
 
 
 def _runner(module_name: str):
     def run(args: argparse.Namespace) -> int:
         return importlib.import_module(module_name).run(args)
-
-    return run
-
-
-def _missing(module_name: str):
-    def run(args: argparse.Namespace) -> int:
-        from client.cli import CLIError
-
-        raise CLIError(f"{module_name} is not available in this installation")
 
     return run

@@ -1,23 +1,23 @@
-"""The `framecast` console script.
+"""The `framecast` console script: a thin shell over the packages' subcommands.
 
 Each subcommand lives next to the code it drives and exposes `register(subparsers)`, which adds
 its parser and sets `func` (called with the parsed args, returns an exit code). This file only
-wires them together, importing each module lazily so `framecast --help` stays fast.
+wires them together, importing each module by name when the parser is built, so `framecast`
+depends on every package but no package depends on it (docs/ARCHITECTURE.md).
 
-Errors a user can cause (bad arguments, missing files) are raised as `CLIError` and printed as
-one line with exit code 2, never as a traceback.
+Subcommands raise their package's own domain errors; the shell prints the known ones
+(`USER_ERRORS`) as one line, `framecast: error: MESSAGE`, with exit code 2, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
 # subcommand -> module that registers it (the module's `register(subparsers)` adds the parser)
 SUBCOMMANDS: dict[str, str] = {
-    "generate": "models.generate_cli",
+    "generate": "server.generate_cli",
     "bench": "client.bench_cli",
     "serve": "server.cli",
     "distill": "distill.cli",
@@ -26,9 +26,15 @@ SUBCOMMANDS: dict[str, str] = {
     "videos": "client.videos_cli",
 }
 
-
-class CLIError(Exception):
-    """A user-facing error: printed as `framecast: error: MESSAGE`, exit code 2."""
+# (module, class): the domain errors a user can cause, one per package, printed as one line
+USER_ERRORS: tuple[tuple[str, str], ...] = (
+    ("kernels.errors", "KernelError"),
+    ("models.errors", "ModelError"),
+    ("distill.errors", "DistillError"),
+    ("server.settings", "ServeError"),
+    ("client.errors", "FramecastError"),
+    ("client.errors", "UsageError"),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,27 +43,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Real-time streaming video generation: distill, serve, stream.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module_name in SUBCOMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:  # a package that is not built yet in this checkout
-            if exc.name and module_name.startswith(exc.name):
-                continue
-            raise
-        module.register(sub)
+    for module_name in SUBCOMMANDS.values():
+        importlib.import_module(module_name).register(sub)
     return parser
 
 
-def _triton_interpreter_without_gpu() -> None:
-    """Triton kernels need a GPU, or its interpreter switched on before triton is imported."""
-    import torch
-
-    if not torch.cuda.is_available():
-        os.environ.setdefault("TRITON_INTERPRET", "1")
+def is_user_error(exc: BaseException) -> bool:
+    """Whether `exc` is one of USER_ERRORS (a module never imported cannot have raised its error)."""
+    for module_name, class_name in USER_ERRORS:
+        module = sys.modules.get(module_name)
+        if module is not None and isinstance(exc, getattr(module, class_name)):
+            return True
+    return False
 
 
 def main(argv: list[str] | None = None) -> int:
-    _triton_interpreter_without_gpu()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -65,17 +65,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         code = args.func(args)
-    except CLIError as exc:
-        print(f"framecast: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("framecast: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise
+        print(f"framecast: error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, whatever the message
+        return 2
     return int(code or 0)
 
 
 if __name__ == "__main__":
-    # run through the package module so CLIError is the class subcommands raise
-    from client.cli import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())

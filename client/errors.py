@@ -89,6 +89,10 @@ class JobFailedError(FramecastError):
     code = "job_failed"
 
 
+class UsageError(Exception):
+    """A client command cannot run as asked (bad argument, missing local file, wait timed out)."""
+
+
 ERROR_CLASSES: dict[str, type[FramecastError]] = {
     cls.code: cls
     for cls in (

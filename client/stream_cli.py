@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from client.errors import FramecastError
+from client.errors import ConnectionLostError, UsageError
 from client.http_common import API_KEY_ENV, DEFAULT_URL, URL_ENV
 from client.mp4_writer import Mp4Writer
 from client.realtime import FORMATS, Chunk, RealtimeClient, RealtimeSession
@@ -72,26 +72,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Stream, write the MP4, print a summary line."""
-    from client.cli import CLIError
-
     switches = sorted(args.switch, key=lambda s: s.seconds)
     for switch in switches:
         if switch.seconds >= args.seconds:
-            raise CLIError(f"--switch at {switch.seconds:g}s is not before the end of the stream ({args.seconds:g}s)")
+            raise UsageError(f"--switch at {switch.seconds:g}s is not before the end of the stream ({args.seconds:g}s)")
     if args.transition_chunks < 0:
-        raise CLIError("--transition-chunks must be >= 0")
+        raise UsageError("--transition-chunks must be >= 0")
     if args.image is not None and not args.image.is_file():
-        raise CLIError(f"image not found: {args.image}")
+        raise UsageError(f"image not found: {args.image}")
     console = Console(stderr=True)
     try:
         client = RealtimeClient(args.url, args.api_key)
         with client.connect(args.prompt, seed=args.seed, format=args.format, image=args.image,
                             model=args.model) as session:
             frames = _record(session, args, switches, console)
-    except ValueError as exc:
-        raise CLIError(str(exc)) from exc
-    except FramecastError as exc:
-        raise CLIError(f"server: {exc}") from exc
+    except ValueError as exc:  # a bad URL or image
+        raise UsageError(str(exc)) from exc
     console.print(f"wrote {frames} frames ({frames / session.info.fps:.1f} s at {session.info.fps:g} fps) to {args.output}")
     return 0
 
@@ -131,10 +127,8 @@ def _record(session: RealtimeSession, args: argparse.Namespace, switches: list[P
 
 def raise_if_short(session: RealtimeSession, written: int, total: int) -> None:
     """The session ended before the requested length: say why."""
-    from client.cli import CLIError
-
     reason = session.done_reason or "connection closed"
-    raise CLIError(f"stream ended early ({reason}) after {written} of {total} frames")
+    raise ConnectionLostError(None, f"stream ended early ({reason}) after {written} of {total} frames")
 
 
 def _status_line(session: RealtimeSession, chunk: Chunk, frames: int, first_chunk_s: float, t0: float) -> str:

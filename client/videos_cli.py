@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from client.errors import FramecastError
+from client.errors import UsageError
 from client.http_common import API_KEY_ENV, DEFAULT_URL, URL_ENV
 from client.jobs import JobsClient, Video
 
@@ -58,26 +58,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _client(args: argparse.Namespace) -> JobsClient:
-    from client.cli import CLIError
-
     try:
         return JobsClient(args.url, args.api_key)
     except ValueError as exc:
-        raise CLIError(str(exc)) from exc
+        raise UsageError(str(exc)) from exc
 
 
 def _guarded(action):
-    """Run an action, turning server errors into one-line CLI errors."""
+    """Run an action; a wait that times out is a one-line error (server errors already are)."""
 
     def run(args: argparse.Namespace) -> int:
-        from client.cli import CLIError
-
         try:
             return action(args)
-        except FramecastError as exc:
-            raise CLIError(f"server: {exc}") from exc
         except TimeoutError as exc:
-            raise CLIError(str(exc)) from exc
+            raise UsageError(str(exc)) from exc
 
     return run
 
@@ -94,12 +88,10 @@ def _show(video: Video, args: argparse.Namespace) -> None:
 
 @_guarded
 def run_create(args: argparse.Namespace) -> int:
-    from client.cli import CLIError
-
     if args.image is not None and not args.image.is_file():
-        raise CLIError(f"image not found: {args.image}")
+        raise UsageError(f"image not found: {args.image}")
     if args.output is not None and not args.wait:
-        raise CLIError("-o/--output needs --wait (or use `framecast videos download` later)")
+        raise UsageError("-o/--output needs --wait (or use `framecast videos download` later)")
     with _client(args) as jobs:
         video = jobs.create(args.prompt, seconds=args.seconds, seed=args.seed, model=args.model, image=args.image)
         if args.wait:

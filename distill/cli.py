@@ -44,9 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from client.cli import CLIError
     from distill.config import load_config
-    from distill.pipeline import Pipeline, StageError
+    from distill.errors import DistillError
+    from distill.pipeline import Pipeline
 
     try:
         overrides = parse_set(args.set)
@@ -55,15 +55,12 @@ def run(args: argparse.Namespace) -> int:
                 overrides[key] = value
         cfg = load_config(args.config, overrides)
     except (OSError, ValueError) as exc:
-        raise CLIError(str(exc)) from None
-    try:
-        pipeline = Pipeline(cfg)
-        if args.stage == "all":
-            result = pipeline.run_all(resume=args.resume)
-        else:
-            result = pipeline.run(args.stage, resume=args.resume)
-            pipeline.finalize()
-    except StageError as exc:
-        raise CLIError(str(exc)) from None
+        raise DistillError(str(exc)) from None
+    pipeline = Pipeline(cfg)  # a stage that cannot run raises StageError, a DistillError
+    if args.stage == "all":
+        result = pipeline.run_all(resume=args.resume)
+    else:
+        result = pipeline.run(args.stage, resume=args.resume)
+        pipeline.finalize()
     print(json.dumps(result, indent=2))
     return 0

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from distill.config import EvalConfig
+from distill.errors import DistillError
 from distill.prompts import PromptParseError, parse_prompt
 from distill.scoring import COMPONENTS, WindowScore, WindowScorer
 
@@ -59,11 +60,9 @@ def _mean_of(windows: list[WindowScore]) -> dict:
 
 def read_prompts(path: str | Path) -> list[str]:
     """Prompts of a prompt file: one per line, `#` comments and blank lines skipped, each parseable."""
-    from client.cli import CLIError
-
     path = Path(path)
     if not path.is_file():
-        raise CLIError(f"prompt file not found: {path}")
+        raise DistillError(f"prompt file not found: {path}")
     prompts = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         text = line.split("#", 1)[0].strip()
@@ -72,23 +71,21 @@ def read_prompts(path: str | Path) -> list[str]:
         try:
             parse_prompt(text)
         except PromptParseError:
-            raise CLIError(f"{path}:{number}: cannot score {text!r}: name objects as colour + shape "
+            raise DistillError(f"{path}:{number}: cannot score {text!r}: name objects as colour + shape "
                            f"(e.g. 'a red circle on a black background')") from None
         prompts.append(text)
     if not prompts:
-        raise CLIError(f"prompt file {path} has no prompts")
+        raise DistillError(f"prompt file {path} has no prompts")
     return prompts
 
 
 def parse_seeds(text: str) -> list[int]:
-    from client.cli import CLIError
-
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise CLIError(f"--seeds must be comma-separated integers, got {text!r}") from None
+        raise DistillError(f"--seeds must be comma-separated integers, got {text!r}") from None
     if not seeds:
-        raise CLIError("--seeds is empty")
+        raise DistillError("--seeds is empty")
     return seeds
 
 
@@ -363,33 +360,29 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from client.cli import CLIError
-
     prompts = read_prompts(args.prompts)
     seeds = parse_seeds(args.seeds)
     if args.seconds <= 0 or args.window_seconds <= 0:
-        raise CLIError("--seconds and --window-seconds must be positive")
+        raise DistillError("--seconds and --window-seconds must be positive")
     if args.max_batch < 1:
-        raise CLIError("--max-batch must be at least 1")
+        raise DistillError("--max-batch must be at least 1")
     if args.teacher_steps is not None and args.teacher_steps < 1:
-        raise CLIError("--teacher-steps must be at least 1")
+        raise DistillError("--teacher-steps must be at least 1")
     from models import load_generator
-    from models.model_dir import ModelNotFoundError
+    from models.errors import ModelError
 
     try:
         gen = load_generator(args.model, device=args.device, max_batch=args.max_batch)
-    except ModelNotFoundError as exc:
-        raise CLIError(str(exc)) from None
     except RuntimeError as exc:  # e.g. CUDA asked for without a GPU
-        raise CLIError(f"cannot load {args.model!r}: {exc}") from None
+        raise DistillError(f"cannot load {args.model!r}: {exc}") from None
     sampler = None
     if args.teacher:
         from distill.teacher_sampler import TeacherSampler
 
         try:
             sampler = TeacherSampler(args.teacher, device=args.device, steps=args.teacher_steps, guidance=args.guidance)
-        except ModelNotFoundError as exc:
-            raise CLIError(f"--teacher: {exc}") from None
+        except ModelError as exc:
+            raise DistillError(f"--teacher: {exc}") from None
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 

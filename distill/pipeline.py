@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from distill.config import STAGES, DistillConfig
+from distill.errors import DistillError
 from distill.trainer import Trainer, init_distributed, is_main_process, world_size
 from models.config import ModelConfig, TransformerConfig
 from models.model_dir import random_transformer, save_model_dir
@@ -32,7 +33,7 @@ from models.transformer import CausalWanTransformer
 from models.vae import VideoVAE
 
 
-class StageError(RuntimeError):
+class StageError(DistillError):
     """A stage cannot run with this recipe (e.g. a missing earlier stage)."""
 
 

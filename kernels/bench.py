@@ -30,6 +30,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from kernels.errors import KernelError
+from kernels.triton_env import interpret_without_gpu
+
 
 @dataclass(frozen=True)
 class Shape:
@@ -255,19 +258,15 @@ def _parse_list(text: str, kind=float) -> list:
     try:
         return [kind(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        from client.cli import CLIError
-
-        raise CLIError(f"not a comma-separated list of numbers: {text!r}") from None
+        raise KernelError(f"not a comma-separated list of numbers: {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
-    from client.cli import CLIError
-
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise CLIError("--device cuda requested but CUDA is not available")
+        raise KernelError("--device cuda requested but CUDA is not available")
     if device.type == "cpu":
-        os.environ.setdefault("TRITON_INTERPRET", "1")  # only effective if triton is not imported yet
+        interpret_without_gpu(force=True)  # only effective if triton is not imported yet
     dtype = DTYPES[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
     preset = SMALL if args.small else FULL
     block = args.block or (32 if args.small else 128)
@@ -275,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
     frames = _parse_list(args.frames, int)
     fractions = _parse_list(args.fractions, float)
     if any(f < 2 * preset["chunk_frames"] for f in frames):
-        raise CLIError(f"--frames must be >= {2 * preset['chunk_frames']} (sink + window + chunk)")
+        raise KernelError(f"--frames must be >= {2 * preset['chunk_frames']} (sink + window + chunk)")
     shapes = [Shape(b, preset["heads"], preset["head_dim"], preset["tokens_per_frame"], preset["chunk_frames"], f)
               for b in batches for f in frames]
 
@@ -284,7 +283,7 @@ def run(args: argparse.Namespace) -> int:
         wanted = [x.strip() for x in args.backends.split(",")]
         unknown = [x for x in wanted if x not in runners]
         if unknown:
-            raise CLIError(f"backend(s) {unknown} not available here; available: {', '.join(runners)}")
+            raise KernelError(f"backend(s) {unknown} not available here; available: {', '.join(runners)}")
         runners = {name: runners[name] for name in wanted}
 
     from rich.console import Console

@@ -17,12 +17,12 @@ import functools
 import importlib.util
 import logging
 import os
-import sys
 
 import torch
 import torch.nn.functional as F
 
 from kernels.block_list import BlockList
+from kernels.triton_env import interpret_without_gpu
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +42,7 @@ def backend_available(name: str) -> bool:
             return False
         if torch.cuda.is_available():
             return True
-        # no GPU: Triton's CPU interpreter, which must be on before triton itself is imported
-        if "triton" not in sys.modules:
-            os.environ.setdefault("TRITON_INTERPRET", "1")
+        interpret_without_gpu()  # no GPU: Triton's CPU interpreter, on before triton itself is imported
         return _triton_interpreter_active()
     if name == "flash":
         return torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None

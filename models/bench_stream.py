@@ -64,20 +64,19 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from client.cli import CLIError
+    from models.errors import ModelError
     from models.generator import default_device, load_generator
-    from models.model_dir import ModelNotFoundError
 
     if args.chunks < 2 or args.batch < 1:
-        raise CLIError("need --chunks >= 2 and --batch >= 1")
+        raise ModelError("need --chunks >= 2 and --batch >= 1")
     device = torch.device(args.device) if args.device else default_device()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(args.dtype)
     console = Console()
     t_load = time.perf_counter()
     try:
         gen = load_generator(args.model, device=device, max_batch=args.batch, dtype=dtype)
-    except (ModelNotFoundError, ValueError, RuntimeError) as exc:
-        raise CLIError(str(exc)) from None
+    except (ValueError, RuntimeError) as exc:
+        raise ModelError(str(exc)) from None
     load_s = time.perf_counter() - t_load
     timer = StageTimer(device)
     timer.wrap(gen, "denoise", "denoise_s")

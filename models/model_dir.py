@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from models.config import PRESETS, ModelConfig, TransformerConfig, preset
+from models.errors import ModelError
 from models.transformer import CausalWanTransformer
 from models.vae import VideoVAE
 
@@ -30,7 +31,7 @@ SHIPPED = {"shapes": REPO_ROOT / "checkpoints" / "shapes"}
 CONFIG_FILE = "framecast.json"
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(ModelError, FileNotFoundError):
     """`--model` names neither a preset nor a model directory."""
 
 

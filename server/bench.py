@@ -109,14 +109,14 @@ async def _measure(url: str, n: int, seconds: float, fmt: str) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from client.cli import CLIError
+    from server.settings import ServeError
 
     try:
         counts = [int(x) for x in args.sessions.split(",") if x.strip()]
     except ValueError:
-        raise CLIError(f"--sessions must be comma-separated integers, got {args.sessions!r}") from None
+        raise ServeError(f"--sessions must be comma-separated integers, got {args.sessions!r}") from None
     if not counts or min(counts) < 1:
-        raise CLIError("--sessions needs at least one count >= 1")
+        raise ServeError("--sessions needs at least one count >= 1")
     if args.url:
         rows, device, model = [asyncio.run(_measure(args.url, n, args.seconds, args.format)) for n in counts], "remote", "remote"
     else:

@@ -31,32 +31,27 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def settings_from_args(args: argparse.Namespace):
-    from client.cli import CLIError
-    from server.settings import Settings
+    from server.settings import ServeError, Settings
 
     overrides = {field: getattr(args, field) for field, _, _ in FLAGS.values() if getattr(args, field, None) is not None}
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise CLIError(f"invalid setting {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        raise ServeError(f"invalid setting {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
 
 
 def main(args: argparse.Namespace) -> int:
-    from client.cli import CLIError
+    from server.settings import ServeError
 
     settings = settings_from_args(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if settings.redis_url and importlib.util.find_spec("redis") is None:
-        raise CLIError("FRAMECAST_REDIS_URL is set but the redis client is missing: pip install 'framecast[redis]'")
+        raise ServeError("FRAMECAST_REDIS_URL is set but the redis client is missing: pip install 'framecast[redis]'")
     from server.serve import run
 
-    from models.model_dir import ModelNotFoundError
-
     try:
-        run(settings)
-    except ModelNotFoundError as exc:
-        raise CLIError(str(exc)) from None
+        run(settings)  # an unknown model raises ModelNotFoundError, a ModelError the shell reports
     except OSError as exc:  # port in use, unreadable data dir
-        raise CLIError(f"cannot serve: {exc}") from None
+        raise ServeError(f"cannot serve: {exc}") from None
     return 0

@@ -13,6 +13,10 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
+class ServeError(Exception):
+    """The server cannot start or run with these settings (invalid value, missing extra, port in use)."""
+
+
 class Settings(BaseSettings):
     """What one `framecast serve` process serves, where, and with which limits."""
 

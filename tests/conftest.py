@@ -1,14 +1,11 @@
 """Shared pytest setup. Runs before any test module imports triton or the kernels."""
 
-import os
-
+import pytest
 import torch
 
-if not torch.cuda.is_available():
-    # Triton kernels run in its CPU interpreter; must be set before triton compiles anything
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+from kernels.triton_env import interpret_without_gpu
 
-import pytest  # noqa: E402
+interpret_without_gpu()  # Triton kernels run in its CPU interpreter; must be on before triton is imported
 
 
 def pytest_collection_modifyitems(config, items):

@@ -7,8 +7,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from client.cli import CLIError, main
+from client.cli import main
 from distill.config import ShapesDataConfig
+from distill.errors import DistillError
 from distill.eval_cli import (EvalRun, compare, evaluate, evaluate_teacher, parse_seeds, read_prompts, summarise,
                               write_plot)
 from distill.scoring import COMPONENTS
@@ -50,19 +51,19 @@ def test_read_prompts_skips_comments_and_rejects_bad_files(tmp_path):
     f = tmp_path / "p.txt"
     f.write_text("# header\n\na red circle on black  # trailing comment\n  two blue squares across gray\n")
     assert read_prompts(f) == ["a red circle on black", "two blue squares across gray"]
-    with pytest.raises(CLIError, match="not found"):
+    with pytest.raises(DistillError, match="not found"):
         read_prompts(tmp_path / "missing.txt")
     (tmp_path / "empty.txt").write_text("# nothing\n\n")
-    with pytest.raises(CLIError, match="no prompts"):
+    with pytest.raises(DistillError, match="no prompts"):
         read_prompts(tmp_path / "empty.txt")
     (tmp_path / "bad.txt").write_text("a red circle\na cat on a sofa\n")
-    with pytest.raises(CLIError, match="bad.txt:2"):
+    with pytest.raises(DistillError, match="bad.txt:2"):
         read_prompts(tmp_path / "bad.txt")
 
 
 def test_parse_seeds():
     assert parse_seeds("0, 1,7") == [0, 1, 7]
-    with pytest.raises(CLIError):
+    with pytest.raises(DistillError):
         parse_seeds("zero")
 
 

@@ -1,14 +1,13 @@
 """`framecast generate` writes an MP4 that ffprobe confirms; bad arguments give one clear line."""
 
-import json
 import shutil
-import subprocess
 
 import pytest
 
 from client.cli import main
 from models.config import preset
 from models.model_dir import random_transformer, random_vae, save_model_dir
+from tests.server_harness import ffprobe_video
 
 
 @pytest.fixture(scope="module")
@@ -19,23 +18,11 @@ def tiny_model_dir(tmp_path_factory):
     return path
 
 
-def _probe(path):
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_frames", "-show_entries",
-         "stream=nb_read_frames,width,height,codec_name", "-of", "json", str(path)],
-        check=True, capture_output=True, text=True,
-    ).stdout
-    return json.loads(out)["streams"][0]
-
-
 @pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffprobe (Debian ffmpeg) not installed")
 def test_generate_writes_mp4_with_requested_frames(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "clip.mp4"
     assert main(["generate", "a red circle", "--model", str(tiny_model_dir), "--frames", "13", "-o", str(out), "--seed", "1"]) == 0
-    info = _probe(out)
-    assert info["codec_name"] == "h264"
-    assert (int(info["width"]), int(info["height"])) == (64, 64)
-    assert int(info["nb_read_frames"]) == 13
+    assert ffprobe_video(out) == {"codec_name": "h264", "width": 64, "height": 64, "frames": 13}
     assert "13 frames" in capsys.readouterr().out
 
 

@@ -1,4 +1,9 @@
-"""`framecast generate "PROMPT" -o out.mp4`: render a clip locally with the streaming generator."""
+"""`framecast generate "PROMPT" -o out.mp4`: render a clip locally with the streaming generator.
+
+It is a video job without HTTP: the model renders in this process and the shared media writer
+(client/mp4_writer.py) encodes it, which is why it lives in `server` (server → models, server →
+client's media modules are the allowed arrows).
+"""
 
 from __future__ import annotations
 
@@ -26,38 +31,37 @@ def _read_image(path: Path):
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
-    from client.cli import CLIError
+    from models.errors import ModelError
 
     try:
         with Image.open(path) as img:
             return np.array(img.convert("RGB"))
     except FileNotFoundError:
-        raise CLIError(f"image not found: {path}") from None
+        raise ModelError(f"image not found: {path}") from None
     except (UnidentifiedImageError, OSError) as exc:
-        raise CLIError(f"cannot read image {path}: {exc}") from None
+        raise ModelError(f"cannot read image {path}: {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from client.cli import CLIError
     from client.mp4_writer import Mp4Writer
+    from models.errors import ModelError
     from models.generator import load_generator
-    from models.model_dir import ModelNotFoundError
 
     if args.frames is not None and args.frames <= 0:
-        raise CLIError(f"--frames must be positive, got {args.frames}")
+        raise ModelError(f"--frames must be positive, got {args.frames}")
     if args.seconds is not None and not (args.seconds > 0 and math.isfinite(args.seconds)):
-        raise CLIError(f"--seconds must be positive, got {args.seconds}")
+        raise ModelError(f"--seconds must be positive, got {args.seconds}")
     if not args.prompt.strip():
-        raise CLIError("the prompt is empty")
+        raise ModelError("the prompt is empty")
     image = _read_image(args.image) if args.image else None
 
     started = time.perf_counter()
     try:
         gen = load_generator(args.model, device=args.device, max_batch=1)
-    except (ModelNotFoundError, ValueError, RuntimeError) as exc:
-        raise CLIError(str(exc)) from None
+    except (ValueError, RuntimeError) as exc:
+        raise ModelError(str(exc)) from None
     fps = gen.info.fps
     total = args.frames if args.frames is not None else round((args.seconds or 5.0) * fps)
     out = Path(args.output)

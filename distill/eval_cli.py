@@ -28,6 +28,7 @@ import numpy as np
 
 from distill.config import EvalConfig
 from distill.errors import DistillError
+from distill.hue_drift import hue_drift
 from distill.prompts import PromptParseError, parse_prompt
 from distill.scoring import COMPONENTS, WindowScore, WindowScorer
 
@@ -227,6 +228,7 @@ def eval_report(model: str, info, runs: list[EvalRun], seconds: float, window_se
         "generation": _generation(runs, seconds, info.fps, wall_seconds),
         "runs": _runs_json(runs),
         "summary": summarise(runs),
+        "hue_drift": hue_drift(runs),  # first vs last window per object colour (None for one-window runs)
     }
 
 
@@ -326,6 +328,12 @@ def print_summary(report: dict) -> None:
     console.print("bg background, col colours, shp shapes, cnt count, mot motion, flk flicker, sat saturation")
     console.print(f"windows: first {summary['first_window_overall']:.3f}, worst {summary['worst_window_overall']:.3f} "
                   f"(worst/first {summary['worst_over_first'] or 0:.3f}); generated {report['generation']['fps']:.1f} FPS")
+    drift = report.get("hue_drift")
+    if drift:
+        rgb = "n/a" if drift["median_rgb_distance"] is None else f"{drift['median_rgb_distance']:.1f}"
+        console.print(f"hue drift (first vs last window): {drift['kept_share']:.0%} of {len(drift['objects'])} objects keep "
+                      f"their colour; presence {drift['mean_presence_first']:.2f} -> {drift['mean_presence_last']:.2f}, "
+                      f"median RGB shift {rgb}")
     if "teacher" in report:
         teacher, ratio = report["teacher"], report["student_over_teacher"]
         t = teacher["summary"]
@@ -354,6 +362,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "many steps with CFG) on the same prompts and seeds, and report student / teacher ratios")
     p.add_argument("--teacher-steps", type=int, default=None, help="teacher sampling steps (default: the model's teacher_steps)")
     p.add_argument("--guidance", type=float, default=None, help="teacher CFG scale (default: the model's guidance_scale)")
+    p.add_argument("--stages", action="store_true", help="instead: the stage-by-stage quality table (clips, VAE "
+                   "reconstruction, teacher, ode-init student, student) of a model directory, written to OUT/stages.json")
+    p.add_argument("--ode-init", default=None, help="with --stages: the ode-init student (a transformer/model folder "
+                   "or the stage's trainer checkpoint, e.g. runs/shapes/ode-init/ckpt.pt)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: first GPU, else CPU)")
     p.add_argument("--out", default=defaults.out_dir, help="output folder for eval.json and eval.png (default: %(default)s)")
     p.set_defaults(func=run)
@@ -368,6 +380,8 @@ def run(args: argparse.Namespace) -> int:
         raise DistillError("--max-batch must be at least 1")
     if args.teacher_steps is not None and args.teacher_steps < 1:
         raise DistillError("--teacher-steps must be at least 1")
+    if args.stages:
+        return run_stages(args, prompts, seeds)
     from models import load_generator
     from models.errors import ModelError
 
@@ -412,4 +426,33 @@ def run(args: argparse.Namespace) -> int:
     write_plot(out / "eval.png", runs, f"{args.model}: {len(prompts)} prompts x {len(seeds)} seeds", teacher_runs)
     print_summary(report)
     print(f"wrote {out / 'eval.json'} and {out / 'eval.png'}")
+    return 0
+
+
+def run_stages(args: argparse.Namespace, prompts: list[str], seeds: list[int]) -> int:
+    """`framecast eval --stages`: the stage table of `distill.stage_quality`, printed and written as JSON."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from distill.stage_quality import stage_table
+
+    try:
+        rows = stage_table(args.model, prompts, seeds, args.seconds, ode_init=args.ode_init,
+                           teacher_steps=args.teacher_steps, guidance=args.guidance, device=args.device,
+                           max_batch=args.max_batch)
+    except FileNotFoundError as exc:  # e.g. an --ode-init path that does not exist
+        raise DistillError(str(exc)) from None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"model": args.model, "prompts_file": str(args.prompts), "seeds": seeds, "seconds": args.seconds,
+              "ode_init": args.ode_init, "components": list(COMPONENTS), "rows": rows}
+    (out / "stages.json").write_text(json.dumps(report, indent=2) + "\n")
+    table = Table(title=f"quality by stage: {args.model} ({len(prompts)} prompts x {len(seeds)} seed(s), {args.seconds:g} s)")
+    table.add_column("stage")
+    for name in ("overall", *COMPONENTS):
+        table.add_column(_SHORT_NAMES.get(name, name), justify="right")
+    for name, row in rows.items():
+        table.add_row(name, f"{row['overall']:.3f}", *(f"{row['components'][k]:.2f}" for k in COMPONENTS))
+    Console(width=120).print(table)
+    print(f"wrote {out / 'stages.json'}")
     return 0

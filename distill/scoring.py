@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
@@ -49,6 +49,8 @@ _FLICKER_FREE, _FLICKER_SPAN = 1.0, 8.0  # median |frame diff| <= 1 scores 1, >=
 class VideoScore:
     components: dict[str, float]  # name (COMPONENTS) -> score in [0, 1]
     overall: float  # weighted mean of the components
+    # prompt colour -> {"presence": share of frames with a blob of it, "rgb": median [r, g, b] of its pixels or None}
+    objects: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class WindowScore:
     end_s: float  # window end (exclusive), seconds
     components: dict[str, float]
     overall: float
+    objects: dict[str, dict] = field(default_factory=dict)  # as VideoScore.objects (hue drift: distill/hue_drift.py)
 
 
 @dataclass
@@ -174,13 +177,21 @@ def _flicker(video: np.ndarray) -> float:
     return float(np.clip(1.0 - (median - _FLICKER_FREE) / _FLICKER_SPAN, 0.0, 1.0).mean())
 
 
+def _median_rgb(video: np.ndarray, mask: np.ndarray) -> list[float] | None:
+    """Median colour [r, g, b] of `mask`'s pixels (None when the mask is empty)."""
+    if not mask.any():
+        return None
+    pixels = video[mask]  # [N, 3]
+    return [float(v) for v in np.median(pixels[:: max(1, len(pixels) // 20000)].astype(np.float32), axis=0)]
+
+
 def _colour_fidelity(video: np.ndarray, mask: np.ndarray, rgb: tuple[int, int, int]) -> float:
     """1 when the median colour of `mask`'s pixels is the palette colour `rgb`, falling to 0 at the drift span."""
-    if not mask.any():
+    median = _median_rgb(video, mask)
+    if median is None:
         return 0.0
-    pixels = video[mask]  # [N, 3]
-    median = np.median(pixels[:: max(1, len(pixels) // 20000)].astype(np.float32), axis=0)  # [3]
-    return float(np.clip(1.0 - np.linalg.norm(median - np.asarray(rgb, np.float32)) / _COLOUR_DRIFT_SPAN, 0.0, 1.0))
+    distance = np.linalg.norm(np.asarray(median, np.float32) - np.asarray(rgb, np.float32))
+    return float(np.clip(1.0 - distance / _COLOUR_DRIFT_SPAN, 0.0, 1.0))
 
 
 def _overall(components: dict[str, float], weights: dict[str, float] | None) -> float:
@@ -228,7 +239,7 @@ def score_video(video: np.ndarray, prompt: str | PromptSpec, fps: int = 16,
         extra_blobs += per_frame
         extra_colours += per_frame > 0
 
-    present, count_scores, shape_scores, motions, fidelity = [], [], [], [], []
+    present, count_scores, shape_scores, motions, fidelity, objects = [], [], [], [], [], {}
     slow = SPEEDS["slow"] * side
     expected_speed = SPEEDS[spec.speed] * side if spec.speed else None
     for colour, (n_want, shapes) in expected.items():
@@ -241,6 +252,7 @@ def score_video(video: np.ndarray, prompt: str | PromptSpec, fps: int = 16,
         shape_scores.append(np.bincount(blobs.frame, matches, T) / np.maximum(n_found, 1))
         motions.append(_track_motion(blobs, T, expected_speed, slow))
         fidelity.append(_colour_fidelity(video, colour_mask, OBJECT_COLOURS[colour]))
+        objects[colour] = {"presence": float(np.mean(n_found > 0)), "rgb": _median_rgb(video, colour_mask)}
     fidelity.append(_colour_fidelity(video, bg_mask, BACKGROUND_COLOURS[_PALETTE_NAMES[bg_id]]))
 
     n_colours = len(expected)
@@ -255,7 +267,7 @@ def score_video(video: np.ndarray, prompt: str | PromptSpec, fps: int = 16,
         "flicker": _flicker(video),
         "saturation": float(np.mean(fidelity)),
     }
-    return VideoScore(components, _overall(components, weights))
+    return VideoScore(components, _overall(components, weights), objects)
 
 
 class WindowScorer:
@@ -300,7 +312,7 @@ class WindowScorer:
         result = score_video(video, self.spec, self.fps, self.weights)
         end = self._start_frame + len(video)
         window = WindowScore(len(self.windows), self._start_frame / self.fps, end / self.fps,
-                             result.components, result.overall)
+                             result.components, result.overall, result.objects)
         self.windows.append(window)
         self._pending, self._pending_count, self._start_frame = [], 0, end
         return window

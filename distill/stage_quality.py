@@ -70,8 +70,12 @@ def stage_table(model: str, prompts: list[str], seeds: list[int], seconds: float
     from models import load_generator
     from models.model_dir import load_vae, resolve_model
 
-    source = resolve_model(model)
+    source = resolve_model(model)  # a directory, or a preset (random weights: path None)
     cfg = source.config
+
+    def has(part: str) -> bool:
+        return source.path is None or (source.path / part / "config.json").exists()
+
     fps = cfg.stream.fps
     tc = cfg.vae.temporal_compression
     frames = frames_per_run(seconds, fps)
@@ -87,17 +91,17 @@ def stage_table(model: str, prompts: list[str], seeds: list[int], seconds: float
     timed("clips", lambda: score_clips([c[:frames] for c in clips], prompts, seeds, fps))
     vae = load_vae(source, device=torch.device(device or "cpu")).eval()
     timed("vae", lambda: score_clips([c[:frames] for c in reconstruct(vae, clips)], prompts, seeds, fps))
-    if (source.path / "teacher" / "config.json").exists():
+    if has("teacher"):
         from distill.teacher_sampler import TeacherSampler
 
-        sampler = TeacherSampler(str(source.path), device=device, steps=teacher_steps, guidance=guidance)
+        sampler = TeacherSampler(model, device=device, steps=teacher_steps, guidance=guidance)
         timed("teacher", lambda: _mean_of([w for r in evaluate_teacher(sampler, prompts, seeds, seconds, seconds + 1.0,
                                                                         max_batch) for w in r.windows]))
     if ode_init is not None:
-        gen = _generator_with(source, ode_init, device, max_batch)
+        gen = generator_with(model, ode_init, device, max_batch)
         timed("ode-init", lambda: _streamed(gen, prompts, seeds, seconds))
-    if (source.path / "transformer" / "config.json").exists():
-        gen = load_generator(str(source.path), device=device, max_batch=max_batch)
+    if has("transformer"):
+        gen = load_generator(model, device=device, max_batch=max_batch)
         timed("student", lambda: _streamed(gen, prompts, seeds, seconds))
     return rows
 
@@ -106,14 +110,16 @@ def _streamed(gen, prompts: list[str], seeds: list[int], seconds: float) -> dict
     return _mean_of([w for r in evaluate(gen, prompts, seeds, seconds, seconds + 1.0) for w in r.windows])
 
 
-def _generator_with(source, transformer: str, device: str | None, max_batch: int):
-    """The streaming generator of model `source` with its student replaced by `transformer`:
-    a transformer folder, a model directory, or the ode-init stage's trainer checkpoint."""
+def generator_with(model: str, transformer: str, device: str | None = None, max_batch: int = 4):
+    """The streaming generator of `model` with its student replaced by `transformer`: a transformer
+    folder, a model directory, or a stage's trainer checkpoint (`work/ode-init/ckpt.pt`)."""
     from models import load_generator
     from models.transformer import CausalWanTransformer
 
-    gen = load_generator(str(source.path), device=device, max_batch=max_batch)
+    gen = load_generator(model, device=device, max_batch=max_batch)
     path = Path(transformer)
+    if not path.exists():
+        raise FileNotFoundError(f"no ode-init student at {path} (a transformer folder, model directory or ckpt.pt)")
     if path.is_file():  # a trainer checkpoint (distill/trainer.py): {"models": {"student": sd}, "ema": sd | None}
         state = torch.load(path, map_location="cpu", weights_only=False)
         weights = {**state["models"]["student"], **(state.get("ema") or {})}  # the EMA is what the stage exports

@@ -86,7 +86,7 @@ async def _start(settings: Settings, generator: Any) -> ServerState:
     for job in store.recover(max_attempts=settings.job_max_attempts):
         log.warning("job %s was interrupted: now %s", job.id, job.status)
     engine = Engine(generator, max_sessions=settings.max_sessions, max_running_jobs=settings.max_running_jobs,
-                    metrics=metrics)
+                    lead_margin_s=settings.lead_margin_s, max_lead_s=settings.max_lead_s, metrics=metrics)
     engine.start()
     pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 2), thread_name_prefix="framecast-encode")
     runner = JobRunner(store=store, engine=engine, pool=pool, videos_dir=settings.data_dir / "videos",

@@ -18,6 +18,8 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "--data-dir": ("data_dir", str, "job database and videos (default: ./data)"),
     "--api-keys": ("api_keys", str, "comma-separated API keys; enables auth"),
     "--cors-origins": ("cors_origins", str, "comma-separated allowed browser origins"),
+    "--max-lead": ("max_lead_s", float, "seconds of video a live session may run ahead of its viewer (default: 1.0)"),
+    "--lead-margin": ("lead_margin_s", float, "seconds a live chunk lands before its viewer needs it (default: 0.25)"),
     "--redis-url": ("redis_url", str, "shared job queue (several processes)"),
     "--log-level": ("log_level", str, "debug, info, warning (default: info)"),
 }

@@ -1,9 +1,11 @@
 """The engine: ONE device loop thread per model that batches every runnable stream per tick.
 
-Each tick takes all live, non-paused streams (realtime sessions) and, while live sessions leave
-room, job streams, and advances them together with one `gen.step([...])` (one batched forward per
-denoising pass). Every generator call (open, set_prompt, step, close) happens on the device
-thread, because the generator is not thread-safe; other threads send commands and get futures.
+Live streams (realtime sessions) are paced to real time (server/pacing.py): a tick runs when a
+live stream's next chunk is due or a job stream waits (jobs are unpaced), and advances together,
+with one `gen.step([...])` (one batched forward per denoising pass), every live stream that falls
+due before the step ends plus, while live sessions leave room, the job streams. With nothing due
+the device idles until the earliest due time. Every generator call (open, set_prompt, step,
+close) happens on the device thread, because the generator is not thread-safe; other threads send commands and get futures.
 Chunks are handed to each stream's `on_chunk` callback on the device thread; callbacks must only
 enqueue (encoding happens elsewhere).
 """
@@ -22,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from server.metrics import Metrics
+from server.pacing import Pacer, UpdateApplied, plan_step
 
 log = logging.getLogger("framecast.engine")
 
@@ -46,17 +49,23 @@ class EngineStream:
     closing: bool = False  # close() was called: not stepped any more, its slot is already free
     closed: bool = False  # its cache row was returned to the generator
     released: bool = False  # its admission slot was returned
-    pending_prompts: deque = field(default_factory=deque)  # (prompt, transition_chunks, on_applied)
+    pending_prompts: deque = field(default_factory=deque)  # (prompt, transition_chunks, on_applied, play position s)
+    pacer: Pacer | None = None  # live streams: playback clock and due time; None for (unpaced) jobs
 
 
 class Engine:
     """Owns the generator and its device loop thread."""
 
-    def __init__(self, generator: Any, *, max_sessions: int, max_running_jobs: int, metrics: Metrics | None = None):
+    def __init__(self, generator: Any, *, max_sessions: int, max_running_jobs: int, lead_margin_s: float,
+                 max_lead_s: float, metrics: Metrics | None = None, clock: Callable[[], float] = time.monotonic):
         self.gen = generator
         self.max_sessions = max_sessions
         self.max_running_jobs = max_running_jobs
+        self.lead_margin_s = lead_margin_s  # live chunks land this long before their player needs them
+        self.max_lead_s = max_lead_s  # default bound on a live stream's lead (a session may ask for more)
         self.metrics = metrics
+        self.clock = clock
+        self._step_s = 0.0  # the last step's wall time: how far ahead a step takes streams falling due
         self._streams: list[EngineStream] = []  # opened, not closed (device-thread view)
         self._reserved_live = 0  # live streams admitted (opening or open)
         self._reserved_jobs = 0  # job streams admitted
@@ -102,8 +111,10 @@ class Engine:
         live: bool,
         on_chunk: Callable[[Any, float], None],
         on_error: Callable[[str], None],
+        max_lead_s: float | None = None,
     ) -> Future:
-        """Future[EngineStream]. Raises EngineCapacityError / EngineStopped at once when full."""
+        """Future[EngineStream]. Raises EngineCapacityError / EngineStopped at once when full.
+        A live stream is paced to real time with at most `max_lead_s` (default: the engine's) of lead."""
         with self._cond:
             if self._stopping:
                 raise EngineStopped("the server is shutting down")
@@ -116,6 +127,9 @@ class Engine:
             else:
                 self._reserved_jobs += 1
         stream = EngineStream(live=live, on_chunk=on_chunk, on_error=on_error)
+        if live:
+            stream.pacer = Pacer(self.gen.info.fps, margin_s=self.lead_margin_s,
+                                 max_lead_s=self.max_lead_s if max_lead_s is None else max_lead_s)
 
         def do_open() -> EngineStream:
             try:
@@ -129,10 +143,11 @@ class Engine:
         return self._submit(do_open)
 
     def set_prompt(self, stream: EngineStream, prompt: str, transition_chunks: int,
-                   on_applied: Callable[[int], None] | None = None) -> None:
-        """New prompt from the stream's next chunk; `on_applied(chunk_index)` runs on the device thread."""
+                   on_applied: Callable[[UpdateApplied], None] | None = None) -> None:
+        """New prompt from the stream's next generated chunk; `on_applied` runs on the device thread."""
         with self._cond:
-            stream.pending_prompts.append((prompt, transition_chunks, on_applied))
+            position = stream.pacer.clock.position(self.clock()) if stream.pacer else 0.0
+            stream.pending_prompts.append((prompt, transition_chunks, on_applied, position))
             self._cond.notify_all()
 
     def pause(self, stream: EngineStream) -> None:
@@ -140,6 +155,8 @@ class Engine:
 
     def resume(self, stream: EngineStream) -> None:
         with self._cond:
+            if stream.paused and stream.pacer:
+                stream.pacer.clock.resync()  # its viewer waited on purpose: not an underrun
             stream.paused = False
             self._cond.notify_all()
 
@@ -188,19 +205,24 @@ class Engine:
         except Exception:
             log.exception("close_stream failed")
 
-    def _runnable(self) -> list[EngineStream]:
-        """This tick's batch: live streams first, then jobs while live ones leave room."""
+    def _plan(self) -> tuple[list[EngineStream], float | None]:
+        """This tick's batch (live streams falling due, then jobs while live ones leave room), or
+        ([], when to look again) when nothing is due (None: wait for a command)."""
         runnable = [s for s in self._streams if not s.paused and not s.closing]
         live = [s for s in runnable if s.live]
-        jobs = [s for s in runnable if not s.live]
-        room = max(self.max_sessions - len(live), 0)
-        return live + jobs[:room]
+        jobs = [s for s in runnable if not s.live][:max(self.max_sessions - len(live), 0)]
+        picked, wake_at = plan_step(self.clock(), [s.pacer.due_at() for s in live], bool(jobs), self._step_s)
+        batch = [live[i] for i in picked] + jobs
+        return batch, wake_at
 
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._commands and not self._stopping and not self._runnable():
-                    self._cond.wait()
+                while not self._commands and not self._stopping:
+                    batch, wake_at = self._plan()
+                    if batch:
+                        break
+                    self._cond.wait(None if wake_at is None else max(wake_at - self.clock(), 0.0))
                 commands = list(self._commands)
                 self._commands.clear()
                 stopping = self._stopping
@@ -208,7 +230,7 @@ class Engine:
                 command()
             if stopping:
                 break
-            batch = self._runnable()
+            batch, _ = self._plan()
             if batch:
                 self._tick(batch)
         for stream in list(self._streams):
@@ -222,11 +244,17 @@ class Engine:
     def _tick(self, batch: list[EngineStream]) -> None:
         for stream in batch:
             while stream.pending_prompts:
-                prompt, transition_chunks, on_applied = stream.pending_prompts.popleft()
+                prompt, transition_chunks, on_applied, position = stream.pending_prompts.popleft()
                 self.gen.set_prompt(stream.state, prompt, transition_chunks=transition_chunks)
+                if stream.pacer:
+                    applied = stream.pacer.applied(stream.state.chunk_index, position)
+                    if self.metrics:
+                        self.metrics.switch_latency.observe(applied.latency_s)
+                else:
+                    applied = UpdateApplied(stream.state.chunk_index, 0.0, 0.0)
                 if on_applied:
-                    _call_quietly(on_applied, stream.state.chunk_index)
-        started = time.monotonic()
+                    _call_quietly(on_applied, applied)
+        started = self.clock()
         try:
             chunks = self.gen.step([s.state for s in batch])
         except Exception:
@@ -235,13 +263,19 @@ class Engine:
                 _call_quietly(stream.on_error, "generation failed")
                 self._close_now(stream)
             return
-        elapsed = time.monotonic() - started
+        landed = self.clock()
+        elapsed = landed - started
+        self._step_s = elapsed
         frames = sum(len(c.frames) for c in chunks)
         if self.metrics:
             self.metrics.step_seconds.observe(elapsed)
             self.metrics.generated_frames.inc(frames)
             self.metrics.generated_fps.set(frames / max(elapsed, 1e-9))
         for stream, chunk in zip(batch, chunks):
+            if stream.pacer:
+                stream.pacer.record_step(elapsed)
+                if stream.pacer.delivered(len(chunk.frames), landed) and self.metrics:
+                    self.metrics.underruns.inc()
             _call_quietly(stream.on_chunk, chunk, started)
 
 

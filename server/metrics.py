@@ -30,6 +30,22 @@ class Metrics:
         self.generated_fps = Gauge("framecast_generated_fps", "Frames generated per second (last tick)", registry=r)
         self.send_queue_depth = Gauge("framecast_send_queue_depth", "Chunks waiting in send queues", registry=r)
         self.dropped_chunks = Counter("framecast_dropped_chunks", "Chunks dropped for slow readers", registry=r)
+        self.underruns = Counter("framecast_underruns", "Live chunks that landed after the viewer ran dry", registry=r)
+        self.switch_latency = Histogram(
+            "framecast_switch_latency_seconds", "session.update arrival to the media time it shows at",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        # one series per live session (label `session`), set from its stats and removed when it ends;
+        # keys are the `stats` event's fields
+        self.session_series = {
+            key: Gauge(name, help_text, ["session"], registry=r) for key, name, help_text in (
+                ("lead_s", "framecast_session_lead_seconds", "Video delivered ahead of the real-time player, s"),
+                ("last_switch_s", "framecast_session_last_switch_seconds", "Switch-to-screen latency of the last update, s"),
+                ("generated_fps", "framecast_session_generated_fps", "Frames generated per second"),
+                ("played_fps", "framecast_session_played_fps", "Frames a real-time player showed per second"),
+                ("underruns", "framecast_session_underruns", "Times the session's player ran dry"),
+            )
+        }
         self.jobs = Gauge("framecast_jobs", "Video jobs by status", ["status"], registry=r)
         for status in JOB_STATUSES:
             self.jobs.labels(status=status)
@@ -37,6 +53,19 @@ class Metrics:
     def set_job_counts(self, counts: dict[str, int]) -> None:
         for status in JOB_STATUSES:
             self.jobs.labels(status=status).set(counts.get(status, 0))
+
+    def set_session(self, session_id: str, stats: dict) -> None:
+        """The per-session series from a `stats` event (fields that are None stay unset)."""
+        for key, gauge in self.session_series.items():
+            if stats.get(key) is not None:
+                gauge.labels(session=session_id).set(stats[key])
+
+    def forget_session(self, session_id: str) -> None:
+        for gauge in self.session_series.values():
+            try:
+                gauge.remove(session_id)
+            except KeyError:
+                pass
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -16,6 +16,7 @@ from server.errors import ProtocolError
 FORMATS = ("jpeg", "fmp4")  # chunk formats a session may ask for
 MAX_SEED = 2**63 - 1
 MAX_TRANSITION_CHUNKS = 64
+MAX_SESSION_LEAD_S = 60.0  # the largest `max_lead_s` a session may ask for
 
 
 class _Message(BaseModel):
@@ -29,6 +30,7 @@ class SessionStart(_Message):
     format: str = "jpeg"  # checked against FORMATS by the session (unknown -> `unsupported`)
     image: str | None = None  # data URL
     model: str | None = None  # must name the loaded model when given
+    max_lead_s: float | None = Field(default=None, gt=0, le=MAX_SESSION_LEAD_S)  # None: the server's FRAMECAST_MAX_LEAD_S
 
 
 class SessionUpdate(_Message):

@@ -44,6 +44,8 @@ class Session:
         self._latencies: list[float] = []  # seconds, since the last stats event
         self._last_latency = 0.0
         self._stats_frames = 0
+        self._stats_played = 0.0  # frames the real-time player had shown at the last stats event
+        self._underruns_seen = 0  # underruns already looked at for a `session.behind` event
         self._stats_time = time.monotonic()
         self._tasks: list[asyncio.Task] = []
         outbox.on_chunk_sent = self._chunk_sent
@@ -57,6 +59,7 @@ class Session:
         if self.done:
             return
         self._frames_generated += len(chunk.frames)
+        self._report_if_behind()
         must_keep = chunk.index == 0 and self.format == "fmp4"  # the init segment travels with it
         dropped = self._raw.put((chunk, step_started), droppable=not must_keep)
         self.metrics.dropped_chunks.inc(dropped)
@@ -118,21 +121,43 @@ class Session:
     def queue_depth(self) -> int:
         return self._raw.depth + self.outbox.queue.depth
 
+    def _report_if_behind(self) -> None:
+        """After an underrun (the device did not keep real time): a `session.behind` event, rate-limited."""
+        pacer = self.stream.pacer if self.stream else None
+        if pacer is None or pacer.clock.underruns == self._underruns_seen:
+            return
+        self._underruns_seen = pacer.clock.underruns
+        now = time.monotonic()
+        if pacer.should_report_behind(now):
+            self.outbox.event({"type": "session.behind", "fps": pacer.clock.fps,
+                               "achieved_fps": round(pacer.achieved_fps(), 2), "underruns": pacer.clock.underruns})
+
     def stats(self) -> dict:
         """The `stats` event; rates cover the time since the previous call."""
         now = time.monotonic()
         elapsed = max(now - self._stats_time, 1e-9)
         fps = (self._frames_generated - self._stats_frames) / elapsed
         latency = sum(self._latencies) / len(self._latencies) if self._latencies else self._last_latency
-        self._stats_time, self._stats_frames, self._latencies = now, self._frames_generated, []
-        return {
+        pacing = self.stream.pacer.stats(now) if self.stream and self.stream.pacer else None
+        played = pacing.played_frames if pacing else 0.0
+        played_fps = (played - self._stats_played) / elapsed
+        self._stats_time, self._stats_frames, self._stats_played, self._latencies = (
+            now, self._frames_generated, played, [])
+        event = {
             "type": "stats",
             "generated_fps": round(fps, 2),
+            "played_fps": round(played_fps, 2),
             "sent": self.outbox.sent_chunks,
             "dropped": self.dropped,
             "queue_depth": self.queue_depth,
             "chunk_latency_ms": round(latency * 1000, 1),
+            "lead_s": round(pacing.lead_s, 3) if pacing else 0.0,
+            "max_lead_s": round(pacing.max_lead_s, 3) if pacing else None,
+            "last_switch_s": round(pacing.last_switch_s, 3) if pacing and pacing.last_switch_s is not None else None,
+            "underruns": pacing.underruns if pacing else 0,
         }
+        self.metrics.set_session(self.id, event)
+        return event
 
     # ---- ending ----
     async def finish(self, timeout: float) -> None:
@@ -153,5 +178,6 @@ class Session:
     def cancel(self) -> None:
         """Abandon the pipeline at once (the client is gone)."""
         self.done = True
+        self.metrics.forget_session(self.id)
         for task in self._tasks:
             task.cancel()

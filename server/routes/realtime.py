@@ -13,6 +13,7 @@ from server.engine import EngineCapacityError, EngineStopped
 from server.errors import CLOSE_CODES, CLOSE_NORMAL, CLOSE_SHUTDOWN, ProtocolError
 from server.images import decode_image
 from server.outbox import Outbox
+from server.pacing import UpdateApplied
 from server.protocol import (
     FORMATS, SessionPause, SessionPing, SessionResume, SessionStart, SessionStop, SessionUpdate,
     model_request_problem, parse_client_message,
@@ -147,7 +148,8 @@ class RealtimeConnection:
                           metrics=state.metrics, max_raw_chunks=state.settings.send_queue_chunks)
         try:
             future = state.engine.open(message.prompt, seed=message.seed, image=image, live=True,
-                                       on_chunk=session.deliver, on_error=self._on_generation_error)
+                                       on_chunk=session.deliver, on_error=self._on_generation_error,
+                                       max_lead_s=message.max_lead_s)
             session.stream = await asyncio.wrap_future(future)
         except (EngineCapacityError, EngineStopped) as exc:
             raise ProtocolError("capacity", str(exc)) from None
@@ -160,6 +162,7 @@ class RealtimeConnection:
         self.outbox.event({
             "type": "session.started", "session_id": session.id, "model": info.name, "width": info.width,
             "height": info.height, "fps": info.fps, "chunk_frames": info.chunk_frames, "format": message.format,
+            "max_lead_s": session.stream.pacer.max_lead_s,
         })
         session.start_tasks(state.settings.stats_interval_s)
 
@@ -167,8 +170,9 @@ class RealtimeConnection:
         loop = asyncio.get_running_loop()
         event_id = message.event_id
 
-        def applied(chunk_index: int) -> None:  # device thread
-            event = {"type": "session.update.applied", "event_id": event_id, "chunk_index": chunk_index}
+        def applied(update: UpdateApplied) -> None:  # device thread
+            event = {"type": "session.update.applied", "event_id": event_id, "chunk_index": update.chunk_index,
+                     "media_time_s": round(update.media_time_s, 4), "latency_s": round(update.latency_s, 4)}
             loop.call_soon_threadsafe(self.outbox.event, event)
 
         self.state.engine.set_prompt(self.session.stream, message.prompt, message.transition_chunks, applied)

@@ -5,6 +5,13 @@ start a session, read chunks for `--seconds`, and stop. Reports aggregate and pe
 (frames received per second after the first chunk), time to first frame, client-side chunk
 interval and server-reported chunk latency (generation start -> send) p50/p95, dropped chunks,
 and the aggregate-FPS ratio of the largest N to N = 1. Rich table + optional JSON.
+
+Each client also plays its stream on a real-time `PlaybackClock` (started at its first chunk,
+stalling when it runs dry), so it measures what a viewer sees: the video lead after each chunk,
+underruns, and, for `--switches` prompt switches sent at random moments, the switch-to-screen
+latency = media time of the first chunk under the new prompt (`session.update.applied`) minus the
+play position when the update was sent. `--lead-trace S` adds one S-second session whose lead is
+recorded after every chunk (its maximum after the first 3 s is the pacing bound's check).
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per session count")
     parser.add_argument("--format", default="jpeg", choices=["jpeg", "fmp4"])
     parser.add_argument("--url", default=None, help="benchmark a running server (ws://host:port/v1/realtime)")
+    parser.add_argument("--switches", type=int, default=5, help="prompt switches per session at random moments")
+    parser.add_argument("--lead-trace", type=float, default=0.0, help="seconds of a one-session lead trace (0: none)")
     parser.add_argument("--json", dest="json_path", default=None, help="write the results here")
 
 
@@ -43,28 +52,55 @@ class SessionResult:
     intervals_ms: list[float] = field(default_factory=list)  # gaps between consecutive chunks
     latencies_ms: list[float] = field(default_factory=list)  # server stats chunk_latency_ms samples
     dropped: int = 0  # server-reported drops
+    leads: list[tuple[float, float]] = field(default_factory=list)  # (s since first chunk, lead s) after each chunk
+    underruns: int = 0  # chunks that arrived after this client's player ran dry
+    switch_s: list[float] = field(default_factory=list)  # switch-to-screen latency per prompt switch
+    server_switch_s: list[float] = field(default_factory=list)  # the same, as the server estimated it
+    behind_events: int = 0  # `session.behind` events received
 
 
-async def _one_session(url: str, index: int, seconds: float, fmt: str) -> SessionResult:
+SWITCH_WARMUP_S = 2.0  # no switch before this many seconds of playback
+SWITCH_TAIL_S = 1.5  # nor in the last seconds (its applied event must arrive)
+
+
+async def _one_session(url: str, index: int, seconds: float, fmt: str, switches: int = 0) -> SessionResult:
+    import random
+
     import websockets
 
     from client.chunk_format import parse_chunk
+    from server.pacing import PlaybackClock
 
     result = SessionResult()
+    rng = random.Random(index)
+    moments = sorted(rng.uniform(SWITCH_WARMUP_S, max(seconds - SWITCH_TAIL_S, SWITCH_WARMUP_S)) for _ in range(switches))
+    sent_at_position: dict[str, float] = {}  # event_id -> play position when the update was sent
     async with websockets.connect(url, compression=None, max_size=None) as ws:
         started = time.perf_counter()
         await ws.send(json.dumps({"type": "session.start", "prompt": f"bench session {index}", "seed": index,
                                   "format": fmt}))
+        clock: PlaybackClock | None = None  # set at session.started (fps)
         first_at = last_at = None
         first_frames = 0
         while True:
-            timeout = seconds - (time.perf_counter() - first_at) if first_at else 600
-            if timeout <= 0:
+            now = time.perf_counter()
+            if first_at is not None and moments and now - first_at >= moments[0]:
+                moments.pop(0)
+                event_id = f"s{index}-{len(sent_at_position)}"
+                sent_at_position[event_id] = clock.position(now)
+                await ws.send(json.dumps({"type": "session.update", "prompt": f"bench switch {event_id}",
+                                          "event_id": event_id}))
+            timeout = seconds - (now - first_at) if first_at else 600
+            if moments and first_at is not None:
+                timeout = min(timeout, moments[0] - (now - first_at))
+            if timeout <= 0 and not moments:
                 break
             try:
-                message = await asyncio.wait_for(ws.recv(), timeout)
+                message = await asyncio.wait_for(ws.recv(), max(timeout, 0.0))
             except asyncio.TimeoutError:
-                break
+                if first_at is None:
+                    raise RuntimeError(f"session {index}: no chunk within {timeout:.0f} s") from None
+                continue
             now = time.perf_counter()
             if isinstance(message, bytes):
                 chunk = parse_chunk(message)
@@ -75,11 +111,20 @@ async def _one_session(url: str, index: int, seconds: float, fmt: str) -> Sessio
                 last_at = now
                 result.frames += chunk.frame_count
                 result.chunks += 1
+                result.underruns += clock.deliver(chunk.frame_count, now)
+                result.leads.append((round(now - first_at, 3), round(clock.lead(now), 3)))
                 continue
             event = json.loads(message)
-            if event["type"] == "stats":
+            if event["type"] == "session.started":
+                clock = PlaybackClock(event["fps"])
+            elif event["type"] == "stats":
                 result.latencies_ms.append(event["chunk_latency_ms"])
                 result.dropped = event["dropped"]
+            elif event["type"] == "session.update.applied" and event["event_id"] in sent_at_position:
+                result.switch_s.append(round(event["media_time_s"] - sent_at_position[event["event_id"]], 3))
+                result.server_switch_s.append(event["latency_s"])
+            elif event["type"] == "session.behind":
+                result.behind_events += 1
             elif event["type"] in ("error", "session.done"):
                 raise RuntimeError(f"session {index}: {event}")
         await ws.send(json.dumps({"type": "session.stop"}))
@@ -92,10 +137,20 @@ def _pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 1) if values else None
 
 
-async def _measure(url: str, n: int, seconds: float, fmt: str) -> dict:
-    results = await asyncio.gather(*(_one_session(url, i, seconds, fmt) for i in range(n)))
+def _max_lead_after(leads: list[tuple[float, float]], t0: float) -> float | None:
+    later = [lead for t, lead in leads if t >= t0]
+    return round(max(later), 3) if later else None
+
+
+LEAD_SETTLE_S = 3.0  # the lead bound is checked after this many seconds of playback
+
+
+async def _measure(url: str, n: int, seconds: float, fmt: str, switches: int = 0) -> dict:
+    results = await asyncio.gather(*(_one_session(url, i, seconds, fmt, switches) for i in range(n)))
     intervals = [x for r in results for x in r.intervals_ms]
     latencies = [x for r in results for x in r.latencies_ms]
+    switch = [x for r in results for x in r.switch_s]
+    leads = [_max_lead_after(r.leads, LEAD_SETTLE_S) for r in results]
     return {
         "sessions": n,
         "aggregate_fps": round(sum(r.fps for r in results), 2),
@@ -104,6 +159,12 @@ async def _measure(url: str, n: int, seconds: float, fmt: str) -> dict:
         "chunk_interval_ms_p50": _pct(intervals, 50), "chunk_interval_ms_p95": _pct(intervals, 95),
         "chunk_latency_ms_p50": _pct(latencies, 50), "chunk_latency_ms_p95": _pct(latencies, 95),
         "dropped": sum(r.dropped for r in results),
+        "switches": len(switch),
+        "switch_s_median": round(float(np.median(switch)), 3) if switch else None,
+        "switch_s_worst": max(switch) if switch else None,
+        "max_lead_s": max((x for x in leads if x is not None), default=None),  # after the first 3 s
+        "underruns": sum(r.underruns for r in results),
+        "behind_events": sum(r.behind_events for r in results),
         "raw": [asdict(r) for r in results],
     }
 
@@ -118,9 +179,10 @@ def run(args: argparse.Namespace) -> int:
     if not counts or min(counts) < 1:
         raise ServeError("--sessions needs at least one count >= 1")
     if args.url:
-        rows, device, model = [asyncio.run(_measure(args.url, n, args.seconds, args.format)) for n in counts], "remote", "remote"
+        rows, trace = _run_all(args.url, args, counts)
+        device = model = "remote"
     else:
-        rows, device, model = _run_local(args, counts)
+        rows, trace, device, model = _run_local(args, counts)
     by_n = {r["sessions"]: r["aggregate_fps"] for r in rows}
     ratio = round(by_n[max(counts)] / by_n[min(counts)], 2) if by_n.get(min(counts)) else None
     report = {
@@ -128,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
         "command": " ".join(["framecast"] + sys.argv[1:]), "device": device, "model": model,
         "host": platform.node(), "seconds": args.seconds, "format": args.format, "results": rows,
         "aggregate_fps_ratio": {"numerator_sessions": max(counts), "denominator_sessions": min(counts), "ratio": ratio},
+        "switches_per_session": args.switches, "lead_trace": trace,
     }
     _print_table(report)
     if args.json_path:
@@ -136,7 +199,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_local(args: argparse.Namespace, counts: list[int]) -> tuple[list[dict], str, str]:
+def _run_all(url: str, args: argparse.Namespace, counts: list[int]) -> tuple[list[dict], dict | None]:
+    """The rows for each N, then the optional one-session lead trace."""
+    rows = [asyncio.run(_measure(url, n, args.seconds, args.format, args.switches)) for n in counts]
+    trace = None
+    if args.lead_trace > 0:
+        result = asyncio.run(_one_session(url, 0, args.lead_trace, args.format))
+        trace = {"seconds": args.lead_trace, "max_lead_s_after_3s": _max_lead_after(result.leads, LEAD_SETTLE_S),
+                 "underruns": result.underruns, "fps": round(result.fps, 2), "leads": result.leads}
+    return rows, trace
+
+
+def _run_local(args: argparse.Namespace, counts: list[int]) -> tuple[list[dict], dict | None, str, str]:
     from server.app import load_model, pick_device
     from server.serve import ServerThread
     from server.settings import Settings
@@ -148,8 +222,8 @@ def _run_local(args: argparse.Namespace, counts: list[int]) -> tuple[list[dict],
         device = pick_device(settings.device)
         generator = load_model(settings, device)
         with ServerThread(settings, generator=generator) as server:
-            rows = [asyncio.run(_measure(server.ws_url, n, args.seconds, args.format)) for n in counts]
-    return rows, device, generator.info.name
+            rows, trace = _run_all(server.ws_url, args, counts)
+    return rows, trace, device, generator.info.name
 
 
 def _print_table(report: dict) -> None:
@@ -158,7 +232,7 @@ def _print_table(report: dict) -> None:
 
     table = Table(title=f"framecast bench serve — {report['model']} on {report['device']}, {report['seconds']:g} s each")
     for column in ("sessions", "aggregate FPS", "per-session FPS", "TTFF s (max)", "interval p50/p95 ms",
-                   "latency p50/p95 ms", "dropped"):
+                   "latency p50/p95 ms", "dropped", "switch s median/worst (n)", "max lead s", "underruns"):
         table.add_column(column, justify="right")
     for r in report["results"]:
         ttff = [t for t in r["ttff_s"] if t is not None]
@@ -167,8 +241,14 @@ def _print_table(report: dict) -> None:
             f"{max(ttff):.2f}" if ttff else "-",
             f"{r['chunk_interval_ms_p50']}/{r['chunk_interval_ms_p95']}",
             f"{r['chunk_latency_ms_p50']}/{r['chunk_latency_ms_p95']}", str(r["dropped"]),
+            f"{r['switch_s_median']}/{r['switch_s_worst']} ({r['switches']})", str(r["max_lead_s"]), str(r["underruns"]),
         )
     Console().print(table)
     ratio = report["aggregate_fps_ratio"]
     Console().print(f"aggregate FPS ratio N={ratio['numerator_sessions']} / N={ratio['denominator_sessions']}: "
                     f"{ratio['ratio']}")
+    trace = report["lead_trace"]
+    if trace:
+        Console().print(f"lead trace, one session for {trace['seconds']:g} s: max lead after the first "
+                        f"{LEAD_SETTLE_S:g} s {trace['max_lead_s_after_3s']} s, {trace['underruns']} underruns, "
+                        f"{trace['fps']} FPS")

@@ -69,6 +69,12 @@ class PlaybackClock:
         self.frames += frames
         return underrun
 
+    def align_start(self, at: float) -> None:
+        """The first chunk actually left for the viewer at `at` (after encoding and queueing), so
+        its player starts then, not when the chunk was generated. Only ever moves the start later."""
+        if self.start is not None and at > self.start:
+            self.start = at
+
     def resync(self) -> None:
         """The stream was paused on purpose: its next stall is not counted as an underrun."""
         self._resync = True

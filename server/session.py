@@ -110,6 +110,8 @@ class Session:
         self.metrics.chunk_latency.observe(latency)
         if not self._first_sent:
             self._first_sent = True
+            if self.stream is not None and self.stream.pacer is not None:
+                self.stream.pacer.clock.align_start(sent_at)  # the viewer's player starts about now
             self.metrics.time_to_first_frame.observe(sent_at - self.started_at)
 
     # ---- reporting ----

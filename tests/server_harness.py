@@ -51,14 +51,15 @@ def tiny_generator():
     return load_generator("tiny", device="cpu", max_batch=MAX_BATCH)
 
 
-def start_server(tmp_path, **overrides):
-    """A real uvicorn on 127.0.0.1, a free port, model tiny (a `ServerThread`: use as a context manager)."""
+def start_server(tmp_path, generator=None, **overrides):
+    """A real uvicorn on 127.0.0.1, a free port, model tiny or `generator` (a `ServerThread`: use as
+    a context manager)."""
     from server.serve import ServerThread
     from server.settings import Settings
 
     base = dict(model="tiny", host="127.0.0.1", port=0, device="cpu", max_sessions=2, max_running_jobs=1,
                 data_dir=tmp_path, stats_interval_s=0.2, shutdown_grace_s=5.0)
-    return ServerThread(Settings(**{**base, **overrides}), generator=tiny_generator())
+    return ServerThread(Settings(**{**base, **overrides}), generator=generator or tiny_generator())
 
 
 # --- `framecast serve` processes ----------------------------------------------------------------

@@ -34,6 +34,8 @@
     framesDrawn: 0,
     droppedFrames: 0, // frames the page dropped because its buffer overflowed
     underruns: 0, // times the buffer ran dry when a frame was due
+    leadS: 0, // seconds of video received but not yet drawn
+    lastSwitchS: null, // last prompt switch: update sent -> its first frame drawn, s
     ttffMs: null, // session.start sent -> first frame drawn
     stats: null, // latest stats event
     updatesSent: [], // event ids of session.update messages sent
@@ -227,24 +229,27 @@
   const canvas = $("screen");
   const ctx = canvas.getContext("2d");
   const player = {
-    buffer: [], // ImageBitmaps waiting to be drawn, oldest first
-    maxBuffer: 24, // set from the session: about two chunks
+    buffer: [], // {bitmap, index} frames waiting to be drawn, oldest first (index: frame number in the stream)
+    maxBuffer: 32, // set from the session: its max lead + 1 s; the server paces the stream below it
     frameMs: 1000 / 16,
     nextDueAt: null, // performance.now() when the next frame is due; null = waiting for frames
     decodeChain: Promise.resolve(), // keeps chunk decoding in arrival order
     drawnTimes: [], // draw timestamps over the last second, for the shown-fps metric
     generation: 0, // bumped per session so late decodes of an old session are dropped
+    pendingSwitch: null, // {eventId, sentAt, frame}: frame is set by session.update.applied
   };
 
   function resetPlayer(session) {
-    player.buffer.forEach((b) => b.close());
+    player.buffer.forEach((f) => f.bitmap.close());
     player.buffer = [];
     player.nextDueAt = null;
     player.drawnTimes = [];
     player.generation += 1;
+    player.pendingSwitch = null;
     if (session) {
-      player.frameMs = 1000 / (session.fps || 16);
-      player.maxBuffer = Math.max(8, 2 * (session.chunk_frames || 12));
+      const fps = session.fps || 16;
+      player.frameMs = 1000 / fps;
+      player.maxBuffer = Math.max(8, Math.ceil(fps * ((session.max_lead_s || 1) + 1)));
     }
   }
 
@@ -300,11 +305,12 @@
       .then((bitmaps) => {
         if (generation !== player.generation) return bitmaps.forEach((b) => b.close());
         state.framesReceived += bitmaps.length;
-        player.buffer.push(...bitmaps);
+        player.buffer.push(...bitmaps.map((bitmap, i) => ({ bitmap, index: chunk.firstFrameIndex + i })));
         while (player.buffer.length > player.maxBuffer) {
-          player.buffer.shift().close();
+          player.buffer.shift().bitmap.close();
           state.droppedFrames += 1;
         }
+        showLead();
       })
       .catch((err) => showError("protocol", `a frame did not decode (${err.message})`));
   }
@@ -325,10 +331,23 @@
     requestAnimationFrame(tick);
   }
 
-  function drawFrame(bitmap, now) {
-    ctx.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
-    bitmap.close();
+  /** Overlay: seconds of video waiting to be drawn. */
+  function showLead() {
+    state.leadS = player.buffer.length * (player.frameMs / 1000);
+    $("m-lead").textContent = `${state.leadS.toFixed(2)} s`;
+  }
+
+  function drawFrame(frame, now) {
+    ctx.drawImage(frame.bitmap, 0, 0, canvas.width, canvas.height);
+    frame.bitmap.close();
     state.framesDrawn += 1;
+    showLead();
+    const pending = player.pendingSwitch;
+    if (pending && pending.frame !== null && frame.index >= pending.frame) {
+      state.lastSwitchS = (now - pending.sentAt) / 1000;
+      $("m-switch").textContent = `${state.lastSwitchS.toFixed(2)} s`;
+      player.pendingSwitch = null;
+    }
     if (state.ttffMs === null && startSentAt !== null) {
       state.ttffMs = now - startSentAt;
       $("m-ttff").textContent = `${(state.ttffMs / 1000).toFixed(2)} s`;
@@ -372,8 +391,8 @@
   async function start(message) {
     hideError();
     resetPlayer(null);
-    Object.assign(state, { chunksReceived: 0, framesReceived: 0, framesDrawn: 0, droppedFrames: 0, underruns: 0, ttffMs: null, stats: null, session: null });
-    ["m-gen-fps", "m-show-fps", "m-ttff", "m-latency"].forEach((id) => ($(id).textContent = "–"));
+    Object.assign(state, { chunksReceived: 0, framesReceived: 0, framesDrawn: 0, droppedFrames: 0, underruns: 0, ttffMs: null, stats: null, session: null, leadS: 0, lastSwitchS: null });
+    ["m-gen-fps", "m-show-fps", "m-ttff", "m-latency", "m-lead", "m-switch"].forEach((id) => ($(id).textContent = "–"));
     $("m-dropped").textContent = "0";
     userStopped = false;
     errorSinceStart = false;
@@ -437,6 +456,9 @@
       case "session.update.applied":
         state.lastAppliedEventId = event.event_id;
         state.lastAppliedChunk = event.chunk_index;
+        if (player.pendingSwitch && player.pendingSwitch.eventId === event.event_id && typeof event.media_time_s === "number") {
+          player.pendingSwitch.frame = Math.round(event.media_time_s / (player.frameMs / 1000));
+        }
         document.body.dataset.lastApplied = event.event_id;
         $("switch-status").textContent = `Prompt applied at chunk ${event.chunk_index}.`;
         toast(`New prompt from chunk ${event.chunk_index}`);
@@ -501,6 +523,7 @@
     const transition = $("smooth").checked ? Math.max(1, Number.parseInt($("transition-chunks").value, 10) || 1) : 0;
     send({ type: "session.update", prompt, transition_chunks: transition, event_id: eventId });
     state.updatesSent.push(eventId);
+    player.pendingSwitch = { eventId, sentAt: performance.now(), frame: null };
     $("switch-status").textContent = transition ? `Blending into the new prompt over ${transition} chunks…` : "Switching at the next chunk…";
   });
 

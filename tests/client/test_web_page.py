@@ -87,6 +87,12 @@ def test_live_stream_switch_record_stop(browser_page, tmp_path):
         "window.framecast.lastAppliedEventId === window.framecast.updatesSent[0]", timeout=120_000)
     assert "applied" in page.inner_text("#switch-status")
     assert page.get_attribute("body", "data-last-applied") == state(page, "updatesSent")[0]
+    # the overlay's "last switch": update sent -> first frame of the new prompt drawn (frame index
+    # from session.update.applied's media_time_s); "lead": frames received but not yet drawn
+    page.wait_for_function("() => window.framecast.lastSwitchS !== null", timeout=120_000)
+    assert 0 < state(page, "lastSwitchS") < 120 and page.inner_text("#m-switch").endswith(" s")
+    assert page.inner_text("#m-lead").endswith(" s") and state(page, "leadS") >= 0
+    assert state(page, "droppedFrames") == 0  # the server paces the stream: no backlog for the page to skip
 
     page.wait_for_function("() => window.framecast.stats !== null", timeout=30_000)
     assert page.inner_text("#m-ttff").endswith("s")

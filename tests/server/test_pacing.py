@@ -29,6 +29,17 @@ def test_clock_lead_position_and_underrun_rebase():
     assert clock.played_frames(12.5) == pytest.approx(2.0 * FPS)
 
 
+def test_player_start_moves_to_when_the_first_chunk_left():
+    clock = PlaybackClock(FPS)
+    clock.align_start(1.0)  # nothing delivered yet: nothing to align
+    assert not clock.started
+    clock.deliver(16, now=10.0)
+    clock.align_start(10.3)  # encoding and sending took 0.3 s
+    assert clock.lead(10.3) == pytest.approx(1.0)
+    clock.align_start(9.0)  # never earlier
+    assert clock.lead(10.3) == pytest.approx(1.0)
+
+
 def test_resync_after_pause_is_not_an_underrun():
     clock = PlaybackClock(FPS)
     clock.deliver(16, now=0.0)

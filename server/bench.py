@@ -12,6 +12,8 @@ underruns, and, for `--switches` prompt switches sent at random moments, the swi
 latency = media time of the first chunk under the new prompt (`session.update.applied`) minus the
 play position when the update was sent. `--lead-trace S` adds one S-second session whose lead is
 recorded after every chunk (its maximum after the first 3 s is the pacing bound's check).
+Live sessions are paced to real time, so per-session FPS is the model's fps when the device keeps
+up; `--max-lead 60` lets each session run ahead (unpaced for a short run) to measure capacity.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default="jpeg", choices=["jpeg", "fmp4"])
     parser.add_argument("--url", default=None, help="benchmark a running server (ws://host:port/v1/realtime)")
     parser.add_argument("--switches", type=int, default=5, help="prompt switches per session at random moments")
+    parser.add_argument("--max-lead", type=float, default=None,
+                        help="each session's max_lead_s (default: the server's; 60 measures capacity, unpaced)")
     parser.add_argument("--lead-trace", type=float, default=0.0, help="seconds of a one-session lead trace (0: none)")
     parser.add_argument("--json", dest="json_path", default=None, help="write the results here")
 
@@ -63,7 +67,8 @@ SWITCH_WARMUP_S = 2.0  # no switch before this many seconds of playback
 SWITCH_TAIL_S = 1.5  # nor in the last seconds (its applied event must arrive)
 
 
-async def _one_session(url: str, index: int, seconds: float, fmt: str, switches: int = 0) -> SessionResult:
+async def _one_session(url: str, index: int, seconds: float, fmt: str, switches: int = 0,
+                       max_lead_s: float | None = None) -> SessionResult:
     import random
 
     import websockets
@@ -77,8 +82,10 @@ async def _one_session(url: str, index: int, seconds: float, fmt: str, switches:
     sent_at_position: dict[str, float] = {}  # event_id -> play position when the update was sent
     async with websockets.connect(url, compression=None, max_size=None) as ws:
         started = time.perf_counter()
-        await ws.send(json.dumps({"type": "session.start", "prompt": f"bench session {index}", "seed": index,
-                                  "format": fmt}))
+        start = {"type": "session.start", "prompt": f"bench session {index}", "seed": index, "format": fmt}
+        if max_lead_s is not None:
+            start["max_lead_s"] = max_lead_s
+        await ws.send(json.dumps(start))
         clock: PlaybackClock | None = None  # set at session.started (fps)
         first_at = last_at = None
         first_frames = 0
@@ -145,8 +152,9 @@ def _max_lead_after(leads: list[tuple[float, float]], t0: float) -> float | None
 LEAD_SETTLE_S = 3.0  # the lead bound is checked after this many seconds of playback
 
 
-async def _measure(url: str, n: int, seconds: float, fmt: str, switches: int = 0) -> dict:
-    results = await asyncio.gather(*(_one_session(url, i, seconds, fmt, switches) for i in range(n)))
+async def _measure(url: str, n: int, seconds: float, fmt: str, switches: int = 0,
+                   max_lead_s: float | None = None) -> dict:
+    results = await asyncio.gather(*(_one_session(url, i, seconds, fmt, switches, max_lead_s) for i in range(n)))
     intervals = [x for r in results for x in r.intervals_ms]
     latencies = [x for r in results for x in r.latencies_ms]
     switch = [x for r in results for x in r.switch_s]
@@ -190,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
         "command": " ".join(["framecast"] + sys.argv[1:]), "device": device, "model": model,
         "host": platform.node(), "seconds": args.seconds, "format": args.format, "results": rows,
         "aggregate_fps_ratio": {"numerator_sessions": max(counts), "denominator_sessions": min(counts), "ratio": ratio},
-        "switches_per_session": args.switches, "lead_trace": trace,
+        "switches_per_session": args.switches, "max_lead_s": args.max_lead, "lead_trace": trace,
     }
     _print_table(report)
     if args.json_path:
@@ -201,10 +209,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_all(url: str, args: argparse.Namespace, counts: list[int]) -> tuple[list[dict], dict | None]:
     """The rows for each N, then the optional one-session lead trace."""
-    rows = [asyncio.run(_measure(url, n, args.seconds, args.format, args.switches)) for n in counts]
+    rows = [asyncio.run(_measure(url, n, args.seconds, args.format, args.switches, args.max_lead)) for n in counts]
     trace = None
     if args.lead_trace > 0:
-        result = asyncio.run(_one_session(url, 0, args.lead_trace, args.format))
+        result = asyncio.run(_one_session(url, 0, args.lead_trace, args.format, max_lead_s=args.max_lead))
         trace = {"seconds": args.lead_trace, "max_lead_s_after_3s": _max_lead_after(result.leads, LEAD_SETTLE_S),
                  "underruns": result.underruns, "fps": round(result.fps, 2), "leads": result.leads}
     return rows, trace

@@ -224,3 +224,21 @@ def test_a_device_slower_than_real_time_says_so_and_keeps_the_lead_bounded(tmp_p
     assert viewer.max_lead(after=0.0) <= CHUNK_FRAMES / FPS + SLACK_S
     underruns = next(line for line in metrics.decode().splitlines() if line.startswith("framecast_underruns_total"))
     assert float(underruns.split()[1]) >= 1
+
+
+def test_bench_serve_reports_switch_latency_and_lead(fast_server, tmp_path):
+    """`framecast bench serve --url` against the paced server: the switch and lead columns."""
+    from client.cli import main
+
+    out = tmp_path / "serve.json"
+    assert main(["bench", "serve", "--url", fast_server.ws_url, "--sessions", "1,2", "--seconds", "6",
+                 "--switches", "3", "--lead-trace", "5", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    for row in report["results"]:
+        assert row["switches"] == 3 * row["sessions"]
+        assert 0 <= row["switch_s_median"] <= row["switch_s_worst"] <= MAX_LEAD_S + SLACK_S
+        assert 0 < row["max_lead_s"] <= MAX_LEAD_S + SLACK_S
+        assert all(abs(fps - FPS) <= 3 for fps in row["per_session_fps"])  # real time, not the device's 160
+    trace = report["lead_trace"]
+    assert trace["seconds"] == 5 and len(trace["leads"]) >= 8
+    assert 0 < trace["max_lead_s_after_3s"] <= MAX_LEAD_S + SLACK_S

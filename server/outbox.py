@@ -27,6 +27,7 @@ class OutgoingChunk:
     message: bytes  # header + payload
     step_started: float  # time.monotonic() when its generation began
     frames: int
+    first_frame: int = 0  # first_frame_index of the chunk (the pacer's player cannot show it before it is sent)
 
 
 @dataclass

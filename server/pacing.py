@@ -9,7 +9,7 @@ engine, a fake clock in the tests).
 
 A stream's next chunk should land `margin_s` before the player runs dry, so it is due to start
 when the lead has fallen to `step_s + margin_s` (`step_s`: the measured time of the steps it took
-part in). A session that buffers on purpose (`max_lead_s` above one chunk + margin) is instead
+part in, capped at one chunk - margin). A session that buffers on purpose (`max_lead_s` above one chunk + margin) is instead
 filled up to `max_lead_s`: due when the lead falls to `max_lead_s - chunk_s + step_s`.
 """
 
@@ -69,11 +69,11 @@ class PlaybackClock:
         self.frames += frames
         return underrun
 
-    def align_start(self, at: float) -> None:
-        """The first chunk actually left for the viewer at `at` (after encoding and queueing), so
-        its player starts then, not when the chunk was generated. Only ever moves the start later."""
-        if self.start is not None and at > self.start:
-            self.start = at
+    def align(self, frame_index: int, at: float) -> None:
+        """Frame `frame_index` left for the viewer at `at` (after encoding and queueing): its player
+        cannot have shown it earlier, so it started (or resumed) late. Only ever moves the start later."""
+        if self.start is not None and self.start + frame_index / self.fps < at:
+            self.start = at - frame_index / self.fps
 
     def resync(self) -> None:
         """The stream was paused on purpose: its next stall is not counted as an underrun."""
@@ -128,7 +128,11 @@ class Pacer:
         clock = self.clock
         if clock.start is None:
             return -math.inf
-        start_lead = max(self.max_lead_s - self.chunk_s, self.margin_s) + self.step_s
+        # a step that takes most of a chunk cannot be hidden by starting earlier (the stream is at
+        # or behind real time): the estimate is capped there so a fast step after slow ones never
+        # lands more than about two chunks ahead
+        step = min(self.step_s, max(self.chunk_s - self.margin_s, 0.0))
+        start_lead = max(self.max_lead_s - self.chunk_s, self.margin_s) + step
         return clock.start + clock.frames / clock.fps - start_lead
 
     def record_step(self, seconds: float) -> None:

@@ -95,7 +95,7 @@ class Session:
                 first_frame_index=chunk.first_frame_index, first=first,
             )
             keep = first and self.format == "fmp4"
-            dropped = self.outbox.chunk(OutgoingChunk(message, step_started, len(chunk.frames)), droppable=not keep)
+            dropped = self.outbox.chunk(OutgoingChunk(message, step_started, len(chunk.frames), chunk.first_frame_index), droppable=not keep)
             self.metrics.dropped_chunks.inc(dropped)
 
     async def _stats_loop(self, interval: float) -> None:
@@ -104,14 +104,14 @@ class Session:
             self.outbox.event(self.stats())
 
     def _chunk_sent(self, chunk: OutgoingChunk, sent_at: float) -> None:
+        if self.stream is not None and self.stream.pacer is not None:
+            self.stream.pacer.clock.align(chunk.first_frame, sent_at)  # the viewer has it from about now
         latency = sent_at - chunk.step_started
         self._latencies.append(latency)
         self._last_latency = latency
         self.metrics.chunk_latency.observe(latency)
         if not self._first_sent:
             self._first_sent = True
-            if self.stream is not None and self.stream.pacer is not None:
-                self.stream.pacer.clock.align_start(sent_at)  # the viewer's player starts about now
             self.metrics.time_to_first_frame.observe(sent_at - self.started_at)
 
     # ---- reporting ----

@@ -29,15 +29,27 @@ def test_clock_lead_position_and_underrun_rebase():
     assert clock.played_frames(12.5) == pytest.approx(2.0 * FPS)
 
 
-def test_player_start_moves_to_when_the_first_chunk_left():
+def test_player_cannot_show_a_frame_before_it_was_sent():
     clock = PlaybackClock(FPS)
-    clock.align_start(1.0)  # nothing delivered yet: nothing to align
+    clock.align(0, 1.0)  # nothing delivered yet: nothing to align
     assert not clock.started
     clock.deliver(16, now=10.0)
-    clock.align_start(10.3)  # encoding and sending took 0.3 s
+    clock.align(0, 10.3)  # encoding and sending the first chunk took 0.3 s: the player starts then
     assert clock.lead(10.3) == pytest.approx(1.0)
-    clock.align_start(9.0)  # never earlier
-    assert clock.lead(10.3) == pytest.approx(1.0)
+    clock.align(0, 9.0)  # never earlier
+    clock.deliver(16, now=10.5)
+    clock.align(16, 11.0)  # frame 16 was due at 11.3: sent in time, nothing moves
+    assert clock.lead(11.0) == pytest.approx(1.3)
+    clock.align(16, 11.8)  # sent 0.5 s after it was due: the player waited for it
+    assert clock.position(11.8) == pytest.approx(1.0) and clock.lead(11.8) == pytest.approx(1.0)
+
+
+def test_a_slow_step_estimate_is_capped_at_one_chunk():
+    pacer = Pacer(FPS, margin_s=0.25, max_lead_s=1.0)
+    pacer.record_step(3.0)  # far slower than real time
+    pacer.delivered(CHUNK, now=0.0)
+    # it starts once the lead is one chunk (not 3 s + margin), so a fast step lands < 2 chunks ahead
+    assert pacer.clock.lead(pacer.due_at()) == pytest.approx(CHUNK / FPS)
 
 
 def test_resync_after_pause_is_not_an_underrun():

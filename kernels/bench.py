@@ -28,7 +28,6 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from kernels.errors import KernelError
 from kernels.triton_env import interpret_without_gpu
@@ -98,33 +97,25 @@ def _time_ms(fn: Callable[[], object], device: torch.device, rep_ms: float) -> f
 # ---- backends ---------------------------------------------------------------------------------
 
 def _dense_runners(device: torch.device) -> dict[str, Callable]:
-    """name -> (q, k, v) -> out, for every dense backend this process can run."""
-    from kernels.dispatch import _flex_fn, backend_available
+    """name -> runner, for every registered backend this process can run on ordinary calls.
 
-    runners: dict[str, Callable] = {"sdpa": lambda q, k, v: F.scaled_dot_product_attention(q, k, v)}
-    if device.type == "cuda":
-        from torch.nn.attention import SDPBackend, sdpa_kernel
+    Runners take (q, k, v) plus, for the pattern-aware ones, the call's pattern: a BlockList
+    (triton) or a BlockMask (flex)."""
+    from kernels import registry
 
-        for label, kind in (("sdpa-flash", SDPBackend.FLASH_ATTENTION), ("sdpa-cudnn", SDPBackend.CUDNN_ATTENTION),
-                            ("sdpa-efficient", SDPBackend.EFFICIENT_ATTENTION)):
-            def run(q, k, v, kind=kind):
-                with sdpa_kernel([kind]):
-                    return F.scaled_dot_product_attention(q, k, v)
-            runners[label] = run
-    if backend_available("flash"):
-        from kernels.dispatch import _run_flash
+    runners: dict[str, Callable] = {}
+    for name in registry.names():
+        spec = registry.get(name)
+        if spec.run is None or not registry.available(name) or (spec.half_cuda_only and device.type != "cuda"):
+            continue
+        if name == "triton":
+            runners[name] = lambda q, k, v, bl=None, run=spec.run: run(q, k, v, None, bl)
+        elif name == "flex":
+            from kernels.backends import flex_function
 
-        runners["flash"] = lambda q, k, v: _run_flash(q, k, v, None, None)
-    if backend_available("xformers"):
-        from kernels.dispatch import _run_xformers
-
-        runners["xformers"] = lambda q, k, v: _run_xformers(q, k, v, None, None)
-    if backend_available("flex"):
-        runners["flex"] = lambda q, k, v, bm=None: _flex_fn(q.is_cuda)(q, k, v, block_mask=bm)
-    if backend_available("triton"):
-        from kernels.triton_attention import sparse_attention_forward
-
-        runners["triton"] = lambda q, k, v, bl=None: sparse_attention_forward(q, k, v, bl)
+            runners[name] = lambda q, k, v, bm=None: flex_function(q.is_cuda)(q, k, v, block_mask=bm)
+        else:
+            runners[name] = lambda q, k, v, run=spec.run: run(q, k, v, None, None)
     return runners
 
 
@@ -287,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
         runners = {name: runners[name] for name in wanted}
 
     from rich.console import Console
-    from kernels.dispatch import backend_available
+    from kernels.registry import available as backend_available
 
     console = Console()
     console.print(f"[bold]attention bench[/] device={_device_name(device)} dtype={dtype} block={block} "

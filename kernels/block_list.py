@@ -19,6 +19,7 @@ Constructors: `from_key_padding` (O(Lk), no host sync), `dense`, `from_dense`, `
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -181,6 +182,11 @@ class BlockList:
         dense = (code == _FULL) | ((code >= 0) & tile)
         dense = dense.permute(0, 1, 2, 4, 3, 5).reshape(bm, hm, nq * self.block_q, nkv * self.block_kv)
         return dense[..., : self.q_len, : self.kv_len]
+
+    @functools.cached_property
+    def dense_mask(self) -> torch.Tensor:
+        """`to_dense()`, computed once per BlockList (the SDPA path of a pattern reused every layer)."""
+        return self.to_dense()
 
     def to_block_mask(self):
         """The same pattern as a FlexAttention `BlockMask` (partial tiles looked up by its mask_mod)."""

@@ -1,67 +1,39 @@
 """`attention(q, k, v, mask, block_list, backend)`: one call, the fastest backend that fits.
 
-Backends: `sdpa` (PyTorch scaled_dot_product_attention), `flex` (FlexAttention; compiled on
-CUDA, eager elsewhere), `triton` (framecast's block-sparse kernel, kernels/triton_attention.py),
-`flash` (flash-attn, dense only), `xformers` (memory-efficient attention, dense only).
+Backends live in the registry (kernels/registry.py; the built-ins in kernels/backends.py).
+`auto` picks: on CUDA, flash-attn for a dense pattern in fp16/bf16 (else SDPA); for a sparse
+pattern FlexAttention when gradients are needed (its backward is fused and sparse), else the
+Triton kernel (else FlexAttention, else SDPA). Off CUDA: SDPA, with the pattern
+expanded to a dense mask. The backend comes from the `backend` argument; when that is None,
+`FRAMECAST_ATTN` is the default (so the variable forces a backend everywhere nobody passed one).
+A forced backend that is missing or cannot run the call falls back to `auto` with one log line
+per (backend, reason); a streaming-only backend (`fused`) forced everywhere applies to the
+streaming call and leaves every other call to `auto` silently. Probes run once (`backend_available`, monkeypatchable in tests).
 
-`auto` picks: on CUDA, flash-attn for a dense pattern in fp16/bf16 (else SDPA); the Triton
-kernel for a sparse pattern (else FlexAttention, else SDPA). Off CUDA: SDPA, with the pattern
-expanded to a dense mask. `FRAMECAST_ATTN` overrides `auto` everywhere. A forced backend that is
-missing or cannot run the call falls back to `auto` with one log line per (backend, reason).
-Optional libraries are probed once (`backend_available`, monkeypatchable in tests).
+The streaming model's ring-cache call has its own entry point, `kernels.stream_attention`
+(kernels/streaming.py), which shares this validation, fallback and logging.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.util
 import logging
 import os
 
 import torch
-import torch.nn.functional as F
 
+from kernels import registry
 from kernels.block_list import BlockList
-from kernels.triton_env import interpret_without_gpu
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "sdpa", "flex", "triton", "flash", "xformers")
 ENV_VAR = "FRAMECAST_ATTN"
+BACKENDS = ("auto", *registry.names())
+backend_available = registry.available
 
 
 @functools.cache
-def backend_available(name: str) -> bool:
-    """Whether a backend can run in this process (probed once per name)."""
-    if name == "sdpa":
-        return True
-    if name == "flex":
-        return importlib.util.find_spec("torch.nn.attention.flex_attention") is not None
-    if name == "triton":
-        if importlib.util.find_spec("triton") is None:
-            return False
-        if torch.cuda.is_available():
-            return True
-        interpret_without_gpu()  # no GPU: Triton's CPU interpreter, on before triton itself is imported
-        return _triton_interpreter_active()
-    if name == "flash":
-        return torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
-    if name == "xformers":
-        return torch.cuda.is_available() and importlib.util.find_spec("xformers") is not None
-    raise ValueError(f"unknown attention backend {name!r}; choose one of {', '.join(BACKENDS)}")
-
-
-def _triton_interpreter_active() -> bool:
-    """Whether triton was imported in interpreter mode (its own jit library functions are then
-    interpreted; setting TRITON_INTERPRET after `import triton` is too late)."""
-    import triton.language as tl
-    from triton.runtime.interpreter import InterpretedFunction
-
-    return isinstance(tl.zeros, InterpretedFunction)
-
-
-@functools.cache
-def _log_fallback(requested: str, reason: str, used: str) -> None:
+def log_fallback(requested: str, reason: str, used: str) -> None:
     """One log line per distinct fallback."""
     logger.warning("attention backend %r %s; using %r", requested, reason, used)
 
@@ -81,6 +53,8 @@ def _auto(q: torch.Tensor, dense: bool) -> str:
             if backend_available("flash") and q.dtype in (torch.float16, torch.bfloat16):
                 return "flash"
             return "sdpa"
+        if torch.is_grad_enabled() and q.requires_grad and backend_available("flex"):
+            return "flex"  # a fused sparse backward (the Triton kernel's backward recomputes densely)
         if backend_available("triton"):
             return "triton"
         return "flex" if backend_available("flex") else "sdpa"
@@ -91,24 +65,24 @@ def _why_not(name: str, q: torch.Tensor, dense: bool) -> str | None:
     """Why a forced backend cannot run this call (None = it can)."""
     if not backend_available(name):
         return "is not available"
-    if name in ("flash", "xformers"):
-        if not dense:
-            return "supports only dense patterns"
-        if not q.is_cuda or q.dtype not in (torch.float16, torch.bfloat16):
-            return "needs fp16/bf16 CUDA tensors"
+    spec = registry.get(name)
+    if spec.dense_only and not dense:
+        return "supports only dense patterns"
+    if spec.half_cuda_only and (not q.is_cuda or q.dtype not in (torch.float16, torch.bfloat16)):
+        return "needs fp16/bf16 CUDA tensors"
     return None
 
 
 def select_backend(q: torch.Tensor, dense: bool, backend: str | None = None) -> str:
     """The backend that will run a call on `q` (dense = no mask and no block list)."""
     name = requested_backend(backend)
-    if name == "auto":
+    if name == "auto" or registry.get(name).run is None:  # a streaming-only backend leaves other calls to auto
         return _auto(q, dense)
     reason = _why_not(name, q, dense)
     if reason is None:
         return name
     used = _auto(q, dense)
-    _log_fallback(name, reason, used)
+    log_fallback(name, reason, used)
     return used
 
 
@@ -125,57 +99,4 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     if mask is not None and mask.dtype != torch.bool:
         raise ValueError(f"mask must be bool (True = attend), got {mask.dtype}")
     name = select_backend(q, dense=mask is None and block_list is None, backend=backend)
-    return _RUNNERS[name](q, k, v, mask, block_list)
-
-
-# ---- runners: (q, k, v, mask, block_list) -> out ----------------------------------------------
-
-def _block_list_for(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None,
-                    block_list: BlockList | None) -> BlockList:
-    if block_list is not None:
-        return block_list
-    if mask is None:
-        return BlockList.dense(q.shape[2], k.shape[2], device=q.device)
-    return BlockList.from_dense(mask, q.shape[2], k.shape[2])
-
-
-def _run_sdpa(q, k, v, mask, block_list):
-    if block_list is not None:
-        mask = block_list.to_dense()
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-
-
-def _run_triton(q, k, v, mask, block_list):
-    from kernels.autograd import sparse_attention
-
-    return sparse_attention(q, k, v, _block_list_for(q, k, mask, block_list))
-
-
-@functools.cache
-def _flex_fn(compiled: bool):
-    from torch.nn.attention.flex_attention import flex_attention
-
-    return torch.compile(flex_attention) if compiled else flex_attention
-
-
-def _run_flex(q, k, v, mask, block_list):
-    block_mask = _block_list_for(q, k, mask, block_list).to_block_mask()
-    return _flex_fn(q.is_cuda)(q, k, v, block_mask=block_mask)
-
-
-def _run_flash(q, k, v, mask, block_list):
-    from flash_attn import flash_attn_func
-
-    out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))  # [B, L, H, D]
-    return out.transpose(1, 2)
-
-
-def _run_xformers(q, k, v, mask, block_list):
-    from xformers.ops import memory_efficient_attention
-
-    out = memory_efficient_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))  # [B, L, H, D]
-    return out.transpose(1, 2)
-
-
-_RUNNERS = {"sdpa": _run_sdpa, "flex": _run_flex, "triton": _run_triton,
-            "flash": _run_flash, "xformers": _run_xformers}
+    return registry.get(name).run(q, k, v, mask, block_list)

@@ -30,3 +30,13 @@ def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask:
     total = weights.sum(-1, keepdim=True)
     out = torch.matmul(weights, v.float())  # [B, H, Lq, D]
     return out / torch.where(total > 0, total, torch.ones_like(total))
+
+
+def reference_stream_attention(call) -> torch.Tensor:
+    """The streaming ring-cache call (`kernels.streaming.StreamCall`) in fp32: keys and queries
+    rotated, cache and chunk concatenated, invalid slots masked, then `reference_attention`.
+    Returns fp32 [B, Lq, H, D]. Differentiable in the call's q, k, v."""
+    from kernels.streaming import compose
+
+    q, k, v, mask = compose(call, torch.float32)
+    return reference_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask).transpose(1, 2)

@@ -357,11 +357,16 @@ def default_device() -> torch.device:
 
 
 def load_generator(model: str = "shapes", device: str | torch.device | None = None, max_batch: int = 4,
-                   dtype: torch.dtype | None = None) -> StreamingGenerator:
+                   dtype: torch.dtype | None = None, attn: str | None = None) -> StreamingGenerator:
     """A StreamingGenerator for a model directory or preset name (see models/model_dir.py).
 
-    device defaults to the first GPU, else the CPU; dtype to bf16 on GPU and fp32 on CPU.
+    device defaults to the first GPU, else the CPU; dtype to bf16 on GPU and fp32 on CPU;
+    attn forces an attention backend (kernels.BACKENDS; None: $FRAMECAST_ATTN, else auto).
     """
+    import kernels
+
+    if attn is not None:
+        kernels.dispatch.requested_backend(attn)  # an unknown name fails here, not mid-stream
     from models.model_dir import load_transformer, load_vae, resolve_model
     from models.text_encoders import build_text_encoder
 
@@ -371,6 +376,7 @@ def load_generator(model: str = "shapes", device: str | torch.device | None = No
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     source = resolve_model(model)
     transformer = load_transformer(source, device=device, dtype=dtype)
+    transformer.attn_backend = attn
     vae = load_vae(source, device=device)
     text = build_text_encoder(source.config.text_encoder, source.path, device)
     return StreamingGenerator(source.config, transformer, vae, text, device=device, max_batch=max_batch)

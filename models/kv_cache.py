@@ -110,11 +110,9 @@ class RollingKVCache:
         )
 
     # ---------------------------------------------------------------- device tensors
-    def read(self, layer: int, plan: CachePlan) -> tuple[torch.Tensor, torch.Tensor]:
-        """K, V of the planned rows: [B, slots*T, H, D] (a view when the rows are consecutive)."""
-        if plan.contiguous is not None:
-            return self.k[layer][plan.contiguous], self.v[layer][plan.contiguous]
-        return self.k[layer][plan.rows], self.v[layer][plan.rows]
+    def ring(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer's whole K, V ring buffers [Bmax, slots*T, H, D] (for kernels that read rows in place)."""
+        return self.k[layer], self.v[layer]
 
     def _token_index(self, plan: CachePlan) -> torch.Tensor:
         t = self.tokens_per_frame

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 import kernels
 from models.config import TransformerConfig
 from models.kv_cache import CachePlan, RollingKVCache
+from kernels.masks import block_causal_block_list
 from models.rope import RotaryEmbedding3D, apply_rotary
 
 
@@ -134,9 +135,11 @@ class Attention(nn.Module):
         return self.to_out[0](out)
 
 
-def dense_attend(mask: torch.Tensor | None = None) -> Attend:
+def dense_attend(mask: torch.Tensor | None = None, backend: str | None = None,
+                 block_list: kernels.BlockList | None = None) -> Attend:
     def attend(q, k, v):
-        out = kernels.attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask)  # [B, H, L, D]
+        out = kernels.attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask, block_list,
+                                backend=backend)  # [B, H, L, D]
         return out.transpose(1, 2)
 
     return attend
@@ -182,6 +185,7 @@ class CausalWanTransformer(nn.Module):
         self.proj_out = nn.Linear(cfg.dim, cfg.out_channels * math.prod(cfg.patch_size))
         self.scale_shift_table = nn.Parameter(torch.randn(1, 2, cfg.dim) / cfg.dim**0.5)
         self.gradient_checkpointing = False
+        self.attn_backend: str | None = None  # attention backend of every call (None: $FRAMECAST_ATTN, else auto)
 
     # ---- pieces shared by every mode
     def _patchify(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
@@ -238,13 +242,11 @@ class CausalWanTransformer(nn.Module):
         temb, mod = self._timesteps(timestep, b, f)
         pos = torch.arange(f, device=x.device).expand(b, f)
         cos, sin = self.rope.cos_sin(pos, grid[1], grid[2])
-        mask = None
-        if chunk_frames is not None:
-            chunk = torch.arange(f, device=x.device) // chunk_frames
-            mask = (chunk[:, None] >= chunk[None, :]).repeat_interleave(t, 0).repeat_interleave(t, 1)[None, None]
+        # block-causal: a BlockList (built once per shape) so sparse backends skip the masked tiles
+        block_list = None if chunk_frames is None else block_causal_block_list(f, t, chunk_frames, x.device)
 
         def self_attend_for(_layer: int) -> Attend:
-            inner = dense_attend(mask)
+            inner = dense_attend(None, self.attn_backend, block_list)
             return lambda q, k, v: inner(apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v)
 
         x = self._run_blocks(x, mod, self_attend_for, self.text_kv(encoder_hidden_states))
@@ -252,30 +254,30 @@ class CausalWanTransformer(nn.Module):
 
     # ---- mode 3: one chunk against the rolling cache
     def forward_stream(self, x: torch.Tensor, timestep: torch.Tensor, text_kv: list[tuple[torch.Tensor, torch.Tensor]],
-                       cache: RollingKVCache, plan: CachePlan, write: bool = False) -> torch.Tensor:
+                       cache: RollingKVCache, plan: CachePlan, write: bool = False, attn: str | None = None) -> torch.Tensor:
         """Denoise (or, with write=True, commit) one chunk of each planned row.
 
         x [B, C, c, H, W]; timestep [B] or [B, c]; text_kv from `text_kv()` for these rows.
         The chunk attends to the valid cache slots (sink + window) and to itself. With write=True
         the chunk's K/V are stored in their ring slots after each layer has used the old ones.
+        attn: attention backend for this call (default `self.attn_backend`, then $FRAMECAST_ATTN,
+        then auto); `fused` reads the ring in place with RoPE on load (kernels/stream_kernel.py).
         Returns the flow prediction [B, C, c, H, W].
         """
         xt, grid = self._patchify(x)
         b, f, t, _ = xt.shape
         temb, mod = self._timesteps(timestep, b, f)
-        cos_q, sin_q = self.rope.cos_sin(plan.query_positions, grid[1], grid[2])  # [B, c*T, 1, D/2]
-        cos_k, sin_k = self.rope.cos_sin(plan.key_positions, grid[1], grid[2])  # [B, S*T, 1, D/2]
-        cos_kk, sin_kk = torch.cat([cos_k, cos_q], 1), torch.cat([sin_k, sin_q], 1)
-        chunk_valid = torch.ones(b, f, dtype=torch.bool, device=xt.device)
-        key_valid = torch.cat([plan.key_valid, chunk_valid], 1).repeat_interleave(t, 1)  # [B, (S+c)*T]
-        mask = key_valid[:, None, None, :]  # [B, 1, 1, Lk]
+        # RoPE at window-relative positions, factored: cache slots then chunk frames x in-frame tokens
+        frame_cos, frame_sin = self.rope.frame_tables(torch.cat([plan.key_positions, plan.query_positions], 1))
+        grid_cos, grid_sin = self.rope.grid_tables(grid[1], grid[2])  # [T, Ps]
+        rope = kernels.StreamRope(frame_cos, frame_sin, grid_cos, grid_sin)  # frame tables [B, S+c, Pt]
+        backend = attn if attn is not None else self.attn_backend
 
         def self_attend_for(layer: int) -> Attend:
             def attend(q, k, v):
-                k_cache, v_cache = cache.read(layer, plan)  # [B, S*T, H, D] (un-rotated)
-                k_all = apply_rotary(torch.cat([k_cache, k.to(k_cache.dtype)], 1), cos_kk, sin_kk)
-                v_all = torch.cat([v_cache, v.to(v_cache.dtype)], 1)
-                out = dense_attend(mask)(apply_rotary(q, cos_q, sin_q), k_all.to(q.dtype), v_all.to(q.dtype))
+                k_ring, v_ring = cache.ring(layer)  # [Bmax, S*T, H, D] (un-rotated, read in place)
+                call = kernels.StreamCall(q, k, v, k_ring, v_ring, plan.rows, plan.key_valid, rope, plan.contiguous)
+                out = kernels.stream_attention(call, backend)  # [B, c*T, H, D]
                 if write:
                     cache.write(layer, plan, k, v)
                 return out

@@ -1,5 +1,6 @@
 """Backend dispatch: auto choice, forced backends, env override, fallback with one log line."""
 
+import dataclasses
 import logging
 
 import pytest
@@ -7,15 +8,15 @@ import torch
 
 import kernels
 from kernels import BlockList, reference_attention
-from kernels import dispatch
+from kernels import dispatch, registry
 
 
 @pytest.fixture(autouse=True)
 def _fresh_logs(monkeypatch):
     monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
-    dispatch._log_fallback.cache_clear()
+    dispatch.log_fallback.cache_clear()
     yield
-    dispatch._log_fallback.cache_clear()
+    dispatch.log_fallback.cache_clear()
 
 
 def _qkv(lq=24, lk=40, d=16, seed=0):
@@ -57,7 +58,9 @@ def test_env_var_overrides_auto(monkeypatch):
     assert dispatch.select_backend(q, dense=False) == "triton"
     assert dispatch.select_backend(q, dense=False, backend="flex") == "flex"  # the argument wins
     calls = []
-    monkeypatch.setattr(dispatch, "_RUNNERS", {**dispatch._RUNNERS, "triton": lambda *a: calls.append(a) or a[0]})
+    real = registry.get("triton")
+    monkeypatch.setitem(registry._REGISTRY, "triton",
+                        dataclasses.replace(real, run=lambda *a: calls.append(a) or a[0]))
     kernels.attention(*_qkv(), mask=_key_valid())
     assert len(calls) == 1
 

@@ -45,7 +45,8 @@ class ListCache:
             query_positions=torch.arange(h, h + c)[None], write_slots=torch.zeros(1, c, dtype=torch.long), contiguous=slice(0, 1),
         )
 
-    def read(self, layer, plan):
+    def ring(self, layer):
+        """The held frames' K/V in time order as a one-row "ring" (the plan reads row 0, all slots)."""
         idx = self.held()
         if not idx:
             shape = (1, 0) + tuple(self.shape)

@@ -1,6 +1,6 @@
 """`framecast bench attention`: attention backends and sparse patterns at Wan2.1-1.3B shapes.
 
-Three sections, one table each (and one JSON file with every number):
+Four sections, one table each (and one JSON file with every number):
 1. dense: latency and dense-equivalent TFLOP/s (4·B·H·Lq·Lk·D / t) of every available backend
    for one chunk (3 latent frames of queries) against sink + window + chunk caches of 9, 12 and
    21 attended latent frames, batch 1 and 4; with the relative error against the fp32 reference
@@ -9,6 +9,8 @@ Three sections, one table each (and one JSON file with every number):
    pooled q·k), and the speed-up over our own dense pattern.
 3. roll: rolling the ring-buffer cache by one chunk copies no K/V bytes (kernel reads the same
    storage, bytes allocated by the roll measured with torch.cuda.memory_stats) vs a cat-based roll.
+4. stream: the fused streaming kernel vs the composed rotate + concatenate path (kernels/bench_fused.py);
+   `--write-table` turns it into the table `auto` reads.
 
 `--small` swaps in CPU-sized shapes (2 heads x 32, 16 tokens per frame) so it runs here in seconds;
 the Triton kernel then runs in its interpreter (numbers are meaningless, the code path is real).
@@ -25,6 +27,7 @@ import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -74,6 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma list among sdpa,sdpa-flash,sdpa-cudnn,sdpa-efficient,flash,xformers,flex,triton")
     parser.add_argument("--block", type=int, default=None, help="block-list block size (default 128; --small 32)")
     parser.add_argument("--rep-ms", type=float, default=200.0, help="timing budget per measurement (CUDA)")
+    parser.add_argument("--sections", default="dense,sparse,roll,stream",
+                        help="comma list among dense,sparse,roll,stream (stream: fused kernel vs composed path)")
+    parser.add_argument("--stream-batch", default="1,2", help="batch sizes of the stream section, comma list")
+    parser.add_argument("--write-table", default=None, metavar="DIR",
+                        help="write the stream section as the table `auto` reads (DIR/<device>.json; "
+                             "kernels/tables/ is where dispatch looks)")
     parser.add_argument("--json", dest="json_path", default=None, help="write all results to this JSON file")
 
 
@@ -292,10 +301,23 @@ def run(args: argparse.Namespace) -> int:
         if "error" in row:
             console.print(f"  {row['backend']}: {row['error']}", style="yellow")
 
-    dense = _bench_dense(shapes, runners, device, dtype, block, args.rep_ms, log)
-    sparse = _bench_sparse(shapes, runners, fractions, device, dtype, block, args.rep_ms, log)
-    roll = _bench_roll(shapes[-1], device, dtype, block)
+    sections = {x.strip() for x in args.sections.split(",")}
+    dense = _bench_dense(shapes, runners, device, dtype, block, args.rep_ms, log) if "dense" in sections else []
+    sparse = (_bench_sparse(shapes, runners, fractions, device, dtype, block, args.rep_ms, log)
+              if "sparse" in sections else [])
+    roll = _bench_roll(shapes[-1], device, dtype, block) if "roll" in sections else None
     _print_tables(console, dense, sparse, roll)
+    stream = []
+    if "stream" in sections:
+        from kernels import bench_fused
+
+        stream = bench_fused.bench_stream(args.small, _parse_list(args.stream_batch, int), device, dtype, _time_ms,
+                                          args.rep_ms, log)
+        bench_fused.print_table(console, stream)
+        if args.write_table:
+            path = bench_fused.write_table(stream, Path(args.write_table), _device_name(device),
+                                           "framecast bench attention " + " ".join(_argv_of(args)))
+            console.print(f"wrote {path}")
 
     if args.json_path:
         report = dict(
@@ -303,7 +325,7 @@ def run(args: argparse.Namespace) -> int:
             device=_device_name(device), dtype=str(dtype), block=block, torch=torch.__version__,
             triton=_version("triton"), python=platform.python_version(),
             command="framecast bench attention " + " ".join(_argv_of(args)),
-            dense=dense, sparse=sparse, roll=roll,
+            dense=dense, sparse=sparse, roll=roll, stream=stream,
         )
         with open(args.json_path, "w") as fh:
             json.dump(report, fh, indent=2)
@@ -311,7 +333,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_tables(console, dense: list[dict], sparse: list[dict], roll: dict) -> None:
+def _print_tables(console, dense: list[dict], sparse: list[dict], roll: dict | None) -> None:
     from rich.table import Table
 
     def fmt(x, spec):
@@ -324,7 +346,8 @@ def _print_tables(console, dense: list[dict], sparse: list[dict], roll: dict) ->
         t.add_row(str(r["batch"]), str(r["attended_frames"]), f"{r['q_len']}x{r['kv_len']}", r["backend"],
                   fmt(r.get("ms"), ".3f"), fmt(r.get("tflops"), ".3g"),
                   fmt(r.get("rel_error"), ".1e") if "error" not in r else "n/a")
-    console.print(t)
+    if dense:
+        console.print(t)
 
     t = Table(title="sparse: latency vs kept-block fraction (top-k of pooled q·k)")
     for col in ("B", "frames", "backend", "fraction", "kept", "ms", "x dense", "TFLOP/s (dense-eq)"):
@@ -333,8 +356,11 @@ def _print_tables(console, dense: list[dict], sparse: list[dict], roll: dict) ->
         t.add_row(str(r["batch"]), str(r["attended_frames"]), r["backend"], f"{r['fraction']:g}",
                   f"{r['kept_fraction']:.3f}", fmt(r.get("ms"), ".3f"), fmt(r.get("vs_dense"), ".2f"),
                   fmt(r.get("tflops"), ".3g"))
-    console.print(t)
+    if sparse:
+        console.print(t)
 
+    if roll is None:
+        return
     mib = 1 / 2**20
     console.print(
         f"roll (B={roll['batch']}, {roll['attended_frames']} frames, 2 chunks): K storage unchanged: "

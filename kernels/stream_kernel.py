@@ -8,6 +8,10 @@ walks two key ranges with one online softmax (fp32, exp2 with log2(e) folded int
    partly valid tile masks its invalid columns;
 2. the chunk's own keys (always valid; only a ragged tail is masked).
 
+With spatial locality (`StreamCall.slot_local`), keys of local slots count only for queries
+within `local_radius` rows and columns of them in the frame, and a tile no query may see is
+skipped like an empty one.
+
 Keys are rotated as they are loaded: each tile is split into its even and odd channels
 (`tl.reshape` + `tl.split`), turned by the factored RoPE tables (per-frame temporal pairs, per
 in-frame-token spatial pairs: kernels/rope.py), and q·k is the sum of the even and odd halves'
@@ -56,11 +60,12 @@ def _rotate(x, cos, sin, BLOCK: tl.constexpr, HALF: tl.constexpr):
 
 
 @triton.jit
-def _attend_keys(acc, l_i, m_i, qe, qo, k_base, v_base, cols, ok, frame_off, tau,
+def _attend_keys(acc, l_i, m_i, qe, qo, k_base, v_base, cols, ok, keep, frame_off, tau,
                  s_kn, s_kd, s_vn, s_vd, FCOS, FSIN, GCOS, GSIN, s_fp, s_gt, s_gp,
                  offs_d, offs_p, PT: tl.constexpr, BLOCK_N: tl.constexpr, HALF: tl.constexpr,
                  IEEE: tl.constexpr):
-    """One [BLOCK_M, BLOCK_N] step of the online softmax over keys `cols` (valid where `ok`)."""
+    """One [BLOCK_M, BLOCK_N] step of the online softmax over keys `cols` (loaded where `ok` [BLOCK_N],
+    scored where `keep` [1 or BLOCK_M, BLOCK_N])."""
     k = tl.load(k_base + cols[:, None] * s_kn + offs_d[None, :] * s_kd, mask=ok[:, None], other=0.0)
     v = tl.load(v_base + cols[:, None] * s_vn + offs_d[None, :] * s_vd, mask=ok[:, None], other=0.0)
     cos, sin = _rope_tables(FCOS, FSIN, GCOS, GSIN, frame_off, tau, ok, offs_p, s_fp, s_gt, s_gp, PT)
@@ -74,7 +79,7 @@ def _attend_keys(acc, l_i, m_i, qe, qo, k_base, v_base, cols, ok, frame_off, tau
     else:
         qk = tl.dot(qe, tl.trans(ke))
         qk = tl.dot(qo, tl.trans(ko), qk)
-    qk = tl.where(ok[None, :], qk, float("-inf"))
+    qk = tl.where(keep, qk, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(qk, 1))
     m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing yet: avoid inf - inf
     p = tl.math.exp2(qk - m_use[:, None])  # [BLOCK_M, BLOCK_N]
@@ -97,11 +102,11 @@ def _stream_attention_fwd(
     s_kcb, s_kcn, s_kch, s_kcd,
     s_vcb, s_vcn, s_vch, s_vcd,
     s_ob, s_om, s_oh, s_od,
-    s_valb, s_vals,
+    s_valb, s_vals, Local, s_locb, s_locs, radius, width,
     s_fb, s_ff, s_fp, s_gt, s_gp,
     num_heads, q_len, cache_len, tokens_per_frame, slots, qk_scale,
     PT: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    DOT_FP32: tl.constexpr, IEEE: tl.constexpr,
+    DOT_FP32: tl.constexpr, IEEE: tl.constexpr, LOCAL: tl.constexpr,
 ):
     HALF: tl.constexpr = HEAD_DIM // 2
     pid_m = tl.program_id(0)
@@ -134,16 +139,27 @@ def _stream_attention_fwd(
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
 
-    # 1. the ring buffer row, in place; tiles with no valid slot are skipped
+    # 1. the ring buffer row, in place; tiles with no valid slot (or, with locality, no key near
+    #    any query of the tile) are skipped
     kc_base = KC + row * s_kcb + h * s_kch
     vc_base = VC + row * s_vcb + h * s_vch
+    q_tau = offs_m % tokens_per_frame
     for start_n in range(0, cache_len, BLOCK_N):
         cols = start_n + offs_n
         slot = cols // tokens_per_frame
+        k_tau = cols % tokens_per_frame
         ok = tl.load(Valid + b * s_valb + slot * s_vals, mask=cols < cache_len, other=0) != 0
+        if LOCAL:
+            far = tl.load(Local + b * s_locb + slot * s_locs, mask=cols < cache_len, other=0) != 0
+            dy = tl.abs(q_tau[:, None] // width - k_tau[None, :] // width)
+            dx = tl.abs(q_tau[:, None] % width - k_tau[None, :] % width)
+            keep = ok[None, :] & ((dy <= radius) & (dx <= radius) | (far == 0)[None, :])  # [BLOCK_M, BLOCK_N]
+            ok = ok & (tl.max(keep.to(tl.int32), 0) > 0)
+        else:
+            keep = ok[None, :]
         if tl.max(ok.to(tl.int32), 0) > 0:
             acc, l_i, m_i = _attend_keys(
-                acc, l_i, m_i, qe, qo, kc_base, vc_base, cols, ok, b * s_fb + slot * s_ff, cols % tokens_per_frame,
+                acc, l_i, m_i, qe, qo, kc_base, vc_base, cols, ok, keep, b * s_fb + slot * s_ff, k_tau,
                 s_kcn, s_kcd, s_vcn, s_vcd, FCOS, FSIN, GCOS, GSIN, s_fp, s_gt, s_gp,
                 offs_d, offs_p, PT, BLOCK_N, HALF, IEEE)
 
@@ -153,7 +169,7 @@ def _stream_attention_fwd(
     for start_n in range(0, q_len, BLOCK_N):
         cols = start_n + offs_n
         acc, l_i, m_i = _attend_keys(
-            acc, l_i, m_i, qe, qo, kn_base, vn_base, cols, cols < q_len,
+            acc, l_i, m_i, qe, qo, kn_base, vn_base, cols, cols < q_len, (cols < q_len)[None, :],
             b * s_fb + (slots + cols // tokens_per_frame) * s_ff, cols % tokens_per_frame,
             s_knn, s_knd, s_vnn, s_vnd, FCOS, FSIN, GCOS, GSIN, s_fp, s_gt, s_gp,
             offs_d, offs_p, PT, BLOCK_N, HALF, IEEE)
@@ -198,15 +214,18 @@ def stream_attention_forward(call: StreamCall, scale: float | None = None) -> to
     fcos, fsin = r.frame_cos.contiguous(), r.frame_sin.contiguous()
     gcos, gsin = r.grid_cos.contiguous(), r.grid_sin.contiguous()
     valid = call.slot_valid.to(torch.uint8)
+    local = call.slot_local.to(torch.uint8) if call.slot_local is not None else valid  # (unread without locality)
     rows = call.rows.to(device=q.device, dtype=torch.int64)
     grid = (triton.cdiv(q_len, cfg["BLOCK_M"]), batch * heads)
     _stream_attention_fwd[grid](
         q, k, v, call.cache_k, call.cache_v, out, rows, valid, fcos, fsin, gcos, gsin,
         *q.stride(), *k.stride(), *v.stride(), *call.cache_k.stride(), *call.cache_v.stride(), *out.stride(),
-        *valid.stride(), *fcos.stride(), *gcos.stride(),
+        *valid.stride(), local, *local.stride(), call.local_radius, call.frame_width,
+        *fcos.stride(), *gcos.stride(),
         heads, q_len, slots * t, t, slots, scale * LOG2E,
         PT=pt, HEAD_DIM=head_dim, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
         DOT_FP32=q.dtype == torch.float32 or (interpreting() and q.dtype == torch.bfloat16), IEEE=q.dtype == torch.float32,
+        LOCAL=call.slot_local is not None,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     return out

@@ -12,6 +12,10 @@ Two ways to run it:
 - **fused** (`fused`, kernels/stream_kernel.py): one Triton kernel reads the ring rows in place,
   rotates keys as it loads them, skips invalid slots block by block. No copies.
 
+Spatial locality (off unless `slot_local` is given): slots marked local are attended only by
+queries within `local_radius` rows and columns of the key's place in its frame; the fused kernel
+skips key tiles no query of its tile may see.
+
 `auto` picks `fused` only on CUDA and only where a measured table (kernels/tuning.py, written by
 `framecast bench attention --write-table`) says it beat the composed path at that shape; without
 a table it keeps the composed path.
@@ -51,6 +55,9 @@ class StreamCall:
     slot_valid: torch.Tensor  # [B, S] bool: slot holds a frame the chunk attends to
     rope: StreamRope
     contiguous: slice | None = None  # `rows` as a slice when consecutive (a view, no gather)
+    slot_local: torch.Tensor | None = None  # [B, S] bool: slot seen only near each query (spatial locality)
+    local_radius: int = 0  # |row| and |column| distance, in tokens, kept in local slots
+    frame_width: int = 1  # tokens per frame row (in-frame token i sits at row i // W, column i % W)
 
     @property
     def tokens_per_frame(self) -> int:
@@ -72,6 +79,19 @@ class StreamCall:
         chunk = torch.ones(self.q.shape[0], c, dtype=torch.bool, device=self.slot_valid.device)
         return torch.cat([self.slot_valid, chunk], 1).repeat_interleave(self.tokens_per_frame, 1)
 
+    def key_mask(self) -> torch.Tensor:
+        """Which keys each query attends: [B, 1, 1, Lk] (no locality) or [B, 1, Lq, Lk] bool."""
+        valid = self.key_valid()[:, None, None, :]
+        if self.slot_local is None:
+            return valid
+        c = self.rope.frame_cos.shape[1] - self.slots
+        t, w, r = self.tokens_per_frame, self.frame_width, self.local_radius
+        local = torch.cat([self.slot_local, torch.zeros_like(self.slot_local[:, :c])], 1).repeat_interleave(t, 1)
+        tau_q = torch.arange(self.q.shape[1], device=valid.device) % t
+        tau_k = torch.arange(local.shape[1], device=valid.device) % t
+        near = ((tau_q[:, None] // w - tau_k[None, :] // w).abs() <= r) & ((tau_q[:, None] % w - tau_k[None, :] % w).abs() <= r)
+        return valid & (~local[:, None, None, :] | near[None, None])  # [B, 1, Lq, Lk]
+
     def flops(self) -> float:
         """Dense-equivalent FLOPs of the call over every slot (4 * B * H * Lq * Lk * D)."""
         b, lq, h, d = self.q.shape
@@ -80,7 +100,7 @@ class StreamCall:
 
 def compose(call: StreamCall, dtype: torch.dtype | None = None):
     """The composed layout: rotated q [B, Lq, H, D], rotated cache+chunk keys and values
-    [B, (S+c)*T, H, D] and the key mask [B, 1, 1, (S+c)*T].
+    [B, (S+c)*T, H, D] and the key mask [B, 1, 1 or Lq, (S+c)*T] (`StreamCall.key_mask`).
 
     dtype None reproduces the model's original arithmetic exactly (keys rotated in the cache's
     dtype, then cast to q's); a dtype (the reference passes fp32) casts everything first.
@@ -95,7 +115,7 @@ def compose(call: StreamCall, dtype: torch.dtype | None = None):
     cos_k, sin_k = token_tables(r.frame_cos, r.frame_sin, r.grid_cos, r.grid_sin)
     k_all = rotate_pairs(torch.cat([k_cache, k.to(k_cache.dtype)], 1), cos_k, sin_k)
     v_all = torch.cat([v_cache, v.to(v_cache.dtype)], 1)
-    mask = call.key_valid()[:, None, None, :]
+    mask = call.key_mask()
     return rotate_pairs(q, cos_q, sin_q), k_all.to(q.dtype), v_all.to(q.dtype), mask
 
 

@@ -74,6 +74,11 @@ class StreamConfig:
     chunk_frames: int = 3  # latent frames generated per chunk
     sink_frames: int = 3  # latent frames pinned at the start of the cache (attention sink)
     window_frames: int = 9  # most recent latent frames kept besides the sink
+    # spatial locality (off by default; docs/ARCHITECTURE.md, kernels/streaming.py): window frames older
+    # than the newest `local_recent_frames` are attended only within +-local_radius latent tokens
+    # (rows and columns) of each query's place in its frame; the sink and recent frames stay dense
+    local_radius: int | None = None
+    local_recent_frames: int = 3
     fps: int = 16
     width: int = 832
     height: int = 480

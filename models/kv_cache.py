@@ -33,6 +33,7 @@ class CachePlan:
     query_positions: torch.Tensor  # [B, chunk_len] long: frame positions of the chunk's frames
     write_slots: torch.Tensor  # [B, chunk_len] long: slots the chunk's K/V go to when committed
     contiguous: slice | None  # the same rows as a slice when they are consecutive (no gather copy)
+    key_local: torch.Tensor | None = None  # [B, slots] bool: slot attended only near each query (locality option)
 
 
 class RollingKVCache:
@@ -53,6 +54,8 @@ class RollingKVCache:
             (max_batch, t.in_channels, self.slots, cfg.latent_height, cfg.latent_width), device=device, dtype=dtype
         )  # [Bmax, C, slots, h, w]
         self.frames = [0] * max_batch  # frames committed per row (host ints)
+        self.local_radius = s.local_radius  # None: dense over the window
+        self.local_recent = s.local_recent_frames
         self.device = torch.device(device)
 
     # ---------------------------------------------------------------- slot arithmetic (host)
@@ -74,15 +77,17 @@ class RollingKVCache:
         valid = torch.zeros(len(rows), self.slots, dtype=torch.bool)
         qpos = torch.zeros(len(rows), chunk_len, dtype=torch.long)
         write = torch.zeros(len(rows), chunk_len, dtype=torch.long)
+        local = torch.zeros(len(rows), self.slots, dtype=torch.bool)
         for i, row in enumerate(rows):
             held = self.cached_frames(row)
+            n = self.frames[row]
             for p, frame in enumerate(held):
                 slot = self.slot_of(frame)
                 pos[i, slot], valid[i, slot] = p, True
-            n = self.frames[row]
+                local[i, slot] = frame >= self.sink and frame < n - self.local_recent
             qpos[i] = torch.arange(len(held), len(held) + chunk_len)
             write[i] = torch.tensor([self.slot_of(n + j) for j in range(chunk_len)])
-        return self._to_device(rows, pos, valid, qpos, write)
+        return self._to_device(rows, pos, valid, qpos, write, local if self.local_radius is not None else None)
 
     def replay_plan(self, row: int, frames: list[int], upto: int) -> CachePlan:
         """Plan for re-computing `frames` (already cached, oldest first) of one row, where the
@@ -97,7 +102,7 @@ class RollingKVCache:
         write = torch.tensor([[self.slot_of(f) for f in frames]])
         return self._to_device([row], pos, valid, qpos, write)
 
-    def _to_device(self, rows, pos, valid, qpos, write) -> CachePlan:
+    def _to_device(self, rows, pos, valid, qpos, write, local=None) -> CachePlan:
         contiguous = slice(rows[0], rows[-1] + 1) if rows == list(range(rows[0], rows[-1] + 1)) else None
         dev = self.device
         return CachePlan(
@@ -107,6 +112,7 @@ class RollingKVCache:
             query_positions=qpos.to(dev, non_blocking=True),
             write_slots=write.to(dev, non_blocking=True),
             contiguous=contiguous,
+            key_local=local.to(dev, non_blocking=True) if local is not None else None,
         )
 
     # ---------------------------------------------------------------- device tensors

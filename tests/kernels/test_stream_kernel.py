@@ -5,6 +5,8 @@ chunks that end mid-tile, head dims 32/64/128, an empty cache, sink only, a full
 wrapped ring, rows read out of order.
 """
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -75,3 +77,17 @@ def test_reference_is_plain_attention_over_rotated_keys():
     torch.testing.assert_close(q.norm(dim=-1), call.q.norm(dim=-1), atol=1e-4, rtol=1e-4)
     ref = reference_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask).transpose(1, 2)
     torch.testing.assert_close(reference_stream_attention(call), ref)
+
+
+@pytest.mark.parametrize("radius, width", [(0, 4), (1, 4), (1, 3)])
+def test_spatial_locality(radius, width):
+    """Old window frames seen only near each query: the fused kernel equals the reference built
+    from the same per-token mask, and the option changes the result."""
+    call = ring_call(batch=2, frames_written=(6, 13), tokens_per_frame=12, width=width, seed=radius + width,
+                     local_radius=radius, local_recent=1)
+    assert call.slot_local.sum() >= 4
+    mask = call.key_mask()
+    assert mask.shape[2] == call.q.shape[1] and not mask.all()
+    out, _ = _check(call)
+    dense = stream_attention_forward(dataclasses.replace(call, slot_local=None))
+    assert (out - dense).abs().max() > 1e-3

@@ -33,7 +33,7 @@ import triton
 import triton.language as tl
 
 from kernels.streaming import StreamCall
-from kernels.triton_attention import LOG2E, interpreting
+from kernels.triton_attention import LOG2E, interpreting, online_softmax_step
 
 
 @triton.jit
@@ -82,14 +82,7 @@ def _attend_keys(acc, l_i, m_i, qe, qo, k_base, v_base, cols, ok, keep, frame_of
     qk = tl.where(keep, qk, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(qk, 1))
     m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing yet: avoid inf - inf
-    p = tl.math.exp2(qk - m_use[:, None])  # [BLOCK_M, BLOCK_N]
-    alpha = tl.math.exp2(m_i - m_use)  # [BLOCK_M]
-    l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None]
-    if IEEE:
-        acc = tl.dot(p.to(v.dtype), v, acc, input_precision="ieee")
-    else:
-        acc = tl.dot(p.to(v.dtype), v, acc)
+    acc, l_i = online_softmax_step(acc, l_i, m_i, m_use, qk, v, IEEE)
     return acc, l_i, m_new
 
 

@@ -76,6 +76,14 @@ def _attend_tile(acc, l_i, m_i, q, k_base, v_base, tile_base, start_n, row_in_ti
     else:
         m_new = tl.maximum(m_i, tl.max(qk, 1))
         m_use = m_new
+    acc, l_i = online_softmax_step(acc, l_i, m_i, m_use, qk, v, IEEE)
+    return acc, l_i, m_new
+
+
+@triton.jit
+def online_softmax_step(acc, l_i, m_i, m_use, qk, v, IEEE: tl.constexpr):
+    """Fold one tile of scores qk [BLOCK_M, BLOCK_N] (log2 units, masked = -inf) and its values
+    v [BLOCK_N, D] into the running (acc, l_i); m_use: the new row max with -inf replaced by 0."""
     p = tl.math.exp2(qk - m_use[:, None])  # [BLOCK_M, BLOCK_N]
     alpha = tl.math.exp2(m_i - m_use)  # [BLOCK_M]
     l_i = l_i * alpha + tl.sum(p, 1)
@@ -84,7 +92,7 @@ def _attend_tile(acc, l_i, m_i, q, k_base, v_base, tile_base, start_n, row_in_ti
         acc = tl.dot(p.to(v.dtype), v, acc, input_precision="ieee")
     else:
         acc = tl.dot(p.to(v.dtype), v, acc)
-    return acc, l_i, m_new
+    return acc, l_i
 
 
 @triton.jit

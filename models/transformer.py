@@ -277,7 +277,7 @@ class CausalWanTransformer(nn.Module):
             def attend(q, k, v):
                 k_ring, v_ring = cache.ring(layer)  # [Bmax, S*T, H, D] (un-rotated, read in place)
                 call = kernels.StreamCall(q, k, v, k_ring, v_ring, plan.rows, plan.key_valid, rope, plan.contiguous,
-                                          plan.key_local, cache.local_radius or 0, grid[2])
+                                          plan.key_local, cache.local_radius if plan.key_local is not None else 0, grid[2])
                 out = kernels.stream_attention(call, backend)  # [B, c*T, H, D]
                 if write:
                     cache.write(layer, plan, k, v)

@@ -49,3 +49,21 @@ def test_block_sparse_kernel_bf16_at_wan_shape():
     q, k, v = q[:, :, :4680], torch.cat([k, k], 2), torch.cat([v, v], 2)
     err = _rel(sparse_attention_forward(q, k, v, dense), reference_attention(q, k, v))
     assert err < BF16_BOUND
+
+
+def test_block_causal_training_through_flex_with_gradients():
+    """What `auto` runs for a training pass with gradients on CUDA: FlexAttention (compiled)."""
+    import kernels
+    from kernels.masks import block_causal_block_list
+
+    bl = block_causal_block_list(6, 256, 2, "cuda")
+    g = torch.Generator(device="cuda").manual_seed(1)
+    q, k, v = (torch.randn(1, 4, 1536, 128, device="cuda", generator=g).bfloat16().requires_grad_(True)
+               for _ in range(3))
+    assert kernels.select_backend(q, dense=False) == "flex"
+    out = kernels.attention(q, k, v, block_list=bl)
+    ref = reference_attention(q, k, v, block_list=bl)
+    assert _rel(out, ref.detach()) < BF16_BOUND
+    grad = torch.randn_like(ref)
+    for got, want in zip(torch.autograd.grad(out, (q, k, v), grad.to(out.dtype)), torch.autograd.grad(ref, (q, k, v), grad)):
+        assert _rel(got, want.float()) < 3e-2

@@ -1,8 +1,9 @@
 """`framecast distill STAGE --config FILE [--resume] [--device DEV] [--out DIR]`.
 
 STAGE is one of vae, vae-decoder, teacher, ode-pairs, ode-init, self-forcing, or all (every stage in order,
-then the final model directory). Several GPUs: `torchrun --nproc-per-node N -m client.cli distill ...`
-(the same entry point; the trainer shards with FSDP2 when WORLD_SIZE > 1).
+then the final model directory). Several GPUs: `torchrun --nproc-per-node N $(which framecast) distill ...`
+(the same entry point; under torchrun the trainer shards every role with FSDP2, distill/parallel.py).
+`framecast distill plan --config X --gpus N --gpu-mem 80` prints each stage's memory per GPU (distill/plan.py).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def parse_set(items: list[str]) -> dict:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("distill", help="train the streaming student: vae, vae-decoder, teacher, ode-pairs, ode-init, self-forcing, all")
-    p.add_argument("stage", choices=[*STAGES, "all"], help="stage to run (all = every stage in order)")
+    p.add_argument("stage", choices=[*STAGES, "all", "plan"],
+                   help="stage to run (all = every stage in order; plan = memory per GPU of each stage, nothing runs)")
     p.add_argument("--config", required=True, help="recipe YAML (e.g. configs/shapes.yaml)")
     p.add_argument("--resume", action="store_true", help="continue from the stage's last checkpoint (all: skip finished stages)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the recipe's)")
@@ -40,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--work-dir", default=None, help="checkpoints, logs and intermediate data (default: the recipe's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe setting, e.g. --set teacher.max_steps=10 (repeatable)")
+    p.add_argument("--gpus", type=int, default=8, help="plan: number of GPUs (FSDP2 ranks)")
+    p.add_argument("--gpu-mem", type=float, default=80.0, help="plan: memory per GPU in GiB")
     p.set_defaults(func=run)
 
 
@@ -56,6 +60,11 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, overrides)
     except (OSError, ValueError) as exc:
         raise DistillError(str(exc)) from None
+    if args.stage == "plan":
+        from distill.plan import format_plan, plan
+
+        print(format_plan(plan(cfg, args.gpus), args.gpus, args.gpu_mem, cfg.parallel.activation_checkpointing))
+        return 0
     pipeline = Pipeline(cfg)  # a stage that cannot run raises StageError, a DistillError
     if args.stage == "all":
         result = pipeline.run_all(resume=args.resume)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distill.parallel import ParallelConfig
 from models.config import ModelConfig, apply_overrides, preset
 
 STAGES = ("vae", "vae-decoder", "teacher", "ode-pairs", "ode-init", "self-forcing")
@@ -154,7 +155,9 @@ class SelfForcingStageConfig(StageConfig):
     guidance: float = 4.0  # real score: uncond + g * (cond - uncond) (= cond + 3 (cond - uncond))
     min_sigma: float = 0.02  # DMD / critic noise levels are drawn in [min_sigma, max_sigma]
     max_sigma: float = 0.98
-    prompts: str = "shapes"  # "shapes" or a prompt file
+    prompts: str = "shapes"  # "shapes" or a prompt file (every line is used)
+    shapes_prompts: int = 4096  # distinct prompts drawn from the shapes dataset when prompts = "shapes"
+    real_score: str | None = None  # transformer folder of the real score (e.g. Wan2.1-T2V-14B); None = the teacher
 
 
 @dataclass
@@ -169,6 +172,8 @@ class DistillConfig:
     out: str = "checkpoints/shapes"  # the model directory the stages write
     seed: int = 0
     device: str = "cpu"
+    negative_prompt: str = ""  # the unconditional branch of CFG (ode-pairs, the real score); Wan uses its negative prompt
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)  # FSDP2 settings (torchrun only)
     threads: int = 0  # torch CPU threads (0 = torch's default)
     data: ShapesDataConfig = field(default_factory=ShapesDataConfig)
     vae: VAEStageConfig = field(default_factory=VAEStageConfig)

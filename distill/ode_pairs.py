@@ -4,11 +4,18 @@ For each prompt and noise eps, the teacher's probability-flow ODE is integrated 
 with many steps and classifier-free guidance (`FlowMatchSchedule.sample`, flow
 `uncond + g * (cond - uncond)`), keeping the states at the student's sigmas. A pair is
 (states [K, C, F, h, w] at the K student sigmas, x0 [C, F, h, w] at the end of the ODE).
-Saved incrementally to `ode_pairs.pt` in the work directory, so an interrupted run resumes.
+Written as shards, one safetensors file per batch of `batch_size` pairs (`batch-000012.safetensors`:
+states, x0, text states, the sigmas, and the prompts in its metadata), and read lazily by
+`ODEPairStore`, which opens a shard's header and slices out only the pairs asked for: memory stays
+flat in the number of pairs. Batch j's noise depends only on (seed, j), so the pairs are the same
+whatever the number of ranks. Under torchrun rank r samples batches j = r, r + N, ... and writes its
+own shards; a rerun skips the shards that exist (resume).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from pathlib import Path
 
@@ -30,65 +37,127 @@ def cfg_model_fn(model, text: torch.Tensor, null: torch.Tensor):
     return fn
 
 
-def prompt_list(source: str, n: int, seed: int, data_cfg=None) -> list[str]:
-    """`n` prompts: drawn from the shapes dataset ("shapes") or cycled from a prompt file."""
+def prompt_list(source: str, n: int | None, seed: int, data_cfg=None) -> list[str]:
+    """Prompts drawn from the shapes dataset ("shapes": `n` of them) or read from a prompt file
+    (one per line: cycled to `n`, or every line when n is None)."""
     if source == "shapes":
         from distill.shapes_data import ShapesDataset
 
+        if n is None:
+            raise ValueError("prompts from the shapes dataset need a count")
         shapes = ShapesDataset(seed, data_cfg)
         return [shapes.sample(i, frames=1).prompt for i in range(n)]
     lines = [ln.strip() for ln in Path(source).read_text().splitlines() if ln.strip() and not ln.startswith("#")]
     if not lines:
         raise ValueError(f"{source}: no prompts")
-    return [lines[i % len(lines)] for i in range(n)]
+    return lines if n is None else [lines[i % len(lines)] for i in range(n)]
+
+
+SHARD_PATTERN = "batch-{:06d}.safetensors"
+
+
+class ODEPairStore:
+    """The ODE pairs in a directory of shards, read lazily.
+
+    `len(store)` pairs; `store.get(indices)` -> {"states": [B, K, C, F, h, w], "x0": [B, C, F, h, w],
+    "text": [B, L, D]} (float32) for those pair indices, reading only their rows from disk;
+    `store.sigmas` [K]; `store.prompts(indices)`.
+    """
+
+    def __init__(self, directory: str | Path):
+        from safetensors import safe_open
+
+        self.dir = Path(directory)
+        self.files = sorted(self.dir.glob("batch-*.safetensors"))
+        if not self.files:
+            raise FileNotFoundError(f"no ODE pair shards in {self.dir}")
+        self.index: list[tuple[int, int]] = []  # pair -> (file number, row)
+        self._prompts: list[str] = []
+        for i, path in enumerate(self.files):
+            with safe_open(str(path), "pt") as f:
+                rows = f.get_slice("x0").get_shape()[0]
+                self._prompts += json.loads(f.metadata()["prompts"])
+                if i == 0:
+                    self.sigmas = f.get_tensor("sigmas")  # [K]
+                    self.state_shape = tuple(f.get_slice("states").get_shape()[1:])  # (K, C, F, h, w)
+            self.index += [(i, r) for r in range(rows)]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def prompts(self, indices: list[int]) -> list[str]:
+        return [self._prompts[i] for i in indices]
+
+    def get(self, indices: list[int] | torch.Tensor) -> dict[str, torch.Tensor]:
+        from safetensors import safe_open
+
+        indices = [int(i) for i in indices]
+        out: dict[str, list[torch.Tensor]] = {"states": [], "x0": [], "text": []}
+        for i in indices:
+            file, row = self.index[i]
+            with safe_open(str(self.files[file]), "pt") as f:
+                for key in out:
+                    out[key].append(f.get_slice(key)[row:row + 1].float())
+        return {k: torch.cat(v) for k, v in out.items()}
+
+
+def _write_shard(path: Path, tensors: dict[str, torch.Tensor], prompts: list[str]) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"prompts": json.dumps(prompts)})
+    os.replace(tmp, path)
 
 
 @torch.no_grad()
 def sample_ode_pairs(teacher, text_encoder, schedule: FlowMatchSchedule, latent_shape: tuple[int, int, int, int],
-                     cfg: ODEPairsConfig, prompts: list[str], path: Path, seed: int = 0,
-                     device: torch.device | str = "cpu", progress: bool = True) -> dict:
-    """Sample (or continue sampling) ODE pairs for `prompts` into `path`; returns the saved dict.
+                     cfg: ODEPairsConfig, prompts: list[str], directory: Path, seed: int = 0,
+                     device: torch.device | str = "cpu", progress: bool = True, negative_prompt: str = "",
+                     rank: int = 0, world_size: int = 1) -> int:
+    """Sample this rank's missing shards of ODE pairs for `prompts` into `directory` (batch j of
+    `cfg.batch_size` prompts goes to rank j % world_size); returns the number of pairs it wrote.
 
-    latent_shape: (C, F, h, w) of one trajectory.
+    latent_shape: (C, F, h, w) of one trajectory. The unconditional branch of CFG is `negative_prompt`.
     """
-    path = Path(path)
-    data = torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
-    done = 0 if data is None else data["x0"].shape[0]
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
     steps = cfg.steps or schedule.cfg.teacher_steps
     guidance = cfg.guidance or schedule.cfg.guidance_scale
     shift = cfg.shift or schedule.cfg.teacher_shift
     sigmas = schedule.teacher_sigmas(steps, shift)
     keep = schedule.student_sigmas()
-    null = text_encoder.get("")[0].to(device)  # [1, L, D]
+    null = text_encoder.get(negative_prompt)[0].to(device)  # [1, L, D]
     teacher = teacher.eval()
+    batches = [j for j in range(-(-len(prompts) // cfg.batch_size)) if j % world_size == rank]
+    todo = [j for j in batches if not (directory / SHARD_PATTERN.format(j)).exists()]
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(prompts), initial=done, desc="ode-pairs", dynamic_ncols=True)
+        bar = tqdm(total=len(batches), initial=len(batches) - len(todo), desc="ode-pairs", unit="batch", dynamic_ncols=True)
     start = time.perf_counter()
-    while done < len(prompts):
-        if cfg.max_minutes > 0 and done > 0 and time.perf_counter() - start > cfg.max_minutes * 60:
+    written = 0
+    for j in todo:
+        if cfg.max_minutes > 0 and written > 0 and time.perf_counter() - start > cfg.max_minutes * 60:
             break
-        batch = prompts[done:done + cfg.batch_size]
+        first = j * cfg.batch_size
+        batch = prompts[first:first + cfg.batch_size]
         text = text_encoder.get_batch(batch)[0].to(device)  # [B, L, D]
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + done)
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + first)  # a function of the batch, not of the rank
         noise = torch.randn((len(batch), *latent_shape), generator=gen).to(device)
         x0, kept = schedule.sample(cfg_model_fn(teacher, text, null), noise, sigmas, guidance=guidance,
                                    solver=cfg.solver, keep_sigmas=keep)
-        part = {"states": kept.transpose(0, 1).float().cpu(), "x0": x0.float().cpu(),  # [B, K, C, F, h, w], [B, C, F, h, w]
-                "text": text.half().cpu(), "prompts": list(batch)}
-        if data is None:
-            data = part
-        else:
-            data = {k: (data[k] + part[k] if k == "prompts" else torch.cat([data[k], part[k]])) for k in part}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(data, path.with_suffix(".tmp"))
-        path.with_suffix(".tmp").replace(path)
-        done += len(batch)
+        _write_shard(directory / SHARD_PATTERN.format(j), {
+            "states": kept.transpose(0, 1).float().cpu(),  # [B, K, C, F, h, w]
+            "x0": x0.float().cpu(),  # [B, C, F, h, w]
+            "text": text.half().cpu(),  # [B, L, D]
+            "sigmas": keep.float().cpu(),  # [K]
+        }, list(batch))
+        written += len(batch)
         if bar is not None:
-            bar.update(len(batch))
+            bar.update(1)
     if bar is not None:
         bar.close()
-    data["sigmas"] = keep
-    return data
+    return written
+
+

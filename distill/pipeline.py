@@ -4,7 +4,7 @@ the model directory (`cfg.out`):
     vae           -> out/vae/            (shapes only; Wan: the model folder's VAE)
     vae-decoder   -> out/vae/            (shapes only, optional: decoder fine-tuned on long clips)
     teacher       -> out/teacher/        (shapes only; Wan: the model folder's transformer)
-    ode-pairs     -> work/ode-pairs/ode_pairs.pt
+    ode-pairs     -> work/ode-pairs/batch-*.safetensors (one shard per batch, each rank writes its own)
     ode-init      -> out/transformer/    (the ODE-initialised causal student)
     self-forcing  -> out/transformer/    (the Self-Forcing student, EMA weights)
 
@@ -25,7 +25,8 @@ import torch
 
 from distill.config import STAGES, DistillConfig
 from distill.errors import DistillError
-from distill.trainer import Trainer, init_distributed, is_main_process, world_size
+from distill.parallel import barrier, init_distributed, is_main_process, launched, rank, rank_seed, world_size
+from distill.trainer import Trainer
 from models.config import ModelConfig, TransformerConfig
 from models.model_dir import random_transformer, save_model_dir
 from models.schedule import FlowMatchSchedule
@@ -44,7 +45,7 @@ class Pipeline:
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         self.device = torch.device(cfg.device)
-        if world_size() > 1:
+        if launched():
             self.device = init_distributed(self.device)
         self.out = Path(cfg.out)
         self.work = Path(cfg.work_dir)
@@ -81,7 +82,8 @@ class Pipeline:
         if self._text is None:
             from models.text_encoders import build_text_encoder
 
-            self._text = build_text_encoder(self.model_cfg.text_encoder, self.cfg.model_dir, self.device)
+            where = self.cfg.parallel.text_encoder_device or self.device  # e.g. "cpu": off the GPU (prompt states are cached)
+            self._text = build_text_encoder(self.model_cfg.text_encoder, self.cfg.model_dir, where)
         return self._text
 
     def load_vae(self) -> VideoVAE:
@@ -107,11 +109,13 @@ class Pipeline:
         return self.work / stage
 
     def _trainer(self, method, stage_cfg, stage: str) -> Trainer:
-        return Trainer(method, stage_cfg, self.stage_dir(stage), name=stage, seed=self.cfg.seed, progress=self.progress)
+        return Trainer(method, stage_cfg, self.stage_dir(stage), name=stage, seed=self.cfg.seed, progress=self.progress,
+                       parallel=self.cfg.parallel)
 
     def _save(self, **parts) -> None:
         if is_main_process():
             save_model_dir(self.out, self.model_cfg, **parts)
+        barrier()  # the next stage loads what rank 0 wrote
 
     # ------------------------------------------------------------------ stages
     def run_vae(self, resume: bool) -> dict:
@@ -122,7 +126,7 @@ class Pipeline:
         base_vae_cfg = dataclasses.replace(self.cfg.model_config().vae, latents_mean=None, latents_std=None)
         torch.manual_seed(self.cfg.seed)
         vae = VideoVAE.from_config(base_vae_cfg).to(self.device)
-        method = VAEMethod(vae, self.cfg.vae, self.cfg.data, seed=self.cfg.seed)
+        method = VAEMethod(vae, self.cfg.vae, self.cfg.data, seed=rank_seed(self.cfg.seed))  # each rank its own clips
         trainer = self._trainer(method, self.cfg.vae, "vae")
         result = trainer.run(resume=resume)
         trained = trainer.export("vae", VideoVAE.from_config(base_vae_cfg).to(self.device))
@@ -138,7 +142,7 @@ class Pipeline:
         if self.cfg.model_dir or dc.max_steps == 0:
             return {"step": 0, "skipped": True}
         vae = self.load_vae()
-        method = DecoderFinetuneMethod(vae.train(), dc, self.cfg.data, seed=self.cfg.seed + 5)
+        method = DecoderFinetuneMethod(vae.train(), dc, self.cfg.data, seed=rank_seed(self.cfg.seed + 5))
         trainer = self._trainer(method, dc, "vae-decoder")
         result = trainer.run(resume=resume)
         trained = trainer.export("vae", VideoVAE.from_pretrained(self.source_dir / "vae").to(self.device))
@@ -158,12 +162,16 @@ class Pipeline:
         if not resume and path.exists() and is_main_process():
             path.unlink()
         start = time.perf_counter()
-        data = load_or_build(path, lambda: build_latent_dataset(
-            vae, text, self.cfg.data, tc.num_clips, tc.clip_latent_frames, self.cfg.seed + 1, tc.encode_batch, self.progress))
+        barrier()
+        if is_main_process():  # rank 0 encodes the dataset; the others read its file
+            load_or_build(path, lambda: build_latent_dataset(
+                vae, text, self.cfg.data, tc.num_clips, tc.clip_latent_frames, self.cfg.seed + 1, tc.encode_batch, self.progress))
+        barrier()
+        data = load_or_build(path, lambda: None)
         encode_s = time.perf_counter() - start
         teacher = random_transformer(self.model_cfg, seed=self.cfg.seed, device=self.device)
         method = FlowMatchMethod(teacher, FlowMatchSchedule(self.model_cfg.schedule), data, null_text(text), tc,
-                                 seed=self.cfg.seed, device=self.device)
+                                 seed=rank_seed(self.cfg.seed), device=self.device)
         trainer = self._trainer(method, tc, "teacher")
         result = trainer.run(resume=resume)
         trained = trainer.export("teacher", CausalWanTransformer(self.model_cfg.transformer).to(self.device))
@@ -171,29 +179,36 @@ class Pipeline:
         return {**result, "encode_s": round(encode_s, 2)}
 
     def run_ode_pairs(self, resume: bool) -> dict:
-        from distill.ode_pairs import prompt_list, sample_ode_pairs
+        from distill.ode_pairs import ODEPairStore, prompt_list, sample_ode_pairs
 
         pc = self.cfg.ode_pairs
         teacher = self.load_transformer("teacher").requires_grad_(False)
         self.load_vae()
-        path = self.stage_dir("ode-pairs") / "ode_pairs.pt"
-        if not resume and path.exists() and is_main_process():
-            path.unlink()
+        shards = self.stage_dir("ode-pairs")
+        if not resume and is_main_process():
+            for old in shards.glob("batch-*.safetensors"):
+                old.unlink()
+        barrier()
         prompts = prompt_list(pc.prompts, pc.num_pairs, self.cfg.seed + 2, self.cfg.data)
         m = self.model_cfg
         shape = (m.transformer.in_channels, pc.frames, m.latent_height, m.latent_width)
         start = time.perf_counter()
-        data = sample_ode_pairs(teacher, self.text_encoder(), FlowMatchSchedule(m.schedule), shape, pc, prompts, path,
-                                seed=self.cfg.seed, device=self.device, progress=self.progress)
-        return {"pairs": int(data["x0"].shape[0]), "elapsed_s": round(time.perf_counter() - start, 2)}
+        # inference only: every rank holds the teacher and samples its own batches (no collectives)
+        written = sample_ode_pairs(teacher, self.text_encoder(), FlowMatchSchedule(m.schedule), shape, pc, prompts, shards,
+                                   seed=self.cfg.seed, device=self.device, progress=self.progress and is_main_process(),
+                                   negative_prompt=self.cfg.negative_prompt, rank=rank(), world_size=world_size())
+        barrier()
+        return {"pairs": len(ODEPairStore(shards)), "written_by_rank0": written,
+                "elapsed_s": round(time.perf_counter() - start, 2)}
 
     def run_ode_init(self, resume: bool) -> dict:
         from distill.ode_init import ODERegressionMethod
+        from distill.ode_pairs import ODEPairStore
 
-        path = self.stage_dir("ode-pairs") / "ode_pairs.pt"
-        if not path.exists():
-            raise StageError(f"no ODE pairs at {path}: run the `ode-pairs` stage first")
-        pairs = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            pairs = ODEPairStore(self.stage_dir("ode-pairs"))
+        except FileNotFoundError:
+            raise StageError(f"no ODE pairs in {self.stage_dir('ode-pairs')}: run the `ode-pairs` stage first") from None
         self.load_vae()
         student = self.load_transformer("teacher")  # the student starts as the teacher
         method = ODERegressionMethod(student, FlowMatchSchedule(self.model_cfg.schedule), pairs,
@@ -214,11 +229,16 @@ class Pipeline:
         vae = self.load_vae()
         student = self.load_transformer("student")
         teacher = self.load_transformer("teacher").requires_grad_(False)
-        critic = copy.deepcopy(teacher).requires_grad_(True)
+        critic = copy.deepcopy(teacher).requires_grad_(True)  # the fake score starts as the teacher
+        if sc.real_score:  # a bigger real score (Self-Forcing and LongLive use Wan2.1-T2V-14B)
+            teacher = CausalWanTransformer.from_pretrained(sc.real_score, device=self.device).float().requires_grad_(False)
         gen = StreamingGenerator(self.model_cfg, student, vae, self.text_encoder(), device=self.device,
                                  max_batch=sc.batch_size, supports_image=False)
-        prompts = prompt_list(sc.prompts, 4096, self.cfg.seed + 3, self.cfg.data)
-        method = SelfForcingDMD(gen, teacher, critic, prompts, sc, seed=self.cfg.seed)
+        # a prompt file: every line; the shapes dataset: `shapes_prompts` generated prompts
+        prompts = prompt_list(sc.prompts, sc.shapes_prompts if sc.prompts == "shapes" else None, self.cfg.seed + 3,
+                              self.cfg.data)
+        method = SelfForcingDMD(gen, teacher, critic, prompts, sc, seed=self.cfg.seed,
+                                negative_prompt=self.cfg.negative_prompt)
         trainer = self._trainer(method, sc, "self-forcing")
         result = trainer.run(resume=resume)
         trained = trainer.export("student", CausalWanTransformer(self.model_cfg.transformer).to(self.device))
@@ -281,7 +301,7 @@ class Pipeline:
             if resume and (self.stage_dir(stage) / "done.json").exists():
                 results[stage] = json.loads((self.stage_dir(stage) / "done.json").read_text())
             elif (stage == "vae-decoder" and self.cfg.vae_decoder.beside_teacher and self.cfg.vae_decoder.max_steps > 0
-                  and world_size() == 1):
+                  and not launched()):
                 beside = self._start_beside(stage, resume)  # the teacher only needs the (frozen) encoder
             else:
                 results[stage] = self.run(stage, resume=resume)

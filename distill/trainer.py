@@ -6,9 +6,10 @@ five times then the student once) and computes each role's loss (`loss`). The `T
 rest, identically for every stage: optimizers and lr warm-up, gradient accumulation, gradient
 clipping, EMA of the main role, resumable checkpoints (step, weights, optimizers, EMA, RNG, the
 method's own state such as its data cursor), a tqdm progress bar with the running losses, a JSONL
-log, a step and wall-time budget, and -- when launched by `torchrun` with several processes --
-FSDP2 sharding (`torch.distributed.fsdp.fully_shard`) of the trained roles. A single process
-(the CPU default) never touches torch.distributed.
+log, a step and wall-time budget, and -- when launched by `torchrun` -- FSDP2 sharding of every
+role with a mixed-precision policy, activation checkpointing and gradient accumulation without a
+reduce-scatter on every micro-step (distill/parallel.py). A single process (the CPU default) never
+touches torch.distributed.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from torch import nn
 
 from distill.config import StageConfig
 from distill.ema import EMA
+from distill.parallel import (ParallelConfig, average_gradients, broadcast_ints, distributed, full_state_dict,
+                              gather_objects, is_main_process, load_full_state_dict, load_optimizer_state,
+                              optimizer_state, rank, rank_seed, set_gradient_sync, shard_module, shardable, world_size)
 
 CKPT_FILE = "ckpt.pt"
 LOG_FILE = "log.jsonl"
@@ -70,79 +74,10 @@ class Method(abc.ABC):
     def load_state_dict(self, state: dict) -> None:
         pass
 
-
-# ---------------------------------------------------------------------------------------------
-# torch.distributed (only when launched with several processes)
-# ---------------------------------------------------------------------------------------------
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def init_distributed(device: torch.device) -> torch.device:
-    """Join the process group torchrun set up; returns this rank's device."""
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    return device
-
-
-def shard_module(module: nn.Module) -> nn.Module:
-    """FSDP2: shard each transformer block, then the root; keep `forward_stream`/`text_kv` hooked."""
-    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
-
-    blocks = getattr(module, "blocks", None)
-    if blocks is not None:
-        for block in blocks:
-            fully_shard(block)
-    fully_shard(module)
-    for name in ("forward_stream", "text_kv"):
-        if hasattr(module, name):
-            register_fsdp_forward_method(module, name)
-    return module
-
-
-def full_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
-    """Unsharded CPU state dict (gathers FSDP2 shards on every rank)."""
-    if world_size() > 1:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-
-
-def load_full_state_dict(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    if world_size() > 1:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-        set_model_state_dict(module, state, options=StateDictOptions(full_state_dict=True))
-    else:
-        module.load_state_dict(state)
-
-
-def optimizer_state(module: nn.Module, opt: torch.optim.Optimizer) -> dict:
-    if world_size() > 1:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-        return get_optimizer_state_dict(module, opt, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    return opt.state_dict()
-
-
-def load_optimizer_state(module: nn.Module, opt: torch.optim.Optimizer, state: dict) -> None:
-    if world_size() > 1:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-        set_optimizer_state_dict(module, opt, state, options=StateDictOptions(full_state_dict=True))
-    else:
-        opt.load_state_dict(state)
+    def sample_ids(self) -> list:
+        """Identifiers of the samples this rank's last micro-batch drew (logged per rank when
+        distributed, so a run shows that ranks train on different samples)."""
+        return []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,7 +86,7 @@ def load_optimizer_state(module: nn.Module, opt: torch.optim.Optimizer, state: d
 
 class Trainer:
     def __init__(self, method: Method, cfg: StageConfig, work_dir: str | Path, name: str = "train",
-                 seed: int = 0, progress: bool = True):
+                 seed: int = 0, progress: bool = True, parallel: ParallelConfig | None = None):
         self.method = method
         self.cfg = cfg
         self.work_dir = Path(work_dir)
@@ -160,10 +95,14 @@ class Trainer:
         self.progress = progress
         self.step = 0
         self.elapsed = 0.0  # seconds trained so far (over resumes)
-        self.distributed = world_size() > 1
+        self.distributed = distributed()
         if self.distributed:
-            for role in method.optim_specs():
-                shard_module(method.roles()[role])
+            par = parallel or ParallelConfig()
+            trained = method.optim_specs()
+            for role, module in method.roles().items():
+                if shardable(module) and (role in trained or par.shard_frozen):
+                    shard_module(module, par, trained=role in trained)
+        self.replicated = {role for role in method.optim_specs() if self.distributed and not shardable(method.roles()[role])}
         modules = method.roles()
         self.optimizers = {
             role: torch.optim.AdamW([p for p in modules[role].parameters() if p.requires_grad], lr=spec.lr,
@@ -188,7 +127,8 @@ class Trainer:
             "models": {role: full_state_dict(modules[role]) for role in self.optimizers},
             "optimizers": {role: optimizer_state(modules[role], opt) for role, opt in self.optimizers.items()},
             "ema": self.ema.state_dict() if self.ema else None,
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+            # per rank: each rank's global RNG is seeded differently (parallel.rank_seed)
+            "rng": gather_objects({"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}),
             "method": self.method.state_dict(),
         }
         if is_main_process():
@@ -207,9 +147,12 @@ class Trainer:
             load_optimizer_state(modules[role], self.optimizers[role], state["optimizers"][role])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
+        rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
+        if len(rngs) == world_size():  # else (resumed on another number of ranks) keep the fresh rank seeds
+            rng = rngs[rank()]
+            torch.set_rng_state(rng["torch"])
+            np.random.set_state(rng["numpy"])
+            random.setstate(rng["python"])
         self.method.load_state_dict(state["method"])
         self.step = int(state["step"])
         self.elapsed = float(state["elapsed"])
@@ -239,11 +182,14 @@ class Trainer:
         opt = self.optimizers[role]
         opt.zero_grad(set_to_none=True)
         logs: dict[str, float] = {}
-        for _ in range(self.cfg.grad_accum):
+        for micro in range(self.cfg.grad_accum):
+            set_gradient_sync(module, micro == self.cfg.grad_accum - 1)  # reduce-scatter once, after the last micro-step
             loss, micro_logs = self.method.loss(role, self.step)
             (loss / self.cfg.grad_accum).backward()
             for k, v in micro_logs.items():
                 logs[k] = logs.get(k, 0.0) + float(v) / self.cfg.grad_accum
+        if role in self.replicated:
+            average_gradients(module)
         if self.cfg.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_([p for p in module.parameters() if p.requires_grad], self.cfg.grad_clip)
             logs[f"{role}_grad_norm"] = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
@@ -262,9 +208,10 @@ class Trainer:
     # ---- the loop
     def run(self, resume: bool = False) -> dict:
         """Train until max_steps or max_minutes; returns {step, elapsed_s, losses (last window means)}."""
-        torch.manual_seed(self.seed)
-        np.random.seed(self.seed % 2**32)
-        random.seed(self.seed)
+        seed = rank_seed(self.seed)  # = self.seed on rank 0 (and in a single process)
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
         if resume:
             self.load_checkpoint()
             self._truncate_log()
@@ -288,22 +235,39 @@ class Trainer:
                     window.setdefault(k, []).append(v)
             self.step += 1
             self.elapsed = start_elapsed + time.perf_counter() - run_start
+            if self.distributed:  # rank 0's clock, so every rank sets the same lr and stops at the same step
+                self.elapsed = broadcast_ints([round(self.elapsed * 1e6)])[0] / 1e6
             if bar is not None:
                 bar.update(round(100 * self._budget_used(), 1) - bar.n)
                 bar.set_postfix({"step": self.step, **{k: f"{np.mean(v):.4f}" for k, v in window.items()
                                                        if not k.endswith("grad_norm")}})
-            if self.step % self.cfg.log_every == 0 or self._done():
-                last = {k: float(np.mean(v)) for k, v in window.items()}
-                self._log({"step": self.step, "elapsed_s": round(self.elapsed, 2), **last})
+            done = self._done()
+            if self.step % self.cfg.log_every == 0 or done:
+                last = self._window_means(window)
+                record = {"step": self.step, "elapsed_s": round(self.elapsed, 2), **last}
+                if self.distributed:
+                    record["rank_samples"] = gather_objects(self.method.sample_ids())
+                self._log(record)
                 window = {}
             if self.step % self.cfg.ckpt_every == 0:
                 self.save_checkpoint()
+            if done:
+                break
         if window:
-            last = {k: float(np.mean(v)) for k, v in window.items()}
+            last = self._window_means(window)
         self.save_checkpoint()
         if bar is not None:
             bar.close()
         return {"step": self.step, "elapsed_s": round(self.elapsed, 2), "losses": last}
+
+    def _window_means(self, window: dict[str, list[float]]) -> dict[str, float]:
+        """Mean of each logged value over the window and, when distributed, over the ranks (every
+        rank's loss is over its own samples; grad norms are already global)."""
+        means = {k: float(np.mean(v)) for k, v in window.items()}
+        if self.distributed:
+            per_rank = gather_objects(means)
+            means = {k: float(np.mean([r[k] for r in per_rank])) for k in means}
+        return means
 
     def _truncate_log(self) -> None:
         """Drop log lines past the checkpoint's step (written after the last save of an interrupted run)."""
@@ -323,7 +287,7 @@ class Trainer:
     def export(self, role: str, module: nn.Module, use_ema: bool = True) -> nn.Module:
         """Copy the trained weights of `role` (the EMA for the main role when kept) into `module`,
         an unsharded module of the same architecture; returns it."""
-        load_state = full_state_dict(self.method.roles()[role])
+        load_state = full_state_dict(self.method.roles()[role], every_rank=True)
         module.load_state_dict(load_state)
         if use_ema and self.ema is not None and role == self.method.main_role:
             self.ema.copy_to(module)

@@ -303,8 +303,8 @@ class StreamingGenerator:
             for s in streams:
                 self._apply_pending_prompt(s)
         plan = self.cache.plan([s.row for s in streams], self.cfg.stream.chunk_frames)
-        if grad:  # recompute the text K/V so the cross-attention projections get gradients too
-            text_kv = self.transformer.text_kv(torch.cat([s.text_states for s in streams]))
+        if grad:  # the text states: each block recomputes its K/V, so the cross-attention projections get gradients too
+            text_kv = torch.cat([s.text_states for s in streams])  # [B, L, text_dim]
         else:
             text_kv = self._batched_text_kv(streams)
         x0 = self.denoise(streams, plan, text_kv, exit_step=exit_step, grad=grad)

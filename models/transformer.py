@@ -157,9 +157,17 @@ class TransformerBlock(nn.Module):
         self.norm3 = FP32LayerNorm(dim, cfg.eps, elementwise_affine=False)
         self.scale_shift_table = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
 
+    def cross_kv(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-attention K/V [B, Lt, H, D] of projected text [B, Lt, E] (a method of the block, so
+        FSDP2 gathers the block's parameters when it is called on its own)."""
+        return self.attn2.kv(text)
+
     def forward(self, x: torch.Tensor, mod: torch.Tensor, self_attend: Attend,
-                text_kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+                text: tuple[torch.Tensor, torch.Tensor] | torch.Tensor) -> torch.Tensor:
         # x: [B, F, T, E] (frames x tokens per frame); mod: [B, F, 6, E] fp32
+        # text: cached cross-attention (k, v) [B, Lt, H, D], or projected text [B, Lt, E] whose K/V are computed here
+        # (attn2.kv, not cross_kv: under FSDP2 a registered forward method called here would reshard on return)
+        text_kv = self.attn2.kv(text) if isinstance(text, torch.Tensor) else text
         b, f, t, e = x.shape
         shift, scale, gate, c_shift, c_scale, c_gate = (self.scale_shift_table + mod).unsqueeze(3).unbind(2)  # [B,F,1,E]
         h = (self.norm1(x.float()) * (1 + scale) + shift).type_as(x)
@@ -210,9 +218,10 @@ class CausalWanTransformer(nn.Module):
         x = x.reshape(x.shape[0], f, hh, ww, pt, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
         return x.flatten(6, 7).flatten(4, 5).flatten(2, 3)
 
-    def _run_blocks(self, x, mod, self_attend_for: Callable[[int], Attend], text_kv):
+    def _run_blocks(self, x, mod, self_attend_for: Callable[[int], Attend], text):
+        """text: per-layer cached (k, v), or projected text [B, Lt, E] (each block computes its own K/V)."""
         for i, block in enumerate(self.blocks):
-            args = (x, mod, self_attend_for(i), text_kv[i])
+            args = (x, mod, self_attend_for(i), text if isinstance(text, torch.Tensor) else text[i])
             if self.gradient_checkpointing and torch.is_grad_enabled():
                 x = torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
             else:
@@ -227,7 +236,7 @@ class CausalWanTransformer(nn.Module):
     def text_kv(self, encoder_hidden_states: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Cross-attention K/V per layer, computed once per prompt: [(k, v) [B, Lt, H, D]] * layers."""
         text = self.embed_text(encoder_hidden_states)
-        return [block.attn2.kv(text) for block in self.blocks]
+        return [block.cross_kv(text) for block in self.blocks]
 
     # ---- mode 1 and 2: whole clip
     def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
@@ -249,15 +258,18 @@ class CausalWanTransformer(nn.Module):
             inner = dense_attend(None, self.attn_backend, block_list)
             return lambda q, k, v: inner(apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v)
 
-        x = self._run_blocks(x, mod, self_attend_for, self.text_kv(encoder_hidden_states))
+        x = self._run_blocks(x, mod, self_attend_for, self.embed_text(encoder_hidden_states))
         return self._head(x, temb, grid)
 
     # ---- mode 3: one chunk against the rolling cache
-    def forward_stream(self, x: torch.Tensor, timestep: torch.Tensor, text_kv: list[tuple[torch.Tensor, torch.Tensor]],
+    def forward_stream(self, x: torch.Tensor, timestep: torch.Tensor,
+                       text_kv: list[tuple[torch.Tensor, torch.Tensor]] | torch.Tensor,
                        cache: RollingKVCache, plan: CachePlan, write: bool = False, attn: str | None = None) -> torch.Tensor:
         """Denoise (or, with write=True, commit) one chunk of each planned row.
 
-        x [B, C, c, H, W]; timestep [B] or [B, c]; text_kv from `text_kv()` for these rows.
+        x [B, C, c, H, W]; timestep [B] or [B, c]; text_kv from `text_kv()` for these rows, or the
+        text states [B, Lt, text_dim] themselves (training: the K/V are then computed inside each
+        block's forward, with gradients, and with the block's parameters gathered under FSDP2).
         The chunk attends to the valid cache slots (sink + window) and to itself. With write=True
         the chunk's K/V are stored in their ring slots after each layer has used the old ones.
         attn: attention backend for this call (default `self.attn_backend`, then $FRAMECAST_ATTN,
@@ -273,9 +285,15 @@ class CausalWanTransformer(nn.Module):
         rope = kernels.StreamRope(frame_cos, frame_sin, grid_cos, grid_sin)  # frame tables [B, S+c, Pt]
         backend = attn if attn is not None else self.attn_backend
 
+        recompute = self.gradient_checkpointing and torch.is_grad_enabled()
+
         def self_attend_for(layer: int) -> Attend:
+            held = None
+            if recompute:  # read now: a checkpointed block re-runs in backward, after later chunks overwrote the ring
+                held = tuple(t.clone() for t in cache.ring(layer))
+
             def attend(q, k, v):
-                k_ring, v_ring = cache.ring(layer)  # [Bmax, S*T, H, D] (un-rotated, read in place)
+                k_ring, v_ring = held if held is not None else cache.ring(layer)  # [Bmax, S*T, H, D] (un-rotated, in place)
                 call = kernels.StreamCall(q, k, v, k_ring, v_ring, plan.rows, plan.key_valid, rope, plan.contiguous,
                                           plan.key_local, cache.local_radius if plan.key_local is not None else 0, grid[2])
                 out = kernels.stream_attention(call, backend)  # [B, c*T, H, D]
@@ -285,7 +303,8 @@ class CausalWanTransformer(nn.Module):
 
             return attend
 
-        xt = self._run_blocks(xt, mod, self_attend_for, text_kv)
+        text = self.embed_text(text_kv) if isinstance(text_kv, torch.Tensor) else text_kv
+        xt = self._run_blocks(xt, mod, self_attend_for, text)
         return self._head(xt, temb, grid)
 
     # ---- weights

@@ -12,7 +12,7 @@ import torch
 
 from distill.latents import build_latent_dataset, null_text
 from distill.ode_init import ODERegressionMethod
-from distill.ode_pairs import sample_ode_pairs
+from distill.ode_pairs import ODEPairStore, sample_ode_pairs
 from distill.self_forcing import SelfForcingDMD
 from distill.teacher_stage import FlowMatchMethod
 from tests.distill.tiny_recipe import tiny_recipe
@@ -91,15 +91,22 @@ def test_ode_pairs_and_ode_init_loss_goes_down(recipe, parts, tmp_path):
     schedule = FlowMatchSchedule(cfg.schedule)
     teacher = random_transformer(cfg, seed=1)
     prompts = ["a red circle", "a blue square on black", "two green triangles", "a yellow circle"]
-    pairs = sample_ode_pairs(teacher, text, schedule, (cfg.transformer.in_channels, 4, 2, 2), recipe.ode_pairs,
-                             prompts, tmp_path / "pairs.pt", progress=False)
+    shape = (cfg.transformer.in_channels, 4, 2, 2)
+    pc = dataclasses.replace(recipe.ode_pairs, batch_size=2)
+    assert sample_ode_pairs(teacher, text, schedule, shape, pc, prompts, tmp_path / "pairs", progress=False) == 4
+    pairs = ODEPairStore(tmp_path / "pairs")
     k = schedule.num_student_steps
-    assert pairs["states"].shape == (4, k, cfg.transformer.in_channels, 4, 2, 2)
-    # the first kept state is the pure noise at sigma 1, and the pairs were saved for resuming
-    assert (tmp_path / "pairs.pt").exists()
-    again = sample_ode_pairs(teacher, text, schedule, (cfg.transformer.in_channels, 4, 2, 2), recipe.ode_pairs,
-                             prompts, tmp_path / "pairs.pt", progress=False)
-    assert torch.equal(again["x0"], pairs["x0"])
+    assert len(pairs) == 4 and pairs.state_shape == (k, *shape) and pairs.prompts([3]) == prompts[3:]
+    first = pairs.get([0, 3])
+    # the first kept state is the pure noise at sigma 1: batch j's noise is seeded by its first pair index
+    noise = torch.randn((2, *shape), generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(first["states"][0, 0], noise[0]) and first["x0"].shape == (2, *shape)
+    # one shard per batch; ranks split the batches (rank 1 of 2 writes batch 1), and a rerun skips existing shards
+    assert sorted(p.name for p in (tmp_path / "pairs").iterdir()) == ["batch-000000.safetensors", "batch-000001.safetensors"]
+    other = tmp_path / "rank1"
+    assert sample_ode_pairs(teacher, text, schedule, shape, pc, prompts, other, progress=False, rank=1, world_size=2) == 2
+    assert torch.equal(ODEPairStore(other).get([0, 1])["x0"], pairs.get([2, 3])["x0"])  # the same pairs on any rank
+    assert sample_ode_pairs(teacher, text, schedule, shape, pc, prompts, tmp_path / "pairs", progress=False) == 0
     # ODE init: the student (a different random init, to leave room to learn) regresses the pairs
     student = random_transformer(cfg, seed=2)
     method = ODERegressionMethod(student, schedule, pairs, cfg.stream.chunk_frames,
@@ -110,12 +117,11 @@ def test_ode_pairs_and_ode_init_loss_goes_down(recipe, parts, tmp_path):
     assert after < 0.8 * before, (before, after)
 
 
-def test_self_forcing_critic_learns_and_student_moves(recipe, parts, tmp_path):
+def test_self_forcing_critic_learns(recipe, parts, tmp_path):
     cfg, vae, text = parts
     teacher = random_transformer(cfg, seed=3).requires_grad_(False)
     critic = copy.deepcopy(teacher).requires_grad_(True)
     student = random_transformer(cfg, seed=4)
-    start = {k: v.clone() for k, v in student.state_dict().items()}
     sc = dataclasses.replace(recipe.self_forcing, critic_lr=3e-3, lr=1e-3)
     gen = StreamingGenerator(cfg, student, vae, text, max_batch=sc.batch_size, supports_image=False)
     method = SelfForcingDMD(gen, teacher, critic, ["a red circle", "a blue square"], sc, seed=0)
@@ -126,13 +132,7 @@ def test_self_forcing_critic_learns_and_student_moves(recipe, parts, tmp_path):
     after = fixed_loss(method, "critic", n=3)
     assert after < before, (before, after)
     assert {"critic_loss", "dmd_loss", "real_gap"} <= set(result["losses"])
-    moved = max((student.state_dict()[k] - start[k]).abs().max().item() for k in start)
-    assert moved > 0, "the DMD gradient reached the student through the rollout's exit steps"
-    # the exported student is the EMA, which differs from the raw weights
-    exported = trainer.export("student", random_transformer(cfg, seed=9))
-    diffs = [(exported.state_dict()[k] - student.state_dict()[k]).abs().max().item() for k in start]
-    assert max(diffs) > 0
-    assert teacher.patch_embedding.weight.grad is None  # the real score stays frozen
+    # the student's direction, its EMA and the frozen real score: tests/distill/test_self_forcing_dmd.py
 
 
 def test_vae_decoder_stage_trains_only_the_decoder(recipe, tmp_path):

@@ -309,23 +309,31 @@ class CausalWanTransformer(nn.Module):
 
     # ---- weights
     @classmethod
-    def from_pretrained(cls, path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device | None = None):
-        """Load a diffusers `WanTransformer3DModel` folder (config.json + safetensors, sharded or not)."""
-        from safetensors.torch import load_file
+    def from_pretrained(cls, path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device | None = None,
+                        checkpoint: str | Path | None = None, lora=()) -> "CausalWanTransformer":
+        """Load a diffusers `WanTransformer3DModel` folder or an original Wan2.1 release folder
+        (`WanModel` config.json + Wan-named safetensors, sharded or not); see models/wan_weights.py.
 
-        path = Path(path)
-        cfg = TransformerConfig.from_dict(json.loads((path / "config.json").read_text()))
+        checkpoint: a student's training checkpoint loaded over those weights (every tensor replaced;
+        missing or unexpected keys are an error). lora: `LoraSpec`s (or "FILE[:SCALE]" strings)
+        merged into the weights, in order.
+        """
+        from models.lora import LoraSpec, merge_lora, read_lora
+        from models.wan_weights import check_state, read_checkpoint, read_transformer_folder
+
+        cfg, state = read_transformer_folder(path)
         with torch.device("meta"):
             model = cls(cfg)
-        index = path / "diffusion_pytorch_model.safetensors.index.json"
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else ["diffusion_pytorch_model.safetensors"]
-        state: dict[str, torch.Tensor] = {}
-        for name in files:
-            state.update(load_file(str(path / name), device=str(device or "cpu")))
-        state = {k: v for k, v in state.items() if not k.startswith("rope.")}
-        missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-        if missing or unexpected:
-            raise ValueError(f"{path}: state dict mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        expected = {k: v.shape for k, v in model.state_dict().items()}
+        check_state(expected, state, str(path))
+        if checkpoint is not None:
+            state = read_checkpoint(checkpoint)
+            check_state(expected, state, str(checkpoint))
+        for spec in lora:
+            spec = spec if isinstance(spec, LoraSpec) else LoraSpec.parse(str(spec))
+            merge_lora(state, read_lora(spec.path), spec.scale, source=str(spec.path))
+        state = {k: v.to(device or "cpu") for k, v in state.items()}
+        model.load_state_dict(state, strict=True, assign=True)
         model.rope = RotaryEmbedding3D(cfg.attention_head_dim).to(device or "cpu")
         return model.to(dtype=dtype) if dtype is not None else model
 

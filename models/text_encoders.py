@@ -17,6 +17,7 @@ from __future__ import annotations
 import abc
 
 import hashlib
+import html
 import re
 import threading
 from collections import OrderedDict
@@ -95,8 +96,20 @@ class MiniLMEncoder(_HFEncoder):
         super().__init__(tokenizer, model, max_length, device)
 
 
+def clean_prompt(text: str) -> str:
+    """Wan's prompt cleaning before umT5 tokenisation (its tokenizer's `clean='whitespace'`, also
+    diffusers' WanPipeline): fix mojibake (ftfy), unescape HTML twice, collapse whitespace."""
+    import ftfy
+
+    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    return re.sub(r"\s+", " ", text).strip()
+
+
 class UMT5Encoder(_HFEncoder):
-    """umT5 (Wan2.1's text encoder) from `model_dir/text_encoder` and `model_dir/tokenizer`."""
+    """umT5 (Wan2.1's text encoder) from a model directory: `text_encoder/` (transformers/diffusers
+    layout) or the original release's `models_t5_umt5-xxl-enc-bf16.pth`; the tokenizer from
+    `tokenizer/` or the release's `google/umt5-xxl/`. Prompts are cleaned as Wan does and padded
+    to `max_length` (512 for Wan) with zero states, which is how the reference pads its context."""
 
     def __init__(
         self, model_dir: str | Path, max_length: int, device: torch.device | str = "cpu",
@@ -104,13 +117,23 @@ class UMT5Encoder(_HFEncoder):
     ):
         from transformers import AutoTokenizer, UMT5EncoderModel
 
+        from models.wan_t5 import RELEASE_TOKENIZER_DIR, RELEASE_UMT5_NAME, umt5_from_release
+
         model_dir = Path(model_dir)
-        for sub in ("text_encoder", "tokenizer"):
-            if not (model_dir / sub).is_dir():
-                raise FileNotFoundError(f"umT5 text encoder: no {sub}/ folder in {model_dir}")
-        tokenizer = AutoTokenizer.from_pretrained(model_dir / "tokenizer", local_files_only=True)
-        model = UMT5EncoderModel.from_pretrained(model_dir / "text_encoder", torch_dtype=dtype, local_files_only=True)
+        tokenizer_dir = next((d for d in (model_dir / "tokenizer", model_dir / RELEASE_TOKENIZER_DIR) if d.is_dir()), None)
+        if tokenizer_dir is None:
+            raise FileNotFoundError(f"umT5 text encoder: no tokenizer/ (or {RELEASE_TOKENIZER_DIR}/) folder in {model_dir}")
+        if (model_dir / "text_encoder").is_dir():
+            model = UMT5EncoderModel.from_pretrained(model_dir / "text_encoder", torch_dtype=dtype, local_files_only=True)
+        elif (model_dir / RELEASE_UMT5_NAME).is_file():
+            model = umt5_from_release(model_dir / RELEASE_UMT5_NAME, dtype)
+        else:
+            raise FileNotFoundError(f"umT5 text encoder: no text_encoder/ folder or {RELEASE_UMT5_NAME} in {model_dir}")
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
         super().__init__(tokenizer, model, max_length, device)
+
+    def _encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        return super()._encode([clean_prompt(p) for p in prompts])
 
 
 class HashEncoder(TextEncoder):

@@ -15,6 +15,7 @@ Latents handed to and returned by this wrapper are normalised per channel:
 
 from __future__ import annotations
 
+import inspect
 import types
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, pa
 from torch import nn
 
 from models.config import VAEConfig
+
+RELEASE_VAE_NAME = "Wan2.1_VAE.pth"  # the VAE file of the original Wan2.1 release
 
 
 def _onednn_conv_forward(self: nn.Conv2d | nn.Conv3d, x: torch.Tensor, weight: torch.Tensor, bias):
@@ -93,12 +96,43 @@ class VideoVAE(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, torch_dtype: torch.dtype | None = None) -> "VideoVAE":
-        """Load a diffusers `AutoencoderKLWan` folder (config.json + safetensors), offline."""
+        """Load a diffusers `AutoencoderKLWan` folder (config.json + safetensors), offline, or the
+        original release's `Wan2.1_VAE.pth` (the file, or a folder holding it)."""
         path = Path(path)
+        if path.is_file():
+            return cls.from_wan_release(path, torch_dtype)
+        if not (path / "config.json").is_file() and (path / RELEASE_VAE_NAME).is_file():
+            return cls.from_wan_release(path / RELEASE_VAE_NAME, torch_dtype)
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"no VAE at {path} (expected a diffusers folder with config.json)")
+            raise FileNotFoundError(f"no VAE at {path} (expected a diffusers folder with config.json, or {RELEASE_VAE_NAME})")
         model = AutoencoderKLWan.from_pretrained(path, torch_dtype=torch_dtype, local_files_only=True)
         return cls(model, VAEConfig.from_dict(dict(model.config)))
+
+    @classmethod
+    def from_wan_release(cls, file: str | Path, torch_dtype: torch.dtype | None = None) -> "VideoVAE":
+        """The original `Wan2.1_VAE.pth` (a `WanVAE_` state dict), renamed by diffusers'
+        `convert_wan_vae_to_diffusers`. Widths come from the weights; the rest of the architecture
+        and the latent mean/std (which the file does not hold) are Wan2.1's, i.e. diffusers'
+        `AutoencoderKLWan` defaults."""
+        from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+
+        from models.wan_weights import WeightsError, check_state, read_weights_file
+
+        state = read_weights_file(file)
+        if not isinstance(state, dict) or "encoder.conv1.weight" not in state or "conv1.weight" not in state:
+            raise WeightsError(f"{file}: not a Wan2.1 VAE state dict (no encoder.conv1 / conv1 weights)")
+        state = convert_wan_vae_to_diffusers(state)
+        defaults = {k: p.default for k, p in inspect.signature(AutoencoderKLWan.__init__).parameters.items()
+                    if p.default is not inspect.Parameter.empty}
+        cfg = VAEConfig.from_dict({**defaults, "base_dim": state["encoder.conv_in.weight"].shape[0],
+                                   "z_dim": state["quant_conv.weight"].shape[0] // 2})
+        if cfg.z_dim != defaults["z_dim"]:  # Wan2.1's statistics are for its 16 channels only
+            cfg.latents_mean = cfg.latents_std = None
+        with torch.device("meta"):  # no random init of ~127M parameters that are overwritten next
+            model = AutoencoderKLWan(**cfg.to_diffusers())
+        check_state({k: v.shape for k, v in model.state_dict().items()}, state, str(file))
+        model.load_state_dict(state, assign=True)
+        return cls(model.to(dtype=torch_dtype) if torch_dtype is not None else model, cfg)
 
     def save_pretrained(self, path: str | Path) -> None:
         """Write a diffusers folder (config.json + diffusion_pytorch_model.safetensors)."""

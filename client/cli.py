@@ -18,6 +18,7 @@ import sys
 # subcommand -> module that registers it (the module's `register(subparsers)` adds the parser)
 SUBCOMMANDS: dict[str, str] = {
     "generate": "server.generate_cli",
+    "import": "models.import_cli",
     "bench": "client.bench_cli",
     "serve": "server.cli",
     "distill": "distill.cli",

@@ -31,6 +31,7 @@ from distill.errors import DistillError
 from distill.hue_drift import hue_drift
 from distill.prompts import PromptParseError, parse_prompt
 from distill.scoring import COMPONENTS, WindowScore, WindowScorer
+from models.load_args import add_load_arguments
 
 
 @dataclass
@@ -367,6 +368,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ode-init", default=None, help="with --stages: the ode-init student (a transformer/model folder "
                    "or the stage's trainer checkpoint, e.g. runs/shapes/ode-init/ckpt.pt)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: first GPU, else CPU)")
+    add_load_arguments(p)
     p.add_argument("--out", default=defaults.out_dir, help="output folder for eval.json and eval.png (default: %(default)s)")
     p.set_defaults(func=run)
 
@@ -386,7 +388,8 @@ def run(args: argparse.Namespace) -> int:
     from models.errors import ModelError
 
     try:
-        gen = load_generator(args.model, device=args.device, max_batch=args.max_batch)
+        gen = load_generator(args.model, device=args.device, max_batch=args.max_batch, lora=args.lora,
+                             text_device=args.text_device)
     except RuntimeError as exc:  # e.g. CUDA asked for without a GPU
         raise DistillError(f"cannot load {args.model!r}: {exc}") from None
     sampler = None

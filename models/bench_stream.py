@@ -19,12 +19,15 @@ from pathlib import Path
 
 import torch
 
+from models.load_args import add_load_arguments
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="shapes", help="model directory or preset (default: shapes)")
     p.add_argument("--chunks", type=int, default=50, help="chunks to generate per stream (default: 50)")
     p.add_argument("--batch", type=int, default=1, help="streams stepped together (default: 1)")
     p.add_argument("--device", default=None, help="cpu, cuda (default: first GPU, else CPU)")
+    add_load_arguments(p)
     p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None, help="default: bf16 on GPU, fp32 on CPU")
     p.add_argument("--json", type=Path, help="write every measurement to this JSON file")
 
@@ -74,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     t_load = time.perf_counter()
     try:
-        gen = load_generator(args.model, device=device, max_batch=args.batch, dtype=dtype)
+        gen = load_generator(args.model, device=device, max_batch=args.batch, dtype=dtype, lora=args.lora,
+                             text_device=args.text_device)
     except (ValueError, RuntimeError) as exc:
         raise ModelError(str(exc)) from None
     load_s = time.perf_counter() - t_load

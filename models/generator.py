@@ -357,11 +357,15 @@ def default_device() -> torch.device:
 
 
 def load_generator(model: str = "shapes", device: str | torch.device | None = None, max_batch: int = 4,
-                   dtype: torch.dtype | None = None, attn: str | None = None) -> StreamingGenerator:
+                   dtype: torch.dtype | None = None, attn: str | None = None, lora=(),
+                   text_device: str | torch.device | None = None) -> StreamingGenerator:
     """A StreamingGenerator for a model directory or preset name (see models/model_dir.py).
 
-    device defaults to the first GPU, else the CPU; dtype to bf16 on GPU and fp32 on CPU;
-    attn forces an attention backend (kernels.BACKENDS; None: $FRAMECAST_ATTN, else auto).
+    device defaults to the first GPU, else the CPU; dtype to bf16 on GPU and fp32 on CPU (umT5 runs
+    in the same dtype); attn forces an attention backend (kernels.BACKENDS; None: $FRAMECAST_ATTN,
+    else auto). lora: `LoraSpec`s or "FILE[:SCALE]" strings merged into the transformer.
+    text_device: where the text encoder runs (default: device), e.g. "cpu" to keep umT5-XXL's
+    ~11 GB off the GPU; its prompt cache applies either way.
     """
     import kernels
 
@@ -371,12 +375,13 @@ def load_generator(model: str = "shapes", device: str | torch.device | None = No
     from models.text_encoders import build_text_encoder
 
     device = torch.device(device) if device is not None else default_device()
-    if device.type == "cuda" and not torch.cuda.is_available():
+    text_device = torch.device(text_device) if text_device is not None else device
+    if "cuda" in (device.type, text_device.type) and not torch.cuda.is_available():
         raise RuntimeError("CUDA was requested but no GPU is available")
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     source = resolve_model(model)
-    transformer = load_transformer(source, device=device, dtype=dtype)
+    transformer = load_transformer(source, device=device, dtype=dtype, lora=lora)
     transformer.attn_backend = attn
     vae = load_vae(source, device=device)
-    text = build_text_encoder(source.config.text_encoder, source.path, device)
+    text = build_text_encoder(source.config.text_encoder, source.path, text_device, dtype=dtype)
     return StreamingGenerator(source.config, transformer, vae, text, device=device, max_batch=max_batch)

@@ -87,13 +87,16 @@ def random_vae(cfg: ModelConfig, seed: int = 0) -> VideoVAE:
         return VideoVAE.from_config(cfg.vae)
 
 
-def load_transformer(source: ModelSource, which: str = "transformer", device="cpu", dtype=None) -> CausalWanTransformer:
+def load_transformer(source: ModelSource, which: str = "transformer", device="cpu", dtype=None, lora=()) -> CausalWanTransformer:
+    """The directory's transformer (or a preset's random one), with `lora` adapters merged."""
     if source.path is None:
+        if lora:
+            raise ModelError("--lora needs a model directory, not a random-weight preset")
         return random_transformer(source.config, seed=0 if which == "transformer" else 1, device=device).to(dtype=dtype)
     folder = source.path / which
     if not folder.is_dir():
         raise ModelNotFoundError(f"{source.path} has no {which}/ folder")
-    return CausalWanTransformer.from_pretrained(folder, dtype=dtype, device=device)
+    return CausalWanTransformer.from_pretrained(folder, dtype=dtype, device=device, lora=lora)
 
 
 def load_vae(source: ModelSource, device="cpu") -> VideoVAE:

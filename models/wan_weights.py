@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from models.config import TransformerConfig
+from models.errors import ModelError
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
@@ -37,7 +38,7 @@ _WRAPPER_SEGMENT = re.compile(r"(^|\.)(_fsdp_wrapped_module|_checkpoint_wrapped_
 _SHOW = 5  # offending names quoted in an error
 
 
-class WeightsError(ValueError):
+class WeightsError(ModelError, ValueError):
     """A weights file or folder that cannot be used as asked (one line, names the first offenders)."""
 
 

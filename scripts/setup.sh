@@ -40,6 +40,9 @@ fi
 if [[ $DEV == 1 ]]; then
   say "installing framecast (editable) with dev extras"
   "${PIP[@]}" -e ".[dev]"
+  # the official Wan code (test oracle for the release-format loaders): its wheel requires flash_attn,
+  # which needs CUDA to build, so it is installed without dependencies (einops comes with the dev extra)
+  "${PIP[@]}" --no-deps "wan22==2.2.11"
   need=()
   command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
   command -v chromium >/dev/null 2>&1 || need+=(chromium)

@@ -41,7 +41,8 @@ def load_model(settings: Settings, device: str) -> Any:
 
     if settings.attn:
         os.environ["FRAMECAST_ATTN"] = settings.attn
-    return load_generator(settings.model, device=device, max_batch=settings.max_sessions + settings.max_running_jobs)
+    return load_generator(settings.model, device=device, max_batch=settings.max_sessions + settings.max_running_jobs,
+                          lora=settings.lora, text_device=settings.text_device)
 
 
 def create_app(settings: Settings | None = None, generator: Any = None) -> FastAPI:

@@ -30,11 +30,14 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from models.load_args import add_load_arguments
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sessions", default="1,2,4", help="comma-separated session counts (default 1,2,4)")
     parser.add_argument("--model", default=None, help="preset or model directory (default: the server default)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: first GPU, else CPU)")
+    add_load_arguments(parser)
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per session count")
     parser.add_argument("--format", default="jpeg", choices=["jpeg", "fmp4"])
     parser.add_argument("--url", default=None, help="benchmark a running server (ws://host:port/v1/realtime)")
@@ -225,6 +228,7 @@ def _run_local(args: argparse.Namespace, counts: list[int]) -> tuple[list[dict],
 
     with tempfile.TemporaryDirectory(prefix="framecast-bench-") as data_dir:
         overrides = {"model": args.model} if args.model else {}
+        overrides.update({"lora": args.lora} if args.lora else {}, text_device=args.text_device)
         settings = Settings(**overrides, host="127.0.0.1", port=0, device=args.device,
                             max_sessions=max(counts), max_running_jobs=0, data_dir=data_dir)
         device = pick_device(settings.device)

@@ -12,6 +12,8 @@ import math
 import time
 from pathlib import Path
 
+from models.load_args import add_load_arguments
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="render a clip from a prompt to an MP4 (runs the model locally)")
@@ -24,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="shapes", help="model directory or preset name (default: shapes)")
     p.add_argument("--image", type=Path, help="reference image to start the video from")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: first GPU, else CPU)")
+    add_load_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -59,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     try:
-        gen = load_generator(args.model, device=args.device, max_batch=1)
+        gen = load_generator(args.model, device=args.device, max_batch=1, lora=args.lora, text_device=args.text_device)
     except (ValueError, RuntimeError) as exc:
         raise ModelError(str(exc)) from None
     fps = gen.info.fps

@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FRAMECAST_", extra="ignore")
 
     model: str = "shapes"  # preset name or model directory
+    lora: Annotated[list[str], NoDecode] = []  # comma-separated FILE[:SCALE] merged into the transformer at load
+    text_device: str | None = None  # where the text encoder runs (None: the model's device)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     device: str | None = None  # None: the first GPU if there is one, else CPU
@@ -51,7 +53,7 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(default=10.0, ge=0)  # time given to sessions on shutdown
     log_level: str = "info"
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    @field_validator("api_keys", "cors_origins", "lora", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-import wan_reference as W
+from tests.models import wan_reference as W
 from models import CausalWanTransformer
 from models.wan_weights import WeightsError
 

@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-import wan_reference as W
+from tests.models import wan_reference as W
 from models.text_encoders import UMT5Encoder
 from models.vae import VideoVAE
 from models.wan_t5 import RELEASE_TOKENIZER_DIR, RELEASE_UMT5_NAME

@@ -18,7 +18,7 @@ from tests.server_harness import connect, next_chunks, next_event, send
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore:CUDA is not available",
                                         "ignore:User provided device_type")
-CHUNKS = 3
+CHUNKS = 2  # the second chunk attends to the first: enough to check the causal rollout
 PROMPT = "a red  circle &amp; a blue square"
 
 
@@ -101,8 +101,13 @@ def test_import_writes_family_settings(released):
         assert (released["dir"] / part).exists()
 
 
-def test_rollout_equals_block_causal_reference(released):
-    gen = load_generator(str(released["dir"]), device="cpu", max_batch=2)
+@pytest.fixture(scope="module")
+def gen(released):
+    return load_generator(str(released["dir"]), device="cpu", max_batch=1)
+
+
+@pytest.mark.slow
+def test_rollout_equals_block_causal_reference(released, gen):
     assert [round(float(t), 3) for t in gen.schedule.student_timesteps()] == [round(t, 3) for t in self_forcing_timesteps()]
     stream = gen.open_stream(PROMPT, seed=5)
     with torch.no_grad():
@@ -122,7 +127,8 @@ def test_rollout_equals_block_causal_reference(released):
     assert np.abs(frames.astype(int) - want.astype(int)).max() <= 2
 
 
-def test_served(released, tmp_path):
+@pytest.mark.slow
+def test_served(released, gen, tmp_path):
     """The server loads the imported directory itself (Settings.model, as `framecast serve --model DIR`
     does, in-process) and streams the student; its first chunk equals the local stream's."""
     from client.frame_decode import decode_jpeg_frames
@@ -141,7 +147,7 @@ def test_served(released, tmp_path):
     with ServerThread(settings) as server:
         started, chunk = asyncio.run(one_chunk(server.ws_url))
     assert started["model"] == "self-forcing-tiny" and started["width"] == 32 and started["chunk_frames"] == 3
-    local = next(load_generator(str(released["dir"]), device="cpu", max_batch=1).stream(PROMPT, seed=5)).frames
+    local = next(gen.stream(PROMPT, seed=5)).frames
     assert decode_jpeg_frames(chunk.jpeg_frames()).shape == local.shape
     # the same frames: the server's JPEGs are byte for byte the local frames encoded alike
     assert chunk.jpeg_frames() == [_jpeg(frame, 95) for frame in local]

@@ -117,7 +117,9 @@ def test_rollout_equals_block_causal_reference(released, gen):
     assert latents.shape == expected.shape
     assert (latents - expected).abs().max().item() <= 1e-3
     # the streamed frames are those latents decoded (the reference VAE decodes the whole clip at once)
-    frames = np.concatenate([chunk.frames for _, chunk in zip(range(CHUNKS), gen.stream(PROMPT, seed=5))])
+    chunks = gen.stream(PROMPT, seed=5)
+    frames = np.concatenate([next(chunks).frames for _ in range(CHUNKS)])
+    chunks.close()  # frees the generator's only cache row
     mean = gen.vae.latents_mean.flatten()
     with torch.no_grad():
         video = released["vae"].decode(expected, [mean, 1.0 / gen.vae.latents_std.flatten()])  # [1, 3, T, 32, 32]
@@ -147,7 +149,9 @@ def test_served(released, gen, tmp_path):
     with ServerThread(settings) as server:
         started, chunk = asyncio.run(one_chunk(server.ws_url))
     assert started["model"] == "self-forcing-tiny" and started["width"] == 32 and started["chunk_frames"] == 3
-    local = next(gen.stream(PROMPT, seed=5)).frames
+    chunks = gen.stream(PROMPT, seed=5)
+    local = next(chunks).frames
+    chunks.close()
     assert decode_jpeg_frames(chunk.jpeg_frames()).shape == local.shape
     # the same frames: the server's JPEGs are byte for byte the local frames encoded alike
     assert chunk.jpeg_frames() == [_jpeg(frame, 95) for frame in local]

@@ -31,6 +31,8 @@ def _stub_package(name: str, path: Path) -> None:
 
 def load() -> types.SimpleNamespace:
     """`model`, `vae2_1`, `t5`, `tokenizers` modules of the reference (skips the test if not installed)."""
+    if _loaded:
+        return _loaded[0]
     spec = importlib.util.find_spec("wan")
     if spec is None or not spec.submodule_search_locations:
         pytest.skip("the Wan reference code is not installed (scripts/setup.sh --dev installs wan22 --no-deps)")
@@ -48,7 +50,11 @@ def load() -> types.SimpleNamespace:
     with _patched(torch.cuda, "current_device", lambda: "cpu"):
         t5 = importlib.import_module("wan.modules.t5")
     tokenizers = importlib.import_module("wan.modules.tokenizers")
-    return types.SimpleNamespace(model=model, vae2_1=vae, t5=t5, tokenizers=tokenizers)
+    _loaded.append(types.SimpleNamespace(model=model, vae2_1=vae, t5=t5, tokenizers=tokenizers))
+    return _loaded[0]
+
+
+_loaded: list[types.SimpleNamespace] = []  # the modules, once imported (the stub packages hide `wan`'s spec)
 
 
 @contextlib.contextmanager

@@ -10,7 +10,9 @@ Each client also plays its stream on a real-time `PlaybackClock` (started at its
 stalling when it runs dry), so it measures what a viewer sees: the video lead after each chunk,
 underruns, and, for `--switches` prompt switches sent at random moments, the switch-to-screen
 latency = media time of the first chunk under the new prompt (`session.update.applied`) minus the
-play position when the update was sent. `--lead-trace S` adds one S-second session whose lead is
+play position when the update was sent (and in wall time: sent -> that frame shown on the
+client's clock; the two differ when the device is behind real time and the player stalls).
+After `--seconds` a client reads on (up to 60 s) until its switches are on screen. `--lead-trace S` adds one S-second session whose lead is
 recorded after every chunk (its maximum after the first 3 s is the pacing bound's check).
 Live sessions are paced to real time, so per-session FPS is the model's fps when the device keeps
 up; `--max-lead 60` lets each session run ahead (unpaced for a short run) to measure capacity.
@@ -61,13 +63,15 @@ class SessionResult:
     dropped: int = 0  # server-reported drops
     leads: list[tuple[float, float]] = field(default_factory=list)  # (s since first chunk, lead s) after each chunk
     underruns: int = 0  # chunks that arrived after this client's player ran dry
-    switch_s: list[float] = field(default_factory=list)  # switch-to-screen latency per prompt switch
+    switch_s: list[float] = field(default_factory=list)  # switch-to-screen latency per prompt switch (media time)
+    switch_wall_s: list[float] = field(default_factory=list)  # the same in wall time: update sent -> its first frame shown
     server_switch_s: list[float] = field(default_factory=list)  # the same, as the server estimated it
     behind_events: int = 0  # `session.behind` events received
 
 
 SWITCH_WARMUP_S = 2.0  # no switch before this many seconds of playback
-SWITCH_TAIL_S = 1.5  # nor in the last seconds (its applied event must arrive)
+SWITCH_TAIL_S = 1.5  # nor in the last seconds
+SWITCH_GRACE_S = 60.0  # after --seconds, read on this long at most for switches not yet on screen
 
 
 async def _one_session(url: str, index: int, seconds: float, fmt: str, switches: int = 0,
@@ -83,6 +87,7 @@ async def _one_session(url: str, index: int, seconds: float, fmt: str, switches:
     rng = random.Random(index)
     moments = sorted(rng.uniform(SWITCH_WARMUP_S, max(seconds - SWITCH_TAIL_S, SWITCH_WARMUP_S)) for _ in range(switches))
     sent_at_position: dict[str, float] = {}  # event_id -> play position when the update was sent
+    unseen: dict[str, list] = {}  # event_id -> [sent at, first frame under it (from the applied event)]
     async with websockets.connect(url, compression=None, max_size=None) as ws:
         started = time.perf_counter()
         start = {"type": "session.start", "prompt": f"bench session {index}", "seed": index, "format": fmt}
@@ -98,13 +103,18 @@ async def _one_session(url: str, index: int, seconds: float, fmt: str, switches:
                 moments.pop(0)
                 event_id = f"s{index}-{len(sent_at_position)}"
                 sent_at_position[event_id] = clock.position(now)
+                unseen[event_id] = [now, None]
                 await ws.send(json.dumps({"type": "session.update", "prompt": f"bench switch {event_id}",
                                           "event_id": event_id}))
-            timeout = seconds - (now - first_at) if first_at else 600
-            if moments and first_at is not None:
-                timeout = min(timeout, moments[0] - (now - first_at))
-            if timeout <= 0 and not moments:
-                break
+            if first_at is None:
+                timeout = 600
+            else:
+                elapsed = now - first_at
+                timeout = seconds + (SWITCH_GRACE_S if unseen else 0.0) - elapsed
+                if moments:
+                    timeout = min(timeout, moments[0] - elapsed)
+                elif timeout <= 0:
+                    break
             try:
                 message = await asyncio.wait_for(ws.recv(), max(timeout, 0.0))
             except asyncio.TimeoutError:
@@ -123,6 +133,10 @@ async def _one_session(url: str, index: int, seconds: float, fmt: str, switches:
                 result.chunks += 1
                 result.underruns += clock.deliver(chunk.frame_count, now)
                 result.leads.append((round(now - first_at, 3), round(clock.lead(now), 3)))
+                for event_id, (sent_at, frame) in list(unseen.items()):
+                    if frame is not None and chunk.first_frame_index + chunk.frame_count > frame:
+                        result.switch_wall_s.append(round(clock.start + frame / clock.fps - sent_at, 3))
+                        del unseen[event_id]
                 continue
             event = json.loads(message)
             if event["type"] == "session.started":
@@ -133,6 +147,7 @@ async def _one_session(url: str, index: int, seconds: float, fmt: str, switches:
             elif event["type"] == "session.update.applied" and event["event_id"] in sent_at_position:
                 result.switch_s.append(round(event["media_time_s"] - sent_at_position[event["event_id"]], 3))
                 result.server_switch_s.append(event["latency_s"])
+                unseen[event["event_id"]][1] = round(event["media_time_s"] * clock.fps)
             elif event["type"] == "session.behind":
                 result.behind_events += 1
             elif event["type"] in ("error", "session.done"):
@@ -161,6 +176,7 @@ async def _measure(url: str, n: int, seconds: float, fmt: str, switches: int = 0
     intervals = [x for r in results for x in r.intervals_ms]
     latencies = [x for r in results for x in r.latencies_ms]
     switch = [x for r in results for x in r.switch_s]
+    switch_wall = [x for r in results for x in r.switch_wall_s]
     leads = [_max_lead_after(r.leads, LEAD_SETTLE_S) for r in results]
     return {
         "sessions": n,
@@ -173,6 +189,8 @@ async def _measure(url: str, n: int, seconds: float, fmt: str, switches: int = 0
         "switches": len(switch),
         "switch_s_median": round(float(np.median(switch)), 3) if switch else None,
         "switch_s_worst": max(switch) if switch else None,
+        "switch_wall_s_median": round(float(np.median(switch_wall)), 3) if switch_wall else None,
+        "switch_wall_s_worst": max(switch_wall) if switch_wall else None,
         "max_lead_s": max((x for x in leads if x is not None), default=None),  # after the first 3 s
         "underruns": sum(r.underruns for r in results),
         "behind_events": sum(r.behind_events for r in results),
@@ -244,7 +262,7 @@ def _print_table(report: dict) -> None:
 
     table = Table(title=f"framecast bench serve — {report['model']} on {report['device']}, {report['seconds']:g} s each")
     for column in ("sessions", "aggregate FPS", "per-session FPS", "TTFF s (max)", "interval p50/p95 ms",
-                   "latency p50/p95 ms", "dropped", "switch s median/worst (n)", "max lead s", "underruns"):
+                   "latency p50/p95 ms", "dropped", "switch s median/worst (n)", "switch wall s median/worst", "max lead s", "underruns"):
         table.add_column(column, justify="right")
     for r in report["results"]:
         ttff = [t for t in r["ttff_s"] if t is not None]
@@ -253,7 +271,8 @@ def _print_table(report: dict) -> None:
             f"{max(ttff):.2f}" if ttff else "-",
             f"{r['chunk_interval_ms_p50']}/{r['chunk_interval_ms_p95']}",
             f"{r['chunk_latency_ms_p50']}/{r['chunk_latency_ms_p95']}", str(r["dropped"]),
-            f"{r['switch_s_median']}/{r['switch_s_worst']} ({r['switches']})", str(r["max_lead_s"]), str(r["underruns"]),
+            f"{r['switch_s_median']}/{r['switch_s_worst']} ({r['switches']})",
+            f"{r['switch_wall_s_median']}/{r['switch_wall_s_worst']}", str(r["max_lead_s"]), str(r["underruns"]),
         )
     Console().print(table)
     ratio = report["aggregate_fps_ratio"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,7 @@ def test_live_stream_switch_record_stop(browser_page, tmp_path):
     page.fill("#prompt", "a red ball bouncing on a blue background")
     page.fill("#seed", "4")
     page.click("#start")
+    started_at = time.monotonic()
     page.wait_for_function("() => window.framecast.framesDrawn >= 6", timeout=120_000)
     first = page.evaluate(CANVAS_SAMPLE_JS)
     assert first["std"] > 1.0, f"canvas looks blank: {first}"
@@ -92,7 +94,10 @@ def test_live_stream_switch_record_stop(browser_page, tmp_path):
     page.wait_for_function("() => window.framecast.lastSwitchS !== null", timeout=120_000)
     assert 0 < state(page, "lastSwitchS") < 120 and page.inner_text("#m-switch").endswith(" s")
     assert page.inner_text("#m-lead").endswith(" s") and state(page, "leadS") >= 0
-    assert state(page, "droppedFrames") == 0  # the server paces the stream: no backlog for the page to skip
+    # the server paces the stream: what arrived is about what a real-time player could have shown
+    # (a starved headless page may draw less, so its drawn/dropped counts are not the measure)
+    received_s = state(page, "framesReceived") / session["fps"]
+    assert received_s <= time.monotonic() - started_at + session["max_lead_s"] + 1.5, received_s
 
     page.wait_for_function("() => window.framecast.stats !== null", timeout=30_000)
     assert page.inner_text("#m-ttff").endswith("s")

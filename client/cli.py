@@ -33,7 +33,7 @@ USER_ERRORS: tuple[tuple[str, str], ...] = (
     ("models.errors", "ModelError"),
     ("distill.errors", "DistillError"),
     ("server.settings", "ServeError"),
-    ("client.errors", "FramecastError"),
+    ("client.protocol.errors", "FramecastError"),
     ("client.errors", "UsageError"),
 )
 

@@ -15,7 +15,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from client.chunk_format import ChunkFormatError, ChunkMessage
+from client.protocol.chunks import ChunkFormatError, ChunkMessage
 
 
 def decode_jpeg_frames(jpegs: list[bytes]) -> np.ndarray:

@@ -66,9 +66,9 @@ def json_body(response: httpx.Response) -> dict:
     try:
         body = response.json()
     except ValueError as exc:
-        raise ProtocolError(None, f"{response.request.url} answered non-JSON: {response.text[:200]!r}") from exc
+        raise ProtocolError(f"{response.request.url} answered non-JSON: {response.text[:200]!r}") from exc
     if not isinstance(body, dict):
-        raise ProtocolError(None, f"{response.request.url} answered {type(body).__name__}, expected an object")
+        raise ProtocolError(f"{response.request.url} answered {type(body).__name__}, expected an object")
     return body
 
 
@@ -85,5 +85,5 @@ def token_from_session_response(body: dict) -> str:
     elif token is None:
         token = secret
     if not isinstance(token, str) or not token:
-        raise ProtocolError(None, f"/v1/realtime/sessions answered without a token: {sorted(body)}")
+        raise ProtocolError(f"/v1/realtime/sessions answered without a token: {sorted(body)}")
     return token

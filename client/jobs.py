@@ -46,7 +46,7 @@ class Video:
     @classmethod
     def from_dict(cls, data: dict) -> "Video":
         if "id" not in data or "status" not in data:
-            raise ProtocolError(None, f"not a video object: {sorted(data)}")
+            raise ProtocolError(f"not a video object: {sorted(data)}")
         seconds = data.get("seconds")
         return cls(
             id=str(data["id"]),
@@ -113,7 +113,7 @@ def parse_page(body: dict) -> VideoPage:
     """A VideoPage from the `{"data": [...], "has_more": ..., "last_id": ...}` list object."""
     items = body.get("data")
     if not isinstance(items, list):
-        raise ProtocolError(None, "video list answer has no data array")
+        raise ProtocolError("video list answer has no data array")
     videos = [Video.from_dict(item) for item in items]
     last_id = body.get("last_id") or (videos[-1].id if videos else None)
     return VideoPage(data=videos, has_more=bool(body.get("has_more", False)), last_id=last_id)
@@ -121,14 +121,14 @@ def parse_page(body: dict) -> VideoPage:
 
 def unreachable(base_url: str, exc: Exception) -> ConnectionLostError:
     """The error for a server that cannot be reached."""
-    return ConnectionLostError(None, f"cannot reach {base_url}: {exc}")
+    return ConnectionLostError(f"cannot reach {base_url}: {exc}")
 
 
 def check_finished(video: Video) -> Video:
     """Return a completed job, raise JobFailedError for a failed or cancelled one."""
     if video.status != "completed":
         reason = video.error_message or video.status
-        raise JobFailedError(None, f"video {video.id} {video.status}: {reason}")
+        raise JobFailedError(f"video {video.id} {video.status}: {reason}")
     return video
 
 

@@ -34,15 +34,7 @@ import numpy as np
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from client.chunk_format import ChunkFormatError, parse_chunk
 from client.data_url import image_data_url
-from client.errors import (
-    ConnectionLostError,
-    FramecastError,
-    ProtocolError,
-    error_from_code,
-    error_from_http,
-)
 from client.frame_decode import ChunkDecoder
 from client.http_common import (
     auth_headers,
@@ -53,12 +45,16 @@ from client.http_common import (
     websocket_url,
 )
 from client.mp4_writer import Mp4Writer
+from client.protocol.chunks import FORMATS, ChunkFormatError, parse_chunk
+from client.protocol.errors import (
+    ConnectionLostError, FramecastError, ProtocolError, error_from_close, error_from_code, error_from_http,
+)
+from client.protocol.events import (
+    SessionPause, SessionPing, SessionResume, SessionStart, SessionStop, SessionUpdate, parse_server_event,
+)
 
 REALTIME_PATH = "/v1/realtime"
 TOKEN_PATH = "/v1/realtime/sessions"
-FORMATS = ("jpeg", "fmp4")
-# WebSocket close code -> error code, used when the server closed without an `error` event
-CLOSE_CODE_ERRORS = {1003: "unsupported", 1008: "unauthorized", 1009: "too_large", 1011: "internal", 1013: "capacity"}
 
 
 @dataclass(frozen=True)
@@ -88,7 +84,7 @@ class SessionInfo:
                 raw=event,
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise ProtocolError(None, f"malformed session.started event: {event}") from exc
+            raise ProtocolError(f"malformed session.started event: {event}") from exc
 
 
 @dataclass(frozen=True)
@@ -146,22 +142,21 @@ class AsyncRealtimeSession:
     async def update(self, prompt: str, transition_chunks: int = 0, event_id: str | None = None) -> str:
         """Switch to `prompt` from the next chunk boundary; returns the event_id to watch in `applied`."""
         event_id = event_id or f"upd_{uuid.uuid4().hex[:12]}"
-        await self._send(
-            {"type": "session.update", "prompt": prompt, "transition_chunks": int(transition_chunks), "event_id": event_id}
-        )
+        await self._send(SessionUpdate.unchecked(prompt=prompt, transition_chunks=int(transition_chunks),
+                                                 event_id=event_id))
         return event_id
 
     async def pause(self) -> None:
         """Stop generating (the cache is kept)."""
-        await self._send({"type": "session.pause"})
+        await self._send(SessionPause().dump())
 
     async def resume(self) -> None:
         """Restart generation after `pause`."""
-        await self._send({"type": "session.resume"})
+        await self._send(SessionResume().dump())
 
     async def ping(self) -> None:
         """Ask for a `pong` (its arrival sets `last_pong_at`)."""
-        await self._send({"type": "session.ping"})
+        await self._send(SessionPing().dump())
 
     async def stop(self, timeout: float = 10.0) -> str | None:
         """End the session: send `session.stop`, drop remaining chunks until `session.done`, close.
@@ -171,7 +166,7 @@ class AsyncRealtimeSession:
         if self.done_reason is None and not self._stop_sent:
             self._stop_sent = True
             try:
-                await self.ws.send(json.dumps({"type": "session.stop"}))
+                await self.ws.send(json.dumps(SessionStop().dump()))
             except ConnectionClosed:
                 return self.done_reason
             try:
@@ -205,7 +200,7 @@ class AsyncRealtimeSession:
             raise self._closed_error(exc) from exc
         if isinstance(message, bytes):
             return self._chunk(message)
-        event = parse_event(message)
+        event = parse_server_event(message)
         self._record(event)
         return event
 
@@ -271,7 +266,7 @@ class AsyncRealtimeSession:
             message = parse_chunk(data)
             frames = self._decoder.decode(message)
         except ChunkFormatError as exc:
-            raise ProtocolError(None, str(exc)) from exc
+            raise ProtocolError(str(exc)) from exc
         chunk = Chunk(
             index=message.chunk_index,
             first_frame_index=message.first_frame_index,
@@ -307,27 +302,13 @@ class AsyncRealtimeSession:
         return closed_error(exc, self.errors[-1] if self.errors else None)
 
 
-def parse_event(message: str) -> dict:
-    """Decode one JSON text message from the server (ProtocolError if it is not an object with a type)."""
-    try:
-        event = json.loads(message)
-    except ValueError as exc:
-        raise ProtocolError(None, f"server sent invalid JSON: {message[:200]!r}") from exc
-    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
-        raise ProtocolError(None, f"server sent a message without a type: {message[:200]!r}")
-    return event
-
-
 def closed_error(exc: ConnectionClosed, last_error: FramecastError | None) -> FramecastError:
     """The exception for a connection that closed before the session ended normally."""
     code = exc.rcvd.code if exc.rcvd is not None else None
     if last_error is not None:
         last_error.status = last_error.status or code
         return last_error
-    if code in CLOSE_CODE_ERRORS:
-        reason = exc.rcvd.reason or f"connection closed with code {code}"
-        return error_from_code(CLOSE_CODE_ERRORS[code], reason, code)
-    return ConnectionLostError(None, f"connection closed unexpectedly (code {code})", code)
+    return error_from_close(code, exc.rcvd.reason if exc.rcvd is not None else "")
 
 
 class _SessionOpener:
@@ -368,7 +349,7 @@ class AsyncRealtimeClient:
             async with httpx.AsyncClient(timeout=self.open_timeout) as http:
                 response = await http.post(self.base_url + TOKEN_PATH, headers=auth_headers(self.api_key), json={})
         except httpx.TransportError as exc:
-            raise ConnectionLostError(None, f"cannot reach {self.base_url}: {exc}") from exc
+            raise ConnectionLostError(f"cannot reach {self.base_url}: {exc}") from exc
         return token_from_session_response(json_body(response))
 
     def connect(
@@ -388,13 +369,8 @@ class AsyncRealtimeClient:
         """
         if format not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
-        start: dict[str, Any] = {"type": "session.start", "prompt": prompt, "format": format}
-        if seed is not None:
-            start["seed"] = int(seed)
-        if image is not None:
-            start["image"] = image_data_url(image)
-        if model is not None:
-            start["model"] = model
+        start = SessionStart.unchecked(prompt=prompt, format=format, seed=None if seed is None else int(seed),
+                                       image=None if image is None else image_data_url(image), model=model)
         return _SessionOpener(lambda: self._open(start, on_event))
 
     async def _open(self, start: dict, on_event: Callable[[dict], None] | None) -> AsyncRealtimeSession:
@@ -412,7 +388,7 @@ class AsyncRealtimeClient:
                 pass
             raise error_from_http(response.status_code, body) from exc
         except (OSError, TimeoutError) as exc:
-            raise ConnectionLostError(None, f"cannot connect to {url}: {exc}") from exc
+            raise ConnectionLostError(f"cannot connect to {url}: {exc}") from exc
         try:
             started_at = time.monotonic()
             try:
@@ -436,8 +412,8 @@ async def _wait_started(ws: Any, on_event: Callable[[dict], None] | None) -> Ses
         except ConnectionClosed as exc:
             raise closed_error(exc, last_error) from exc
         if isinstance(message, bytes):
-            raise ProtocolError(None, "server sent a chunk before session.started")
-        event = parse_event(message)
+            raise ProtocolError("server sent a chunk before session.started")
+        event = parse_server_event(message)
         if on_event:
             on_event(event)
         if event["type"] == "session.started":

@@ -18,7 +18,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from client.errors import ConnectionLostError, UsageError
 from client.http_common import API_KEY_ENV, DEFAULT_URL, URL_ENV
 from client.mp4_writer import Mp4Writer
-from client.realtime import FORMATS, Chunk, RealtimeClient, RealtimeSession
+from client.protocol.chunks import FORMATS
+from client.realtime import Chunk, RealtimeClient, RealtimeSession
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ def _record(session: RealtimeSession, args: argparse.Namespace, switches: list[P
 def raise_if_short(session: RealtimeSession, written: int, total: int) -> None:
     """The session ended before the requested length: say why."""
     reason = session.done_reason or "connection closed"
-    raise ConnectionLostError(None, f"stream ended early ({reason}) after {written} of {total} frames")
+    raise ConnectionLostError(f"stream ended early ({reason}) after {written} of {total} frames")
 
 
 def _status_line(session: RealtimeSession, chunk: Chunk, frames: int, first_chunk_s: float, t0: float) -> str:

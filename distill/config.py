@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.parallel import ParallelConfig
-from models.config import ModelConfig, apply_overrides, preset
+from models.config import ModelConfig, apply_overrides, merge, preset
 
 STAGES = ("vae", "vae-decoder", "teacher", "ode-pairs", "ode-init", "self-forcing")
 
@@ -195,24 +195,6 @@ class DistillConfig:
         return dataclasses.replace(cfg, name=self.name)
 
 
-def _merge(obj: Any, values: dict[str, Any], where: str) -> Any:
-    """A copy of dataclass `obj` with `values` applied (nested dataclasses recursively)."""
-    known = {f.name: f for f in dataclasses.fields(obj)}
-    kw = {}
-    for key, value in values.items():
-        attr = key.replace("-", "_")
-        if attr not in known:
-            raise ValueError(f"unknown setting {where}{key!r}; known: {', '.join(sorted(known))}")
-        current = getattr(obj, attr)
-        if dataclasses.is_dataclass(current) and isinstance(value, dict):
-            kw[attr] = _merge(current, value, f"{where}{key}.")
-        elif isinstance(current, tuple) and isinstance(value, list):
-            kw[attr] = tuple(value)
-        else:
-            kw[attr] = value
-    return dataclasses.replace(obj, **kw)
-
-
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> DistillConfig:
     """Defaults <- YAML file <- `overrides` (same nesting as the YAML)."""
     import yaml
@@ -222,7 +204,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         values = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(values, dict):
             raise ValueError(f"{path}: expected a mapping at the top level")
-        cfg = _merge(cfg, values, "")
+        cfg = merge(cfg, values)
     if overrides:
-        cfg = _merge(cfg, overrides, "")
+        cfg = merge(cfg, overrides)
     return cfg

@@ -233,7 +233,7 @@ class Pipeline:
         if sc.real_score:  # a bigger real score (Self-Forcing and LongLive use Wan2.1-T2V-14B)
             teacher = CausalWanTransformer.from_pretrained(sc.real_score, device=self.device).float().requires_grad_(False)
         gen = StreamingGenerator(self.model_cfg, student, vae, self.text_encoder(), device=self.device,
-                                 max_batch=sc.batch_size, supports_image=False)
+                                 max_batch=sc.batch_size)
         # a prompt file: every line; the shapes dataset: `shapes_prompts` generated prompts
         prompts = prompt_list(sc.prompts, sc.shapes_prompts if sc.prompts == "shapes" else None, self.cfg.seed + 3,
                               self.cfg.data)

@@ -190,10 +190,10 @@ class ModelConfig:
             family=d.get("family", base.family),
             name=d.get("name", base.name),
             transformer=transformer or base.transformer,
-            schedule=_override(base.schedule, d.get("schedule", {})),
-            stream=_override(base.stream, d.get("stream", {})),
+            schedule=merge(base.schedule, d.get("schedule", {})),
+            stream=merge(base.stream, d.get("stream", {})),
             vae=VAEConfig.from_dict({**_plain(base.vae), **d.get("vae", {})}),
-            text_encoder=_override(base.text_encoder, d.get("text_encoder", {})),
+            text_encoder=merge(base.text_encoder, d.get("text_encoder", {})),
         ).validate()
 
     def save_json(self, path: str | Path) -> None:
@@ -205,24 +205,28 @@ def _plain(obj: Any) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 
 
-def _override(obj: Any, overrides: dict[str, Any]) -> Any:
-    """A copy of dataclass `obj` with `overrides` applied; unknown keys are an error."""
-    known = {f.name for f in dataclasses.fields(obj)}
-    unknown = set(overrides) - known
-    if unknown:
-        raise ValueError(f"unknown {type(obj).__name__} field(s): {sorted(unknown)}")
-    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items()}
+def merge(obj: Any, values: dict[str, Any], where: str = "") -> Any:
+    """A copy of dataclass `obj` with `values` applied, nested dataclasses recursively (the one
+    override merger: YAML recipes, `framecast.json`, `--set`, tests); unknown keys are an error."""
+    known = {f.name: f for f in dataclasses.fields(obj)}
+    kw = {}
+    for key, value in values.items():
+        attr = key.replace("-", "_")
+        if attr not in known:
+            raise ValueError(f"unknown setting {where}{key!r}; known: {', '.join(sorted(known))}")
+        current = getattr(obj, attr)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            kw[attr] = merge(current, value, f"{where}{key}.")
+        elif isinstance(value, list) and not isinstance(current, list):  # YAML/JSON lists -> tuple fields
+            kw[attr] = tuple(value)
+        else:
+            kw[attr] = value
     return dataclasses.replace(obj, **kw)
 
 
 def apply_overrides(cfg: ModelConfig, overrides: dict[str, dict[str, Any]]) -> ModelConfig:
     """Override nested sections, e.g. `{"stream": {"width": 64}}` (used by YAML configs and tests)."""
-    sections = {}
-    for section, values in overrides.items():
-        if not hasattr(cfg, section) or not dataclasses.is_dataclass(getattr(cfg, section)):
-            raise ValueError(f"unknown config section {section!r}")
-        sections[section] = _override(getattr(cfg, section), values)
-    return dataclasses.replace(cfg, **sections).validate()
+    return merge(cfg, overrides).validate()
 
 
 # ---------------------------------------------------------------------------------------------

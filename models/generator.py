@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from models.config import ModelConfig
 from models.kv_cache import CachePlan, RollingKVCache
 from models.resume import ResumeState
 from models.schedule import FlowMatchSchedule
+from models.stream_api import ChunkInput, Conditioning
 from models.transformer import CausalWanTransformer
 from models.vae import StreamingDecoder, VideoVAE, frames_to_uint8, uint8_to_video
 
@@ -43,7 +44,10 @@ class ModelInfo:
     chunk_frames: int  # latent frames per chunk
     steps: int  # denoising steps per chunk
     max_batch: int  # streams that can be open at once
-    supports_image: bool  # a reference image can start a stream
+    max_prompt_chars: int  # longest prompt a stream accepts
+    device: str  # where the model runs ("cpu", "cuda:0", ...)
+    inputs: tuple[str, ...] = ()  # per-chunk input kinds a stream can be fed (e.g. "audio"); none yet
+    supports_image: bool = True  # every model can start a stream from an image (VAE-encoded into the sink)
 
 
 @dataclass
@@ -69,11 +73,12 @@ class StreamState:
     pending_prompt: tuple[str, int] | None = None  # (prompt, transition_chunks) applied at the next step
     transition: list[torch.Tensor] = field(default_factory=list)  # embeddings for the next chunks
     image_latent: torch.Tensor | None = None  # [1, C, 1, h, w], decoded in front of the first chunk
+    inputs: tuple[str, ...] = ()  # per-chunk input kinds this stream is fed (its Conditioning.inputs)
 
 
 class StreamingGenerator:
     def __init__(self, cfg: ModelConfig, transformer: CausalWanTransformer, vae: VideoVAE, text_encoder,
-                 device: torch.device | str = "cpu", max_batch: int = 4, supports_image: bool = True):
+                 device: torch.device | str = "cpu", max_batch: int = 4):
         self.cfg = cfg
         self.device = torch.device(device)
         self.transformer = transformer.eval()
@@ -86,7 +91,7 @@ class StreamingGenerator:
         self.info = ModelInfo(
             name=cfg.name, family=cfg.family, width=cfg.stream.width, height=cfg.stream.height, fps=cfg.stream.fps,
             chunk_frames=cfg.stream.chunk_frames, steps=self.schedule.num_student_steps, max_batch=max_batch,
-            supports_image=supports_image,
+            max_prompt_chars=cfg.stream.max_prompt_chars, device=str(self.device),
         )
 
     # ------------------------------------------------------------------ sizes
@@ -110,8 +115,17 @@ class StreamingGenerator:
         stream.text_kv = self.transformer.text_kv(states)
 
     # ------------------------------------------------------------------ stream lifecycle
-    @torch.no_grad()
     def open_stream(self, prompt: str, seed: int | None = None, image: np.ndarray | None = None) -> StreamState:
+        """Shorthand for `open(Conditioning(prompt, seed, image))`."""
+        return self.open(Conditioning(prompt, seed=seed, image=image))
+
+    @torch.no_grad()
+    def open(self, conditioning: Conditioning) -> StreamState:
+        """A new stream conditioned on `conditioning` (models.stream_api.StreamingModel.open)."""
+        unknown = [kind for kind in conditioning.inputs if kind not in self.info.inputs]
+        if unknown:
+            raise ValueError(f"model {self.info.name!r} takes no {', '.join(unknown)} input")
+        prompt, seed, image = conditioning.prompt, conditioning.seed, conditioning.image
         if not self.free_rows:
             raise CapacityError(f"all {self.info.max_batch} stream slots are in use")
         seed = secrets.randbits(31) if seed is None else int(seed)
@@ -122,6 +136,7 @@ class StreamingGenerator:
             id=uuid.uuid4().hex, row=row, prompt=prompt, seed=seed,
             rng=torch.Generator().manual_seed(seed), text_states=states,
             text_kv=self.transformer.text_kv(states), decoder=self.vae.streaming_decoder(1),
+            inputs=conditioning.inputs,
         )
         if image is not None:
             try:
@@ -313,8 +328,19 @@ class StreamingGenerator:
         return x0
 
     @torch.no_grad()
-    def step(self, streams: list[StreamState]) -> list[Chunk]:
-        """Advance each stream by one chunk, batched; returns their chunks in order."""
+    def step(self, streams: Sequence[StreamState], inputs: Sequence[Sequence[ChunkInput]] | None = None) -> list[Chunk]:
+        """Advance each stream by one chunk, batched; returns their chunks in order.
+
+        inputs[i]: the per-chunk inputs that arrived for stream i since its previous chunk, each of
+        a kind the stream declared (no model reads one yet: `info.inputs` is empty, so no stream can
+        declare any, and a stray input is an error rather than silently dropped)."""
+        if inputs is not None:
+            if len(inputs) != len(streams):
+                raise ValueError(f"{len(inputs)} input lists for {len(streams)} streams")
+            for stream, pieces in zip(streams, inputs):
+                for piece in pieces:
+                    if piece.kind not in stream.inputs:
+                        raise ValueError(f"stream {stream.id} did not declare a {piece.kind!r} input")
         if not streams:
             return []
         x0 = self.rollout_chunk(streams)

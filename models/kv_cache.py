@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from kernels.ring_layout import RingLayout
 from models.config import ModelConfig
 
 
@@ -41,6 +42,7 @@ class RollingKVCache:
 
     def __init__(self, cfg: ModelConfig, max_batch: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
         t, s = cfg.transformer, cfg.stream
+        self.layout = RingLayout.from_config(cfg)  # slot arithmetic, shared with the attention kernels
         self.sink = s.sink_frames
         self.window = s.window_frames
         self.slots = self.sink + self.window
@@ -60,9 +62,7 @@ class RollingKVCache:
 
     # ---------------------------------------------------------------- slot arithmetic (host)
     def slot_of(self, frame: int) -> int:
-        if frame < self.sink:
-            return frame
-        return self.sink + (frame - self.sink) % self.window
+        return self.layout.slot_of_frame(frame)
 
     def cached_frames(self, row: int) -> list[int]:
         """Frame numbers held by a row, oldest first (the sink, then the window)."""

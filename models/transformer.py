@@ -163,7 +163,7 @@ class TransformerBlock(nn.Module):
         return self.attn2.kv(text)
 
     def forward(self, x: torch.Tensor, mod: torch.Tensor, self_attend: Attend,
-                text: tuple[torch.Tensor, torch.Tensor] | torch.Tensor) -> torch.Tensor:
+                text: tuple[torch.Tensor, torch.Tensor] | torch.Tensor, cross_attend: Attend) -> torch.Tensor:
         # x: [B, F, T, E] (frames x tokens per frame); mod: [B, F, 6, E] fp32
         # text: cached cross-attention (k, v) [B, Lt, H, D], or projected text [B, Lt, E] whose K/V are computed here
         # (attn2.kv, not cross_kv: under FSDP2 a registered forward method called here would reshard on return)
@@ -174,7 +174,7 @@ class TransformerBlock(nn.Module):
         h = self.attn1(h.view(b, f * t, e), self_attend).view(b, f, t, e)
         x = (x.float() + h * gate).type_as(x)
         h = self.norm2(x.float()).type_as(x)
-        x = x + self.attn2(h.view(b, f * t, e), dense_attend(), kv=text_kv).view(b, f, t, e)
+        x = x + self.attn2(h.view(b, f * t, e), cross_attend, kv=text_kv).view(b, f, t, e)
         h = (self.norm3(x.float()) * (1 + c_scale) + c_shift).type_as(x)
         x = (x.float() + self.ffn(h).float() * c_gate).type_as(x)
         return x
@@ -221,7 +221,8 @@ class CausalWanTransformer(nn.Module):
     def _run_blocks(self, x, mod, self_attend_for: Callable[[int], Attend], text):
         """text: per-layer cached (k, v), or projected text [B, Lt, E] (each block computes its own K/V)."""
         for i, block in enumerate(self.blocks):
-            args = (x, mod, self_attend_for(i), text if isinstance(text, torch.Tensor) else text[i])
+            args = (x, mod, self_attend_for(i), text if isinstance(text, torch.Tensor) else text[i],
+                    dense_attend(backend=self.attn_backend))
             if self.gradient_checkpointing and torch.is_grad_enabled():
                 x = torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
             else:

@@ -7,12 +7,13 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
+from models.stream_api import StreamingModel
+from server import rest_errors
 from server.auth import Authenticator
 from server.body_limit import BodySizeLimit
 from server.engine import Engine
@@ -26,26 +27,16 @@ from server.state import ServerState
 log = logging.getLogger("framecast.server")
 
 
-def pick_device(requested: str | None) -> str:
-    """The requested device, else the first GPU, else CPU."""
-    if requested:
-        return requested
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def load_model(settings: Settings, device: str) -> Any:
+def load_model(settings: Settings) -> StreamingModel:
     """The streaming generator, with a cache row per session and per running job."""
     from models import load_generator
 
-    if settings.attn:
-        os.environ["FRAMECAST_ATTN"] = settings.attn
-    return load_generator(settings.model, device=device, max_batch=settings.max_sessions + settings.max_running_jobs,
-                          lora=settings.lora, text_device=settings.text_device)
+    return load_generator(settings.model, device=settings.device, attn=settings.attn,
+                          max_batch=settings.max_sessions + settings.max_running_jobs, lora=settings.lora,
+                          text_device=settings.text_device)
 
 
-def create_app(settings: Settings | None = None, generator: Any = None) -> FastAPI:
+def create_app(settings: Settings | None = None, generator: StreamingModel | None = None) -> FastAPI:
     """A new app; `generator` skips loading (tests share one). Nothing starts until its lifespan."""
     settings = settings or Settings()
 
@@ -71,16 +62,14 @@ def create_app(settings: Settings | None = None, generator: Any = None) -> FastA
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"])
+    rest_errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_message_bytes)
     return app
 
 
-async def _start(settings: Settings, generator: Any) -> ServerState:
-    device = pick_device(settings.device)
+async def _start(settings: Settings, generator: StreamingModel | None) -> ServerState:
     if generator is None:
-        generator = await asyncio.to_thread(load_model, settings, device)
-    else:
-        device = str(getattr(generator, "device", None) or device)
+        generator = await asyncio.to_thread(load_model, settings)
     info = generator.info
     metrics = Metrics()
     store = open_job_store(settings)  # Redis when FRAMECAST_REDIS_URL is set, else SQLite
@@ -98,7 +87,7 @@ async def _start(settings: Settings, generator: Any) -> ServerState:
     if not auth.enabled and not settings.is_loopback:
         log.warning("listening on %s without FRAMECAST_API_KEYS: anyone who can reach it can use it", settings.host)
     return ServerState(settings=settings, info=info, engine=engine, store=store, runner=runner, auth=auth,
-                       metrics=metrics, pool=pool, device=device)
+                       metrics=metrics, pool=pool)
 
 
 async def drain(state: ServerState) -> None:

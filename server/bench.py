@@ -80,7 +80,7 @@ async def _one_session(url: str, index: int, seconds: float, fmt: str, switches:
 
     import websockets
 
-    from client.chunk_format import parse_chunk
+    from client.protocol.chunks import parse_chunk
     from server.pacing import PlaybackClock
 
     result = SessionResult()
@@ -240,7 +240,7 @@ def _run_all(url: str, args: argparse.Namespace, counts: list[int]) -> tuple[lis
 
 
 def _run_local(args: argparse.Namespace, counts: list[int]) -> tuple[list[dict], dict | None, str, str]:
-    from server.app import load_model, pick_device
+    from server.app import load_model
     from server.serve import ServerThread
     from server.settings import Settings
 
@@ -249,11 +249,10 @@ def _run_local(args: argparse.Namespace, counts: list[int]) -> tuple[list[dict],
         overrides.update({"lora": args.lora} if args.lora else {}, text_device=args.text_device)
         settings = Settings(**overrides, host="127.0.0.1", port=0, device=args.device,
                             max_sessions=max(counts), max_running_jobs=0, data_dir=data_dir)
-        device = pick_device(settings.device)
-        generator = load_model(settings, device)
+        generator = load_model(settings)
         with ServerThread(settings, generator=generator) as server:
             rows, trace = _run_all(server.ws_url, args, counts)
-    return rows, trace, device, generator.info.name
+    return rows, trace, generator.info.device, generator.info.name
 
 
 def _print_table(report: dict) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 
+from server.rest_errors import error_body
+
 DRAIN_BYTES = 64 << 20  # past this much an over-limit upload is cut off rather than read to its end
 
 
@@ -44,7 +46,7 @@ class BodySizeLimit:
             await self._reject(send)
 
     async def _reject(self, send) -> None:
-        body = json.dumps({"detail": f"request body over the {self.max_bytes}-byte limit"}).encode()
+        body = json.dumps(error_body(413, f"request body over the {self.max_bytes}-byte limit")).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})

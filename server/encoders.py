@@ -11,7 +11,6 @@ calls `encode` for its chunks one at a time, in order, on a worker thread.
 from __future__ import annotations
 
 import io
-import struct
 from fractions import Fraction
 
 import av
@@ -19,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from client.mp4_writer import X264_THREADS
+from client.protocol.chunks import pack_jpeg_payload
 from server.mp4_boxes import media_timescale, restamp_fragment, split_init_and_fragment
 
 FMP4_MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof+skip_trailer"  # one fragment, no mfra
@@ -36,12 +36,12 @@ class JpegChunkEncoder:
 
     def encode(self, frames: np.ndarray, first_frame_index: int) -> bytes:
         """frames: uint8 [T, H, W, 3]."""
-        out = bytearray()
+        jpegs = []
         for frame in frames:  # [H, W, 3]
             buf = io.BytesIO()
             Image.fromarray(frame).save(buf, format="JPEG", quality=self.quality)
-            out += struct.pack("<I", buf.tell()) + buf.getvalue()
-        return bytes(out)
+            jpegs.append(buf.getvalue())
+        return pack_jpeg_payload(jpegs)
 
 
 class Fmp4ChunkEncoder:

@@ -21,8 +21,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
+from models.generator import Chunk, StreamState
+from models.stream_api import ChunkInput, Conditioning, StreamingModel
 from server.metrics import Metrics
 from server.pacing import Pacer, UpdateApplied, plan_step
 
@@ -42,21 +42,22 @@ class EngineStream:
     """One generator stream driven by the device loop (plain data; the engine mutates it)."""
 
     live: bool  # realtime session (priority, counted against max_sessions) or job
-    on_chunk: Callable[[Any, float], None]  # (Chunk, step start time.monotonic()), on the device thread
+    on_chunk: Callable[[Chunk, float], None]  # (chunk, step start time.monotonic()), on the device thread
     on_error: Callable[[str], None]  # generation failed for this stream; it is closed
-    state: Any = None  # the generator's StreamState, set once opened
+    state: StreamState | None = None  # the generator's stream, set once opened
     paused: bool = False  # not stepped while paused (its cache is kept)
     closing: bool = False  # close() was called: not stepped any more, its slot is already free
     closed: bool = False  # its cache row was returned to the generator
     released: bool = False  # its admission slot was returned
     pending_prompts: deque = field(default_factory=deque)  # (prompt, transition_chunks, on_applied, play position s)
     pacer: Pacer | None = None  # live streams: playback clock and due time; None for (unpaced) jobs
+    pending_inputs: list[ChunkInput] = field(default_factory=list)  # arrived since its last chunk
 
 
 class Engine:
     """Owns the generator and its device loop thread."""
 
-    def __init__(self, generator: Any, *, max_sessions: int, max_running_jobs: int, lead_margin_s: float,
+    def __init__(self, generator: StreamingModel, *, max_sessions: int, max_running_jobs: int, lead_margin_s: float,
                  max_lead_s: float, metrics: Metrics | None = None, clock: Callable[[], float] = time.monotonic):
         self.gen = generator
         self.max_sessions = max_sessions
@@ -104,12 +105,10 @@ class Engine:
     # ---- commands (any thread) ----
     def open(
         self,
-        prompt: str,
+        conditioning: Conditioning,
         *,
-        seed: int | None,
-        image: np.ndarray | None,
         live: bool,
-        on_chunk: Callable[[Any, float], None],
+        on_chunk: Callable[[Chunk, float], None],
         on_error: Callable[[str], None],
         max_lead_s: float | None = None,
     ) -> Future:
@@ -133,7 +132,7 @@ class Engine:
 
         def do_open() -> EngineStream:
             try:
-                stream.state = self.gen.open_stream(prompt, seed=seed, image=image)
+                stream.state = self.gen.open(conditioning)
             except BaseException:
                 self._release(stream)
                 raise
@@ -149,6 +148,11 @@ class Engine:
             position = stream.pacer.clock.position(self.clock()) if stream.pacer else 0.0
             stream.pending_prompts.append((prompt, transition_chunks, on_applied, position))
             self._cond.notify_all()
+
+    def feed(self, stream: EngineStream, piece: ChunkInput) -> None:
+        """A per-chunk input for the stream's next chunk (any thread)."""
+        with self._cond:
+            stream.pending_inputs.append(piece)
 
     def pause(self, stream: EngineStream) -> None:
         stream.paused = True
@@ -254,9 +258,13 @@ class Engine:
                     applied = UpdateApplied(stream.state.chunk_index, 0.0, 0.0)
                 if on_applied:
                     _call_quietly(on_applied, applied)
+        with self._cond:
+            inputs = [s.pending_inputs for s in batch]
+            for stream in batch:
+                stream.pending_inputs = []
         started = self.clock()
         try:
-            chunks = self.gen.step([s.state for s in batch])
+            chunks = self.gen.step([s.state for s in batch], inputs)
         except Exception:
             log.exception("generator step failed for %d stream(s)", len(batch))
             for stream in batch:

@@ -15,7 +15,7 @@ from types import FrameType
 
 import uvicorn
 
-from server.app import create_app, drain, load_model, pick_device
+from server.app import create_app, drain, load_model
 from server.settings import Settings
 
 log = logging.getLogger("framecast.server")
@@ -57,7 +57,7 @@ class FramecastServer(uvicorn.Server):
         if state is not None:
             info, s = state.info, state.settings
             log.info("framecast serving %s (%dx%d, %d fps) on %s at http://%s:%d/ (max %d sessions, auth %s)",
-                     info.name, info.width, info.height, info.fps, state.device, s.host, self.port,
+                     info.name, info.width, info.height, info.fps, info.device, s.host, self.port,
                      s.max_sessions, "on" if state.auth.enabled else "off")
         self.ready.set()
 
@@ -82,7 +82,7 @@ class FramecastServer(uvicorn.Server):
 
 def run(settings: Settings) -> None:
     """Load the model, then serve until SIGTERM / SIGINT (blocking)."""
-    generator = load_model(settings, pick_device(settings.device))
+    generator = load_model(settings)
     server = FramecastServer(uvicorn_config(create_app(settings, generator=generator), settings))
     server.run()
 

@@ -12,9 +12,10 @@ import time
 import uuid
 from concurrent.futures import Executor
 
-from server.chunk_header import pack_chunk
+from client.protocol.chunks import pack_chunk
+from client.protocol.errors import InternalError
+from client.protocol.events import SessionBehind, Stats
 from server.engine import EngineStream
-from server.errors import CLOSE_CODES
 from server.metrics import Metrics
 from server.outbox import OutgoingChunk, Outbox
 from server.send_queue import DropOldestQueue
@@ -35,6 +36,7 @@ class Session:
         self.metrics = metrics
         self.loop = asyncio.get_running_loop()
         self.stream: EngineStream | None = None
+        self.inputs: tuple[str, ...] = ()  # per-chunk input kinds declared in session.start
         self.started_at = time.monotonic()
         self.done = False
         self._raw: DropOldestQueue = DropOldestQueue(max_raw_chunks)  # (chunk, step_started)
@@ -76,8 +78,9 @@ class Session:
             await self._encode_chunks()
         except Exception:
             log.exception("session %s: encoding failed", self.id)
-            self.outbox.event({"type": "error", "code": "internal", "message": "encoding failed"})
-            self.outbox.close(CLOSE_CODES["internal"])
+            error = InternalError("encoding failed")
+            self.outbox.event(error.event())
+            self.outbox.close(error.close_code)
 
     async def _encode_chunks(self) -> None:
         while True:
@@ -101,7 +104,7 @@ class Session:
     async def _stats_loop(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            self.outbox.event(self.stats())
+            self.outbox.event(self.stats().dump())
 
     def _chunk_sent(self, chunk: OutgoingChunk, sent_at: float) -> None:
         if self.stream is not None and self.stream.pacer is not None:
@@ -131,10 +134,10 @@ class Session:
         self._underruns_seen = pacer.clock.underruns
         now = time.monotonic()
         if pacer.should_report_behind(now):
-            self.outbox.event({"type": "session.behind", "fps": pacer.clock.fps,
-                               "achieved_fps": round(pacer.achieved_fps(), 2), "underruns": pacer.clock.underruns})
+            self.outbox.event(SessionBehind(fps=pacer.clock.fps, achieved_fps=round(pacer.achieved_fps(), 2),
+                                            underruns=pacer.clock.underruns).dump())
 
-    def stats(self) -> dict:
+    def stats(self) -> Stats:
         """The `stats` event; rates cover the time since the previous call."""
         now = time.monotonic()
         elapsed = max(now - self._stats_time, 1e-9)
@@ -145,20 +148,15 @@ class Session:
         played_fps = (played - self._stats_played) / elapsed
         self._stats_time, self._stats_frames, self._stats_played, self._latencies = (
             now, self._frames_generated, played, [])
-        event = {
-            "type": "stats",
-            "generated_fps": round(fps, 2),
-            "played_fps": round(played_fps, 2),
-            "sent": self.outbox.sent_chunks,
-            "dropped": self.dropped,
-            "queue_depth": self.queue_depth,
-            "chunk_latency_ms": round(latency * 1000, 1),
-            "lead_s": round(pacing.lead_s, 3) if pacing else 0.0,
-            "max_lead_s": round(pacing.max_lead_s, 3) if pacing else None,
-            "last_switch_s": round(pacing.last_switch_s, 3) if pacing and pacing.last_switch_s is not None else None,
-            "underruns": pacing.underruns if pacing else 0,
-        }
-        self.metrics.set_session(self.id, event)
+        event = Stats(
+            generated_fps=round(fps, 2), played_fps=round(played_fps, 2), sent=self.outbox.sent_chunks,
+            dropped=self.dropped, queue_depth=self.queue_depth, chunk_latency_ms=round(latency * 1000, 1),
+            lead_s=round(pacing.lead_s, 3) if pacing else 0.0,
+            max_lead_s=round(pacing.max_lead_s, 3) if pacing else None,
+            last_switch_s=round(pacing.last_switch_s, 3) if pacing and pacing.last_switch_s is not None else None,
+            underruns=pacing.underruns if pacing else 0,
+        )
+        self.metrics.set_session(self.id, event.dump())
         return event
 
     # ---- ending ----

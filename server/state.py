@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
-
-from models.config import StreamConfig
+from models.generator import ModelInfo
 from server.auth import Authenticator
 from server.engine import Engine
 from server.jobs.runner import JobRunner
@@ -19,14 +17,13 @@ from server.settings import Settings
 @dataclass(eq=False)
 class ServerState:
     settings: Settings
-    info: Any  # the generator's ModelInfo
+    info: ModelInfo  # what the loaded model is and can do
     engine: Engine
     store: JobStore
     runner: JobRunner
     auth: Authenticator
     metrics: Metrics
     pool: ThreadPoolExecutor  # encoders and MP4 writers
-    device: str  # where the model runs, for logs
     connections: set = field(default_factory=set)  # open RealtimeConnection objects
     admitting: bool = True  # False once shutdown began
 
@@ -37,7 +34,4 @@ class ServerState:
 
     @property
     def max_prompt_chars(self) -> int:
-        """From the model's stream config when the generator exposes it, else the config default."""
-        config = getattr(self.engine.gen, "cfg", None)
-        stream = getattr(config, "stream", None) or StreamConfig()
-        return stream.max_prompt_chars
+        return self.info.max_prompt_chars

@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 import websockets
 
-from client.chunk_format import parse_chunk
+from client.protocol.chunks import parse_chunk
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = os.environ.get("FRAMECAST_TEST_MODEL", "tiny")  # the model of `framecast serve` processes

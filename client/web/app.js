@@ -65,18 +65,14 @@
     }
   }
 
-  /** (code, message) from any error body shape the server may use. */
+  /** (code, message) of an error answer: the server's {"error": {message, type, param, code}}
+   *  (OpenAI's shape, docs/PROTOCOL.md), or a proxy's plain text whose code comes from the status. */
   function parseErrorBody(body, status) {
     let code = null;
     let message = null;
-    let node = body;
-    if (node && typeof node === "object" && "error" in node) node = node.error;
-    if (node && typeof node === "object" && "detail" in node) node = node.detail;
-    if (typeof node === "string") message = node;
-    else if (Array.isArray(node)) {
-      code = "bad_request";
-      message = node.map((e) => `${(e.loc || []).filter((p) => p !== "body").join(".")}: ${e.msg}`).join("; ");
-    } else if (node && typeof node === "object") {
+    const node = body && typeof body === "object" ? body.error : null;
+    if (typeof body === "string") message = body;
+    else if (node && typeof node === "object") {
       code = node.code || null;
       message = node.message || null;
     }
@@ -188,11 +184,6 @@
       const size = model.width && model.height ? ` · ${model.width}×${model.height}` : "";
       const fps = model.fps ? ` @ ${model.fps} fps` : "";
       $("model-info").textContent = `${name}${size}${fps}`;
-      const imageField = model.image_conditioning ?? model.supports_image;
-      if (imageField === false) {
-        $("image").disabled = true;
-        $("image").title = "this model cannot start from an image";
-      }
     } catch (err) {
       $("model-info").textContent = err.code === "unauthorized" ? "API key needed" : "server unreachable";
     }

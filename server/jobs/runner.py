@@ -14,6 +14,7 @@ import time
 from concurrent.futures import Executor
 from pathlib import Path
 
+from models.stream_api import Conditioning
 from server.engine import Engine, EngineCapacityError, EngineStopped
 from server.images import decode_image_bytes
 from server.jobs.store import Job, JobStore
@@ -107,8 +108,8 @@ class JobRunner:
         def on_error(message: str) -> None:
             loop.call_soon_threadsafe(chunks.put_nowait, RuntimeError(message))
 
-        future = self.engine.open(job.prompt, seed=job.seed, image=image, live=False,
-                                  on_chunk=on_chunk, on_error=on_error)
+        conditioning = Conditioning(job.prompt, seed=job.seed, image=image)  # what the job record stores
+        future = self.engine.open(conditioning, live=False, on_chunk=on_chunk, on_error=on_error)
         stream = await asyncio.wrap_future(future)
         writer = await loop.run_in_executor(
             self.pool, lambda: Mp4FileWriter(self.video_path(job.id), width=self.width, height=self.height, fps=self.fps)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import HTTPException, Request
+from fastapi import Request
+
+from client.protocol.errors import UnauthorizedError
 
 from server.state import ServerState
 
@@ -15,5 +17,4 @@ def require_api_key(request: Request) -> None:
     """REST auth: `Authorization: Bearer KEY` when API keys are configured."""
     state: ServerState = request.app.state.framecast
     if not state.auth.check_bearer(request.headers.get("authorization")):
-        raise HTTPException(status_code=401, detail="missing or invalid API key",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise UnauthorizedError("missing or invalid API key")

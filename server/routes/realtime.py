@@ -8,16 +8,23 @@ import logging
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketState
 
+from client.protocol.chunks import FORMATS, ChunkFormatError, parse_input
+from client.protocol.errors import (
+    CLOSE_NORMAL, CLOSE_SHUTDOWN, BadRequestError, CapacityError, FramecastError, InternalError, TooLargeError,
+    UnauthorizedError, UnsupportedError,
+)
+from client.protocol.events import (
+    Pong, SessionDone, SessionPause, SessionPing, SessionResume, SessionStart, SessionStarted, SessionStop,
+    SessionUpdate, SessionUpdateApplied, parse_client_message,
+)
+from models.generator import CapacityError as ModelCapacityError
+from models.stream_api import ChunkInput, Conditioning
 from server.encoders import make_encoder
 from server.engine import EngineCapacityError, EngineStopped
-from server.errors import CLOSE_CODES, CLOSE_NORMAL, CLOSE_SHUTDOWN, ProtocolError
 from server.images import decode_image
 from server.outbox import Outbox
 from server.pacing import UpdateApplied
-from server.protocol import (
-    FORMATS, SessionPause, SessionPing, SessionResume, SessionStart, SessionStop, SessionUpdate,
-    model_request_problem, parse_client_message,
-)
+from server.protocol import check_model_request
 from server.session import Session
 from server.state import ServerState
 
@@ -56,25 +63,25 @@ class RealtimeConnection:
                 await self._receive_loop()
         except Exception:
             log.exception("realtime connection failed")
-            self._fail(ProtocolError("internal", "internal server error"))
+            self._fail(InternalError("internal server error"))
         finally:
             await self._cleanup(sender)
 
-    def _admission_error(self) -> ProtocolError | None:
+    def _admission_error(self) -> FramecastError | None:
         token = self.ws.query_params.get("token")
         auth = self.state.auth
         if not (auth.check_token(token) or auth.check_bearer(self.ws.headers.get("authorization"))):
-            return ProtocolError("unauthorized", "missing or invalid token")
+            return UnauthorizedError("missing or invalid token")
         if not self.state.admitting:
-            return ProtocolError("capacity", "the server is shutting down")
+            return CapacityError("the server is shutting down")
         if not self.state.engine.has_room_for_live():
-            return ProtocolError("capacity", f"all {self.state.settings.max_sessions} session slots are busy")
+            return CapacityError(f"all {self.state.settings.max_sessions} session slots are busy")
         return None
 
-    def _fail(self, error: ProtocolError) -> None:
+    def _fail(self, error: FramecastError) -> None:
         """Send the error event and close with the matching code."""
         self.outbox.event(error.event())
-        self._close(CLOSE_CODES[error.code])
+        self._close(error.close_code)
 
     def _close(self, code: int) -> None:
         if not self.ending:
@@ -98,27 +105,28 @@ class RealtimeConnection:
             try:
                 if text is None:
                     if data is not None and len(data) > limit:
-                        raise ProtocolError("too_large", f"message over the {limit}-byte limit")
-                    raise ProtocolError("unsupported", "binary messages are not accepted; send JSON text")
+                        raise TooLargeError(f"message over the {limit}-byte limit")
+                    self._input(data or b"")
+                    continue
                 if len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit):
-                    raise ProtocolError("too_large", f"message over the {limit}-byte limit")
+                    raise TooLargeError(f"message over the {limit}-byte limit")
                 parsed = parse_client_message(text, max_prompt_chars=self.state.max_prompt_chars)
                 await self._handle(parsed)
-            except ProtocolError as error:
-                if error.code in ("unauthorized", "capacity", "internal"):
+            except FramecastError as error:
+                if isinstance(error, (UnauthorizedError, CapacityError, InternalError)):
                     self._fail(error)
                 else:  # the session goes on
                     self.outbox.event(error.event())
 
     async def _handle(self, message) -> None:
         if isinstance(message, SessionPing):
-            self.outbox.event({"type": "pong"})
+            self.outbox.event(Pong().dump())
         elif isinstance(message, SessionStart):
             await self._start(message)
         elif isinstance(message, SessionStop):
             await self._end("stopped", CLOSE_NORMAL)
         elif self.session is None or self.session.stream is None:
-            raise ProtocolError("bad_request", f"{message.type} before session.start")
+            raise BadRequestError(f"{message.type} before session.start")
         elif isinstance(message, SessionUpdate):
             self._update(message)
         elif isinstance(message, SessionPause):
@@ -126,15 +134,27 @@ class RealtimeConnection:
         elif isinstance(message, SessionResume):
             self.state.engine.resume(self.session.stream)
 
+    def _input(self, data: bytes) -> None:
+        """A binary input message: a per-chunk input the session declared in session.start."""
+        try:
+            message = parse_input(data)
+        except ChunkFormatError as exc:
+            raise BadRequestError(f"binary input: {exc}") from None
+        if self.session is None or self.session.stream is None:
+            raise BadRequestError("binary input before session.start")
+        if message.kind not in self.session.inputs:
+            raise UnsupportedError(f"input {message.kind!r} was not declared in session.start")
+        self.state.engine.feed(self.session.stream, ChunkInput(message.kind, message.media_time_us, message.payload))
+
     async def _start(self, message: SessionStart) -> None:
         state, info = self.state, self.state.info
         if self.session is not None:
-            raise ProtocolError("bad_request", "session already started")
+            raise BadRequestError("session already started")
         if message.format not in FORMATS:
-            raise ProtocolError("unsupported", f"field 'format': {message.format[:32]!r} is not one of {list(FORMATS)}")
-        problem = model_request_problem(info, message.model, message.image is not None)
-        if problem:
-            raise ProtocolError("unsupported", f"field '{problem[0]}': {problem[1]}")
+            raise UnsupportedError(f"field 'format': {message.format[:32]!r} is not one of {list(FORMATS)}",
+                                   param="format")
+        inputs = message.declared_inputs()
+        check_model_request(info, message.model, inputs)
         image = None
         if message.image is not None:
             settings = state.settings
@@ -142,28 +162,27 @@ class RealtimeConnection:
                 decode_image, message.image, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
             )
         if not state.admitting:
-            raise ProtocolError("capacity", "the server is shutting down")
+            raise CapacityError("the server is shutting down")
         encoder = make_encoder(message.format, fps=info.fps, jpeg_quality=state.settings.jpeg_quality)
         session = Session(fmt=message.format, encoder=encoder, outbox=self.outbox, pool=state.pool,
                           metrics=state.metrics, max_raw_chunks=state.settings.send_queue_chunks)
         try:
-            future = state.engine.open(message.prompt, seed=message.seed, image=image, live=True,
-                                       on_chunk=session.deliver, on_error=self._on_generation_error,
-                                       max_lead_s=message.max_lead_s)
+            conditioning = Conditioning(message.prompt, seed=message.seed, image=image, inputs=inputs)
+            future = state.engine.open(conditioning, live=True, on_chunk=session.deliver,
+                                       on_error=self._on_generation_error, max_lead_s=message.max_lead_s)
             session.stream = await asyncio.wrap_future(future)
         except (EngineCapacityError, EngineStopped) as exc:
-            raise ProtocolError("capacity", str(exc)) from None
-        except Exception as exc:
-            if type(exc).__name__ == "CapacityError":  # models.CapacityError: no free cache row
-                raise ProtocolError("capacity", "no free generation slot") from None
-            log.exception("open_stream failed")
-            raise ProtocolError("internal", "could not start the stream") from None
+            raise CapacityError(str(exc)) from None
+        except ModelCapacityError:  # no free cache row
+            raise CapacityError("no free generation slot") from None
+        except Exception:
+            log.exception("opening the stream failed")
+            raise InternalError("could not start the stream") from None
+        session.inputs = inputs
         self.session = session
-        self.outbox.event({
-            "type": "session.started", "session_id": session.id, "model": info.name, "width": info.width,
-            "height": info.height, "fps": info.fps, "chunk_frames": info.chunk_frames, "format": message.format,
-            "max_lead_s": session.stream.pacer.max_lead_s,
-        })
+        self.outbox.event(SessionStarted(session_id=session.id, model=info.name, width=info.width, height=info.height,
+                                         fps=info.fps, chunk_frames=info.chunk_frames, format=message.format,
+                                         max_lead_s=session.stream.pacer.max_lead_s).dump())
         session.start_tasks(state.settings.stats_interval_s)
 
     def _update(self, message: SessionUpdate) -> None:
@@ -171,16 +190,17 @@ class RealtimeConnection:
         event_id = message.event_id
 
         def applied(update: UpdateApplied) -> None:  # device thread
-            event = {"type": "session.update.applied", "event_id": event_id, "chunk_index": update.chunk_index,
-                     "media_time_s": round(update.media_time_s, 4), "latency_s": round(update.latency_s, 4)}
-            loop.call_soon_threadsafe(self.outbox.event, event)
+            event = SessionUpdateApplied(event_id=event_id, chunk_index=update.chunk_index,
+                                         media_time_s=round(update.media_time_s, 4),
+                                         latency_s=round(update.latency_s, 4))
+            loop.call_soon_threadsafe(self.outbox.event, event.dump())
 
         self.state.engine.set_prompt(self.session.stream, message.prompt, message.transition_chunks, applied)
 
     def _on_generation_error(self, message: str) -> None:  # device thread
         loop = self.session.loop if self.session else None
         if loop:
-            loop.call_soon_threadsafe(self._fail, ProtocolError("internal", message))
+            loop.call_soon_threadsafe(self._fail, InternalError(message))
 
     async def _end(self, reason: str, code: int) -> None:
         """Stop generating, flush what was generated, send session.done and close."""
@@ -190,7 +210,7 @@ class RealtimeConnection:
             if self.session.stream is not None:
                 self.state.engine.close(self.session.stream)
             await self.session.finish(self.state.settings.shutdown_grace_s)
-        self.outbox.event({"type": "session.done", "reason": reason})
+        self.outbox.event(SessionDone(reason=reason).dump())
         self._close(code)
 
     async def shutdown(self) -> None:

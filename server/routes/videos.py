@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import secrets
 
-from fastapi import APIRouter, Depends, HTTPException, Query
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from server.errors import ProtocolError
+from client.protocol.errors import CapacityError, ConflictError, FramecastError, NotFoundError, TooLargeError
+from client.protocol.events import MAX_SEED
 from server.images import data_url_bytes, decode_image_bytes
 from server.jobs.store import TERMINAL, Job
-from server.protocol import MAX_SEED, model_request_problem
+from server.protocol import check_model_request
+from server.rest_errors import VALIDATION_STATUS, invalid
 from server.routes.deps import get_state, require_api_key
 from server.state import ServerState
 
@@ -29,11 +30,6 @@ class VideoCreate(BaseModel):
     image: str | None = None  # data URL of the first frame (models with image conditioning)
 
 
-def _invalid(field: str, message: str) -> RequestValidationError:
-    """A 422 naming the body field, like FastAPI's own validation errors."""
-    return RequestValidationError([{"loc": ("body", field), "msg": message, "type": "value_error"}])
-
-
 def video_object(job: Job) -> dict:
     error = None if job.error is None else {"code": job.status, "message": job.error}
     return {
@@ -46,7 +42,7 @@ def video_object(job: Job) -> dict:
 def _get_job(state: ServerState, video_id: str) -> Job:
     job = state.store.get(video_id)
     if job is None:
-        raise HTTPException(status_code=404, detail=f"no video {video_id!r}")
+        raise NotFoundError(f"no video {video_id!r}")
     return job
 
 
@@ -54,22 +50,22 @@ def _get_job(state: ServerState, video_id: str) -> Job:
 async def create_video(body: VideoCreate, state: ServerState = Depends(get_state)) -> dict:
     settings, info = state.settings, state.info
     if len(body.prompt) > state.max_prompt_chars:
-        raise _invalid("prompt", f"over the {state.max_prompt_chars}-character limit")
+        raise TooLargeError(f"field 'prompt': over the {state.max_prompt_chars}-character limit", param="prompt",
+                            status=VALIDATION_STATUS)
     seconds = body.seconds if body.seconds is not None else settings.default_job_seconds
     if seconds > settings.max_job_seconds:
-        raise _invalid("seconds", f"over the {settings.max_job_seconds:g}-second limit")
-    problem = model_request_problem(info, body.model, body.image is not None)
-    if problem:
-        raise _invalid(*problem)
+        raise invalid("seconds", f"over the {settings.max_job_seconds:g}-second limit")
     image_bytes = None
-    if body.image is not None:
-        try:
+    try:  # a field the realtime socket would refuse: the same code, answered as a 422 naming the field
+        check_model_request(info, body.model)
+        if body.image is not None:
             image_bytes = data_url_bytes(body.image, max_bytes=settings.max_image_bytes)
             decode_image_bytes(image_bytes, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
-        except ProtocolError as exc:
-            raise _invalid("image", exc.message.removeprefix("field 'image': ")) from None
+    except FramecastError as exc:
+        exc.status = VALIDATION_STATUS
+        raise
     if not state.admitting:
-        raise HTTPException(status_code=503, detail="the server is shutting down")
+        raise CapacityError("the server is shutting down")
     seed = body.seed if body.seed is not None else secrets.randbelow(2**31)  # fixed now: a re-run matches
     job = Job(id=Job.new_id(), prompt=body.prompt, seconds=seconds, model=info.name, seed=seed,
               image=image_bytes, size=f"{info.width}x{info.height}")
@@ -106,8 +102,8 @@ def cancel_video(video_id: str, state: ServerState = Depends(get_state)) -> dict
 def video_content(video_id: str, state: ServerState = Depends(get_state)) -> FileResponse:
     job = _get_job(state, video_id)
     if job.status != "completed":
-        raise HTTPException(status_code=409, detail=f"video {video_id!r} is {job.status}, not completed")
+        raise ConflictError(f"video {video_id!r} is {job.status}, not completed")
     path = state.runner.video_path(video_id)
     if not path.is_file():
-        raise HTTPException(status_code=410, detail=f"video {video_id!r} file is gone")
+        raise NotFoundError(f"video {video_id!r} file is gone", status=410)
     return FileResponse(path, media_type="video/mp4", filename=f"{video_id}.mp4")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from client.chunk_format import ChunkFormatError, ChunkMessage, pack_chunk, pack_jpeg_payload, parse_chunk
+from client.protocol.chunks import ChunkFormatError, ChunkMessage, pack_chunk, pack_jpeg_payload, parse_chunk
 from client.frame_decode import ChunkDecoder, decode_jpeg_frames, split_init_segment
 from client.mp4_writer import Mp4Writer
 
@@ -57,7 +57,7 @@ def fmp4_chunks(frames, chunk_frames):
 
 def test_jpeg_chunk_decodes_to_frames():
     frames = moving_square_frames(3)
-    message = parse_chunk(pack_chunk("jpeg", 0, 0, 3, pack_jpeg_payload([jpeg_bytes(f) for f in frames])))
+    message = parse_chunk(pack_chunk("jpeg", chunk_index=0, first_frame_index=0, frame_count=3, payload=pack_jpeg_payload([jpeg_bytes(f) for f in frames])))
     decoded = ChunkDecoder().decode(message)
     assert decoded.shape == frames.shape and decoded.dtype == np.uint8
     assert np.abs(decoded.astype(int) - frames).mean() < 4

@@ -12,12 +12,26 @@ from client.errors import (
     BadRequestError,
     CapacityError,
     FramecastError,
+    InternalError,
     NotFoundError,
+    TooLargeError,
     UnauthorizedError,
+    error_from_close,
     error_from_code,
     error_from_http,
 )
 from client.http_common import raise_for_error, resolve_base_url, token_from_session_response, websocket_url
+
+
+def test_one_class_per_code_with_its_rest_and_websocket_forms():
+    err = CapacityError("all 4 session slots are busy")
+    assert err.event() == {"type": "error", "code": "capacity", "message": "all 4 session slots are busy"}
+    assert err.body() == {"error": {"message": "all 4 session slots are busy", "type": "server_error", "param": None,
+                                    "code": "capacity"}}
+    assert (err.http_status, err.close_code) == (503, 1013)
+    bad = BadRequestError("field 'seed': not an integer", param="seed")
+    assert bad.body()["error"]["param"] == "seed" and bad.body()["error"]["type"] == "invalid_request_error"
+    assert error_from_close(1013, "busy").code == "capacity" and error_from_close(4000, "").code == "connection_lost"
 
 
 def test_codes_map_to_classes_and_keep_the_code():
@@ -31,10 +45,13 @@ def test_codes_map_to_classes_and_keep_the_code():
     "status, body, cls, message",
     [
         (400, {"error": {"code": "bad_request", "message": "prompt missing"}}, BadRequestError, "prompt missing"),
-        (404, {"detail": "no such video"}, NotFoundError, "no such video"),
-        (401, {"detail": {"code": "unauthorized", "message": "bad key"}}, UnauthorizedError, "bad key"),
-        (422, {"detail": [{"loc": ["body", "seconds"], "msg": "must be > 0"}]}, BadRequestError, "seconds: must be > 0"),
-        (503, "busy", CapacityError, "busy"),
+        (404, {"error": {"message": "no such video", "type": "invalid_request_error", "param": None,
+                         "code": "not_found"}}, NotFoundError, "no such video"),
+        (401, {"error": {"code": "unauthorized", "message": "bad key"}}, UnauthorizedError, "bad key"),
+        (422, {"error": {"code": "too_large", "message": "field 'prompt': too long", "param": "prompt"}},
+         TooLargeError, "field 'prompt': too long"),
+        (503, "busy", CapacityError, "busy"),  # a proxy's plain-text answer: the code comes from the status
+        (502, {"unexpected": "shape"}, InternalError, "HTTP 502"),
     ],
 )
 def test_http_error_bodies(status, body, cls, message):

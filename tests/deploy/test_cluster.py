@@ -25,7 +25,7 @@ import httpx
 import pytest
 import websockets
 
-from client.chunk_format import parse_chunk
+from client.protocol.chunks import parse_chunk
 from tests.deploy.harness import Worker, nginx_gateway, redis_server, require, require_redis_client
 
 LEASE_S = 4.0  # claim lifetime: the killed worker's job is re-queued this long after its last renewal

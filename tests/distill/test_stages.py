@@ -123,7 +123,7 @@ def test_self_forcing_critic_learns(recipe, parts, tmp_path):
     critic = copy.deepcopy(teacher).requires_grad_(True)
     student = random_transformer(cfg, seed=4)
     sc = dataclasses.replace(recipe.self_forcing, critic_lr=3e-3, lr=1e-3)
-    gen = StreamingGenerator(cfg, student, vae, text, max_batch=sc.batch_size, supports_image=False)
+    gen = StreamingGenerator(cfg, student, vae, text, max_batch=sc.batch_size)
     method = SelfForcingDMD(gen, teacher, critic, ["a red circle", "a blue square"], sc, seed=0)
     # the critic's flow-matching loss on (fixed) student rollouts
     before = fixed_loss(method, "critic", n=3)

@@ -1,8 +1,8 @@
 """A stand-in generator for the pacing tests: it takes a fixed wall time per step (sleeping, not
 computing), so "the device is N times faster than real time" holds however loaded the test
 machine is, and every frame is one flat colour derived from the stream's prompt, so a prompt
-switch is visible in the frames themselves. It has the generator surface the engine uses
-(`info`, `open_stream`, `set_prompt`, `step`, `close_stream`); the server around it is real.
+switch is visible in the frames themselves. It implements models.stream_api.StreamingModel (`info`,
+`open`, `set_prompt`, `step`, `close_stream`), all the engine sees; the server around it is real.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.generator import Chunk, ModelInfo
+from models.stream_api import Conditioning
 
 FPS = 16
 FIRST_FRAMES, CHUNK_FRAMES = 5, 8  # frames of a stream's first chunk and of every later one (0.5 s)
@@ -40,12 +41,12 @@ class ClockedGenerator:
         self.step_s = step_s
         self.size = size
         self.info = ModelInfo(name="clocked", family="test", width=size, height=size, fps=FPS, chunk_frames=2,
-                              steps=1, max_batch=max_batch, supports_image=False)
+                              steps=1, max_batch=max_batch, max_prompt_chars=2000, device="cpu")
         self.steps = 0  # steps taken (each one batched over its streams)
         self._lock = threading.Lock()
 
-    def open_stream(self, prompt: str, seed: int | None = None, image=None) -> _Stream:
-        return _Stream(prompt)
+    def open(self, conditioning: Conditioning) -> _Stream:
+        return _Stream(conditioning.prompt)
 
     def set_prompt(self, stream: _Stream, prompt: str, transition_chunks: int = 0) -> None:
         stream.prompt = prompt
@@ -53,7 +54,7 @@ class ClockedGenerator:
     def close_stream(self, stream: _Stream) -> None:
         pass
 
-    def step(self, streams: list[_Stream]) -> list[Chunk]:
+    def step(self, streams: list[_Stream], inputs=None) -> list[Chunk]:
         time.sleep(self.step_s)
         with self._lock:
             self.steps += 1

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from server.chunk_header import HEADER, MAGIC, pack_chunk
+from client.protocol.chunks import pack_chunk, parse_chunk
 from server.encoders import Fmp4ChunkEncoder, JpegChunkEncoder, make_encoder
 from server.mp4_boxes import iter_boxes
 from server.mp4_writer import Mp4FileWriter
@@ -20,19 +20,7 @@ def frames(t, h=32, w=48, seed=0):
     return np.random.default_rng(seed).integers(0, 255, (t, h, w, 3), dtype=np.uint8)  # [T, H, W, 3]
 
 
-def test_header_layout_matches_protocol():
-    msg = pack_chunk("fmp4", b"xyz", frame_count=12, chunk_index=7, first_frame_index=81, first=True)
-    assert HEADER.size == 20
-    assert msg[:4] == MAGIC
-    fmt, flags, count, index, first, length = struct.unpack_from("<BBHIII", msg, 4)
-    assert (fmt, flags, count, index, first, length) == (2, 1, 12, 7, 81, 3)
-    assert msg[20:] == b"xyz"
-    assert pack_chunk("jpeg", b"", frame_count=1, chunk_index=0, first_frame_index=0, first=False)[4:6] == b"\x01\x00"
-
-
 def test_header_round_trips_through_client_parser():
-    from client.chunk_format import parse_chunk
-
     payload = JpegChunkEncoder().encode(frames(2), 5)
     msg = pack_chunk("jpeg", payload, frame_count=2, chunk_index=3, first_frame_index=5, first=False)
     parsed = parse_chunk(msg)

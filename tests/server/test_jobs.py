@@ -57,24 +57,38 @@ def test_cancel_list_and_not_found(server):
     assert http("DELETE", server.url + "/v1/videos/video_nope")[0] == 404
 
 
-@pytest.mark.parametrize("body, field", [
-    (b"{not json", None),
-    ({"seconds": 1}, "prompt"),
-    ({"prompt": "x", "seconds": -1}, "seconds"),
-    ({"prompt": "x", "seconds": 1e6}, "seconds"),
-    ({"prompt": "x", "seed": "abc"}, "seed"),
-    ({"prompt": "x" * 5000}, "prompt"),
-    ({"prompt": "x", "model": "other"}, "model"),
-    ({"prompt": "x", "image": "data:image/png;base64,aGVsbG8="}, "image"),
+def assert_openai_error(body, code: str, param: str | None = None) -> None:
+    """OpenAI's error shape, with the code the realtime socket would send for the same mistake."""
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}, body
+    assert body["error"]["code"] == code and body["error"]["param"] == param, body
+    assert body["error"]["message"] and "Traceback" not in body["error"]["message"]
+
+
+@pytest.mark.parametrize("body, field, code", [
+    (b"{not json", None, "bad_request"),
+    ({"seconds": 1}, "prompt", "bad_request"),
+    ({"prompt": "x", "seconds": -1}, "seconds", "bad_request"),
+    ({"prompt": "x", "seconds": 1e6}, "seconds", "bad_request"),
+    ({"prompt": "x", "seed": "abc"}, "seed", "bad_request"),
+    ({"prompt": "x" * 5000}, "prompt", "too_large"),
+    ({"prompt": "x", "model": "other"}, "model", "unsupported"),
+    ({"prompt": "x", "image": "data:image/png;base64,aGVsbG8="}, "image", "bad_request"),
 ])
-def test_invalid_requests_are_422_naming_the_field(server, body, field):
+def test_invalid_requests_are_422_naming_the_field(server, body, field, code):
     status, error = http("POST", server.url + "/v1/videos", body)
     assert status == 422
-    if field:
-        assert any(field in detail["loc"] for detail in error["detail"]), error
+    assert_openai_error(error, code, field)
+    assert error["error"]["type"] == "invalid_request_error"
 
 
-def test_too_long_request_is_413(server):
-    status, _ = http("POST", server.url + "/v1/videos", {"prompt": "x" * (16 << 20)})
+def test_other_rest_errors_have_the_openai_shape(server):
+    status, error = http("POST", server.url + "/v1/videos", {"prompt": "x" * (16 << 20)})
     assert status == 413
+    assert_openai_error(error, "too_large")
     assert http("GET", server.url + "/healthz")[0] == 200
+    status, error = http("GET", server.url + "/v1/videos/video_nope")
+    assert status == 404 and error["error"]["type"] == "invalid_request_error"
+    assert_openai_error(error, "not_found")
+    status, error = http("GET", server.url + "/v1/videos?limit=0")
+    assert status == 422
+    assert_openai_error(error, "bad_request", "limit")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from client.chunk_format import parse_chunk
+from client.protocol.chunks import parse_chunk
 from server.pacing import PlaybackClock
 from tests.server.clocked_generator import CHUNK_FRAMES, FPS, ClockedGenerator, prompt_colour
 from tests.server_harness import connect, http, send, start_server

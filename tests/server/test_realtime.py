@@ -13,6 +13,7 @@ import av
 import pytest
 from PIL import Image
 
+from client.protocol.chunks import pack_input
 from tests.server_harness import connect, http, next_chunks, next_event, send, start_server
 
 
@@ -182,7 +183,9 @@ BAD_INPUTS = [
     ({"type": "session.start", "prompt": "x", "image": "data:image/png;base64,aGVsbG8="}, "bad_request"),
     ({"type": "session.start", "prompt": "x", "image": "data:image/png;base64," + "A" * 200_000}, "too_large"),  # over max_image_bytes
     ("x" * (1 << 20 | 1), "too_large"),
-    (b"\x00\x01binary", "unsupported"),
+    ({"type": "session.start", "prompt": "x", "audio": {"format": "pcm_s16le", "sample_rate": 16000}}, "unsupported"),
+    (b"\x00\x01binary", "bad_request"),  # not an input message
+    (pack_input("audio", b"\0\0" * 160, media_time_us=0), "bad_request"),  # an input before session.start
 ]
 
 
@@ -201,6 +204,9 @@ def test_bad_input_gives_specific_errors_and_session_goes_on(server):
             assert (await next_chunks(ws, 1))[0].chunk_index == 0
             await send(ws, {"type": "session.start", "prompt": "again"})
             assert (await next_event(ws, "error"))["code"] == "bad_request"
+            await ws.send(pack_input("audio", b"\0\0" * 160, media_time_us=0))  # audio was not declared
+            assert (await next_event(ws, "error"))["code"] == "unsupported"
+            assert len(await next_chunks(ws, 1)) == 1  # the session goes on
             await send(ws, {"type": "session.stop"})
             await next_event(ws, "session.done")
 

@@ -1,4 +1,4 @@
-"""Settings, protocol parsing, images, auth tokens, the drop-oldest queue, the SQLite job store."""
+"""Settings, images, auth tokens, the drop-oldest queue, the SQLite job store."""
 
 import asyncio
 import base64
@@ -10,24 +10,13 @@ import pytest
 from PIL import Image
 
 from server.auth import Authenticator
-from server.errors import ProtocolError
+from client.protocol.errors import FramecastError
 from server.images import decode_image
 from server.jobs.sqlite_store import SqliteJobStore
 from server.jobs.store import Job
 from server.metrics import Metrics
-from server.protocol import SessionStart, SessionUpdate, parse_client_message
 from server.send_queue import DropOldestQueue
 from server.settings import Settings
-
-
-def parse(obj, limit=100):
-    return parse_client_message(obj if isinstance(obj, str) else json.dumps(obj), max_prompt_chars=limit)
-
-
-def code_of(obj, limit=100):
-    with pytest.raises(ProtocolError) as info:
-        parse(obj, limit)
-    return info.value.code, info.value.message
 
 
 def png_data_url(w=8, h=6):
@@ -44,32 +33,6 @@ def test_settings_env_and_overrides(monkeypatch):
     assert Settings(host="0.0.0.0").is_loopback is False and Settings().model == "shapes"
 
 
-def test_valid_messages_parse():
-    start = parse({"type": "session.start", "prompt": "a red ball", "seed": 3, "format": "fmp4", "extra": 1})
-    assert isinstance(start, SessionStart) and start.seed == 3 and start.format == "fmp4"
-    update = parse({"type": "session.update", "prompt": "blue", "event_id": "e1"})
-    assert isinstance(update, SessionUpdate) and update.transition_chunks == 0
-    assert parse({"type": "session.ping"}).type == "session.ping"
-
-
-@pytest.mark.parametrize("message, code, field", [
-    ("{not json", "bad_request", "JSON"),
-    ("[1, 2]", "bad_request", "object"),
-    ({"prompt": "x"}, "bad_request", "type"),
-    ({"type": "session.dance"}, "unsupported", "session.dance"),
-    ({"type": "session.start"}, "bad_request", "prompt"),
-    ({"type": "session.start", "prompt": 5}, "bad_request", "prompt"),
-    ({"type": "session.start", "prompt": "x", "seed": "5"}, "bad_request", "seed"),
-    ({"type": "session.start", "prompt": "x", "seed": -1}, "bad_request", "seed"),
-    ({"type": "session.start", "prompt": "x", "seed": True}, "bad_request", "seed"),
-    ({"type": "session.start", "prompt": "x" * 101}, "too_large", "prompt"),
-    ({"type": "session.update", "prompt": "x", "transition_chunks": 1.5}, "bad_request", "transition_chunks"),
-])
-def test_bad_messages_get_specific_codes(message, code, field):
-    got_code, got_message = code_of(message)
-    assert got_code == code and field in got_message
-
-
 def test_images_decode_and_reject():
     pixels = decode_image(png_data_url(8, 6), max_bytes=10_000, max_pixels=1000)
     assert pixels.shape == (6, 8, 3) and pixels.dtype == np.uint8 and tuple(pixels[0, 0]) == (10, 20, 30)
@@ -79,7 +42,7 @@ def test_images_decode_and_reject():
         (png_data_url(8, 6), "too_large"),  # 48 pixels over a 40-pixel limit
         ("data:image/png;base64," + "A" * 20_000, "too_large"),
     ]:
-        with pytest.raises(ProtocolError) as info:
+        with pytest.raises(FramecastError) as info:
             decode_image(data, max_bytes=10_000, max_pixels=40)
         assert info.value.code == code
 

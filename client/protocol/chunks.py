@@ -81,19 +81,26 @@ def pack_chunk(format: str, payload: bytes, *, frame_count: int, chunk_index: in
     return header + payload
 
 
-def parse_chunk(data: bytes | bytearray | memoryview) -> ChunkMessage:
-    """Parse one binary chunk message; raises ChunkFormatError on any inconsistency."""
+def _split(data: bytes | bytearray | memoryview, layout: struct.Struct, magic: bytes, what: str) -> tuple[tuple, bytes]:
+    """(header fields after the magic, payload) of a binary message whose header ends with the
+    payload length; ChunkFormatError when it is short, has another magic or a wrong length."""
     data = bytes(data)
-    if len(data) < HEADER.size:
-        raise ChunkFormatError(f"chunk message is {len(data)} bytes, shorter than the {HEADER.size}-byte header")
-    magic, fmt, flags, frame_count, chunk_index, first_frame_index, payload_length = HEADER.unpack_from(data)
-    if magic != MAGIC:
-        raise ChunkFormatError(f"bad magic {magic!r}, expected {MAGIC!r}")
-    if fmt not in FORMAT_NAMES:
-        raise ChunkFormatError(f"unknown chunk format {fmt}")
-    payload = data[HEADER.size :]
+    if len(data) < layout.size:
+        raise ChunkFormatError(f"{what} message is {len(data)} bytes, shorter than the {layout.size}-byte header")
+    found, *fields, payload_length = layout.unpack_from(data)
+    if found != magic:
+        raise ChunkFormatError(f"bad magic {found!r}, expected {magic!r}")
+    payload = data[layout.size :]
     if len(payload) != payload_length:
         raise ChunkFormatError(f"payload is {len(payload)} bytes, header says {payload_length}")
+    return tuple(fields), payload
+
+
+def parse_chunk(data: bytes | bytearray | memoryview) -> ChunkMessage:
+    """Parse one binary chunk message; raises ChunkFormatError on any inconsistency."""
+    (fmt, flags, frame_count, chunk_index, first_frame_index), payload = _split(data, HEADER, MAGIC, "chunk")
+    if fmt not in FORMAT_NAMES:
+        raise ChunkFormatError(f"unknown chunk format {fmt}")
     message = ChunkMessage(format=FORMAT_NAMES[fmt], first=bool(flags & FLAG_FIRST_CHUNK), frame_count=frame_count,
                            chunk_index=chunk_index, first_frame_index=first_frame_index, payload=payload)
     if message.format == "jpeg":
@@ -142,15 +149,7 @@ def pack_input(kind: str, payload: bytes, *, media_time_us: int) -> bytes:
 
 def parse_input(data: bytes | bytearray | memoryview) -> InputMessage:
     """Parse one binary input message; raises ChunkFormatError on any inconsistency."""
-    data = bytes(data)
-    if len(data) < INPUT_HEADER.size:
-        raise ChunkFormatError(f"input message is {len(data)} bytes, shorter than the {INPUT_HEADER.size}-byte header")
-    magic, kind, media_time_us, payload_length = INPUT_HEADER.unpack_from(data)
-    if magic != INPUT_MAGIC:
-        raise ChunkFormatError(f"bad magic {magic!r}, expected {INPUT_MAGIC!r}")
+    (kind, media_time_us), payload = _split(data, INPUT_HEADER, INPUT_MAGIC, "input")
     if kind not in INPUT_KINDS:
         raise ChunkFormatError(f"unknown input kind {kind}")
-    payload = data[INPUT_HEADER.size :]
-    if len(payload) != payload_length:
-        raise ChunkFormatError(f"payload is {len(payload)} bytes, header says {payload_length}")
     return InputMessage(kind=INPUT_KINDS[kind], media_time_us=media_time_us, payload=payload)

@@ -16,7 +16,9 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from client.protocol.chunks import FORMATS, INPUT_CODES
-from client.protocol.errors import BadRequestError, ProtocolError, TooLargeError, UnsupportedError
+from client.protocol.errors import (
+    BadRequestError, FramecastError, ProtocolError, TooLargeError, UnsupportedError,
+)
 
 MAX_SEED = 2**63 - 1
 MAX_TRANSITION_CHUNKS = 64
@@ -91,17 +93,23 @@ _CLIENT_ADAPTER: TypeAdapter = TypeAdapter(ClientMessage)
 MESSAGE_TYPES = tuple(m.model_fields["type"].default for m in CLIENT_MESSAGES)
 
 
-def parse_client_message(text: str, *, max_prompt_chars: int) -> BaseModel:
-    """One of the Session* messages; raises BadRequestError / UnsupportedError / TooLargeError."""
+def _typed_object(text: str, error: type[FramecastError], sender: str) -> dict[str, Any]:
+    """The JSON object of a message, which must have a string `type`; else `error`."""
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
-        raise BadRequestError("message is not valid JSON") from None
+    except (ValueError, RecursionError):
+        raise error(f"{sender} sent a message that is not valid JSON: {text[:100]!r}") from None
     if not isinstance(data, dict):
-        raise BadRequestError("message must be a JSON object")
-    kind = data.get("type")
-    if not isinstance(kind, str):
-        raise BadRequestError("field 'type': required string", param="type")
+        raise error(f"{sender} sent a message that is not a JSON object: {text[:100]!r}")
+    if not isinstance(data.get("type"), str):
+        raise error(f"{sender} sent a message without a string field 'type': {text[:100]!r}", param="type")
+    return data
+
+
+def parse_client_message(text: str, *, max_prompt_chars: int) -> BaseModel:
+    """One of the Session* messages; raises BadRequestError / UnsupportedError / TooLargeError."""
+    data = _typed_object(text, BadRequestError, "the client")
+    kind = data["type"]
     if kind not in MESSAGE_TYPES:
         raise UnsupportedError(f"unknown message type {kind[:64]!r}", param="type")
     prompt = data.get("prompt")
@@ -183,12 +191,7 @@ def parse_server_event(text: str) -> dict[str, Any]:
     """One JSON event from the server as a dict (ProtocolError if it is not an object with a
     string `type`; a known type with missing or mistyped fields is a ProtocolError too, unknown
     types pass through so a newer server can add events)."""
-    try:
-        event = json.loads(text)
-    except ValueError as exc:
-        raise ProtocolError(f"server sent invalid JSON: {text[:200]!r}") from exc
-    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
-        raise ProtocolError(f"server sent a message without a type: {text[:200]!r}")
+    event = _typed_object(text, ProtocolError, "the server")
     if event["type"] in EVENT_TYPES:
         try:
             _SERVER_ADAPTER.validate_python(event, strict=False)

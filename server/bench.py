@@ -81,6 +81,7 @@ async def _one_session(url: str, index: int, seconds: float, fmt: str, switches:
     import websockets
 
     from client.protocol.chunks import parse_chunk
+    from client.protocol.events import SessionStart, SessionStop, SessionUpdate
     from server.pacing import PlaybackClock
 
     result = SessionResult()
@@ -90,10 +91,8 @@ async def _one_session(url: str, index: int, seconds: float, fmt: str, switches:
     unseen: dict[str, list] = {}  # event_id -> [sent at, first frame under it (from the applied event)]
     async with websockets.connect(url, compression=None, max_size=None) as ws:
         started = time.perf_counter()
-        start = {"type": "session.start", "prompt": f"bench session {index}", "seed": index, "format": fmt}
-        if max_lead_s is not None:
-            start["max_lead_s"] = max_lead_s
-        await ws.send(json.dumps(start))
+        await ws.send(json.dumps(SessionStart.unchecked(prompt=f"bench session {index}", seed=index, format=fmt,
+                                                        max_lead_s=max_lead_s)))
         clock: PlaybackClock | None = None  # set at session.started (fps)
         first_at = last_at = None
         first_frames = 0
@@ -104,8 +103,7 @@ async def _one_session(url: str, index: int, seconds: float, fmt: str, switches:
                 event_id = f"s{index}-{len(sent_at_position)}"
                 sent_at_position[event_id] = clock.position(now)
                 unseen[event_id] = [now, None]
-                await ws.send(json.dumps({"type": "session.update", "prompt": f"bench switch {event_id}",
-                                          "event_id": event_id}))
+                await ws.send(json.dumps(SessionUpdate.unchecked(prompt=f"bench switch {event_id}", event_id=event_id)))
             if first_at is None:
                 timeout = 600
             else:
@@ -152,7 +150,7 @@ async def _one_session(url: str, index: int, seconds: float, fmt: str, switches:
                 result.behind_events += 1
             elif event["type"] in ("error", "session.done"):
                 raise RuntimeError(f"session {index}: {event}")
-        await ws.send(json.dumps({"type": "session.stop"}))
+        await ws.send(json.dumps(SessionStop().dump()))
         if first_at is not None and last_at > first_at:
             result.fps = (result.frames - first_frames) / (last_at - first_at)  # frames after the first chunk
     return result

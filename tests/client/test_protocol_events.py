@@ -56,10 +56,11 @@ def test_audio_input_is_declared_in_session_start():
 
 
 def test_server_events_dump_their_fields():
-    started = SessionStarted(session_id="s", model="m", width=64, height=32, fps=16, chunk_frames=3, format="jpeg")
+    started = SessionStarted(session_id="s", model="m", width=64, height=32, fps=16, chunk_frames=3, format="jpeg",
+                             max_lead_s=1.0)
     assert started.dump() == {"type": "session.started", "session_id": "s", "model": "m", "width": 64, "height": 32,
-                              "fps": 16, "chunk_frames": 3, "format": "jpeg"}
-    assert SessionUpdateApplied(event_id=None, chunk_index=4).dump()["event_id"] is None
+                              "fps": 16, "chunk_frames": 3, "format": "jpeg", "max_lead_s": 1.0}
+    assert SessionUpdateApplied(event_id=None, chunk_index=4, media_time_s=1.5, latency_s=0.4).dump()["event_id"] is None
     with pytest.raises(ValueError):
         SessionDone(reason="bored")
     with pytest.raises(ValueError):

@@ -59,8 +59,7 @@ def train(out: str | Path, pairs_dir: str | Path, batch: int, steps: int = 2) ->
     student = random_transformer(cfg, seed=4)
     sc = dataclasses.replace(recipe.self_forcing, batch_size=batch, max_steps=1, critic_steps=1, lr=1e-3,
                              critic_lr=1e-3, ckpt_every=10_000)
-    gen = StreamingGenerator(cfg, student, vae, build_text_encoder(cfg.text_encoder), max_batch=batch,
-                             supports_image=False)
+    gen = StreamingGenerator(cfg, student, vae, build_text_encoder(cfg.text_encoder), max_batch=batch)
     method = SelfForcingDMD(gen, teacher, critic, PROMPTS, sc, seed=0)
     trainer = Trainer(method, sc, Path(out).parent / "self-forcing", progress=False, parallel=recipe.parallel)
     trainer.run()

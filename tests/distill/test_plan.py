@@ -91,7 +91,7 @@ def test_plan_matches_measured_peak_self_forcing(setup):
     critic = copy.deepcopy(teacher).requires_grad_(True)
     student = random_transformer(cfg, seed=4)
     sc = recipe.self_forcing
-    gen = StreamingGenerator(cfg, student, vae, text, max_batch=sc.batch_size, supports_image=False)
+    gen = StreamingGenerator(cfg, student, vae, text, max_batch=sc.batch_size)
     trainer = Trainer(SelfForcingDMD(gen, teacher, critic, PROMPTS, sc, seed=0), sc, root / "sf", progress=False)
     peak = measured_peak(trainer, "student", *gen.cache.k, *gen.cache.v, gen.cache.latents,
                          *trainer.ema.shadow.values())

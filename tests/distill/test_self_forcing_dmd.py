@@ -67,7 +67,7 @@ def test_dmd_moves_the_student_toward_the_real_score(parts, tmp_path):
     student = random_transformer(cfg, seed=4)
     sc = dataclasses.replace(recipe.self_forcing, critic_steps=0, lr=3e-3, max_steps=6, ckpt_every=10_000,
                              ema_decay=0.0, batch_size=2, rollout_chunks=2)
-    gen = StreamingGenerator(cfg, student, vae, text, max_batch=4, supports_image=False)
+    gen = StreamingGenerator(cfg, student, vae, text, max_batch=4)
     teacher, critic = AnalyticDenoiser(target, 0.0), AnalyticDenoiser(0.0, 1.0)
     method = SelfForcingDMD(gen, teacher, critic, PROMPTS, sc, seed=0)
     before = abs(sample_mean(gen) - target)
@@ -82,7 +82,7 @@ def test_rollout_gradient_only_through_the_exit_step(parts):
     obtained by re-running only that forward on its recorded input."""
     recipe, cfg, vae, text = parts
     student = random_transformer(cfg, seed=5)
-    gen = StreamingGenerator(cfg, student, vae, text, max_batch=2, supports_image=False)
+    gen = StreamingGenerator(cfg, student, vae, text, max_batch=2)
     calls = []
     forward_stream = student.forward_stream
 
@@ -132,7 +132,7 @@ def test_self_forcing_step_trains_every_student_weight_keeps_teacher_and_exports
     teacher.register_forward_hook(lambda *a: calls.append(1))
     sc = dataclasses.replace(recipe.self_forcing, critic_lr=3e-3, lr=1e-3, max_steps=1, ckpt_every=10_000,
                              ema_decay=0.75)
-    gen = StreamingGenerator(cfg, student, vae, text, max_batch=sc.batch_size, supports_image=False)
+    gen = StreamingGenerator(cfg, student, vae, text, max_batch=sc.batch_size)
     trainer = Trainer(SelfForcingDMD(gen, teacher, critic, PROMPTS, sc, seed=0), sc, tmp_path, progress=False)
     trainer.run()
     now = student.state_dict()

@@ -13,6 +13,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "stream": ("models.bench_stream", "per-chunk transformer / VAE time, first-chunk latency, FPS, memory"),
     "attention": ("kernels.bench", "attention backends and sparse patterns at Wan shapes"),
     "serve": ("server.bench", "aggregate and per-session FPS and latency for N concurrent sessions"),
+    "soak": ("server.soak", "RSS, fds, threads and chunk gaps over time under careless and hostile clients"),
 }
 
 

@@ -20,6 +20,7 @@ from server.engine import Engine
 from server.jobs.runner import JobRunner
 from server.jobs.open_store import open_job_store
 from server.metrics import Metrics
+from server.mp4_writer import remove_stale_partials
 from server.routes import realtime, system, tokens, videos
 from server.settings import Settings
 from server.state import ServerState
@@ -50,8 +51,11 @@ def create_app(settings: Settings | None = None, generator: StreamingModel | Non
             await drain(state)
             await _stop(state)
 
+    docs = {"docs_url": None, "redoc_url": None, "openapi_url": None} if settings.protect_docs else {}
     app = FastAPI(title="framecast", version="0.1.0", lifespan=lifespan,
-                  description="Real-time streaming video generation: realtime WebSocket and video jobs.")
+                  description="Real-time streaming video generation: realtime WebSocket and video jobs.", **docs)
+    if settings.protect_docs:
+        system.add_protected_docs(app)
     app.state.settings = settings
     app.include_router(system.router)
     app.include_router(videos.router)
@@ -75,6 +79,12 @@ async def _start(settings: Settings, generator: StreamingModel | None) -> Server
     store = open_job_store(settings)  # Redis when FRAMECAST_REDIS_URL is set, else SQLite
     for job in store.recover(max_attempts=settings.job_max_attempts):
         log.warning("job %s was interrupted: now %s", job.id, job.status)
+    # alone on the data dir (SQLite) every partial file is a dead writer's; with a shared Redis
+    # queue other processes may be writing theirs, so only files idle for two leases go
+    stale_after = 2 * settings.job_lease_s if settings.redis_url else 0.0
+    removed = remove_stale_partials(settings.data_dir / "videos", older_than_s=stale_after)
+    if removed:
+        log.warning("removed %d partial video file(s) left by an interrupted run", removed)
     engine = Engine(generator, max_sessions=settings.max_sessions, max_running_jobs=settings.max_running_jobs,
                     lead_margin_s=settings.lead_margin_s, max_lead_s=settings.max_lead_s, metrics=metrics)
     engine.start()

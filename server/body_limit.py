@@ -29,19 +29,35 @@ class BodySizeLimit:
             await _drain(receive)
             return await self._reject(send)
         received = 0
+        too_large = False  # the body went over the limit: the app's answer is replaced by the 413
+        responded = False
 
         async def limited_receive():
-            nonlocal received
+            nonlocal received, too_large
+            if too_large:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _TooLarge()
+                if received > self.max_bytes:  # a chunked body has no declared length to check
+                    too_large = True
+                    # the app sees a truncated body and answers with a quiet 4xx (dropped): no traceback
+                    return {"type": "http.request", "body": b"", "more_body": False}
             return message
 
+        async def guarded_send(message):
+            nonlocal responded
+            if too_large and not responded:
+                return
+            responded = True
+            await send(message)
+
         try:
-            await self.app(scope, limited_receive, send)
-        except _TooLarge:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not too_large or responded:
+                raise
+        if too_large and not responded:
             await _drain(receive)
             await self._reject(send)
 
@@ -63,7 +79,3 @@ async def _drain(receive) -> None:
         dropped += len(message.get("body", b""))
         if not message.get("more_body", False):
             return
-
-
-class _TooLarge(Exception):
-    pass

@@ -17,6 +17,7 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "--port": ("port", int, "port (default: 8000; 0 picks a free one)"),
     "--device": ("device", str, "cpu, cuda, cuda:1, ... (default: first GPU, else CPU)"),
     "--max-sessions": ("max_sessions", int, "live sessions per device (default: 4)"),
+    "--max-connections": ("max_connections", int, "open sockets, HTTP and WebSocket (default: 64)"),
     "--data-dir": ("data_dir", str, "job database and videos (default: ./data)"),
     "--api-keys": ("api_keys", str, "comma-separated API keys; enables auth"),
     "--cors-origins": ("cors_origins", str, "comma-separated allowed browser origins"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -208,6 +209,11 @@ class Engine:
             self.gen.close_stream(stream.state)
         except Exception:
             log.exception("close_stream failed")
+        # whoever still holds the stream object must not keep its tensors (decoder cache, text
+        # K/V) or its owner (the callbacks are bound methods of a session or job) alive
+        stream.state = None
+        stream.on_chunk, stream.on_error = _ignore_chunk, _ignore_error
+        stream.pending_prompts.clear()
 
     def _plan(self) -> tuple[list[EngineStream], float | None]:
         """This tick's batch (live streams falling due, then jobs while live ones leave room), or
@@ -266,7 +272,9 @@ class Engine:
         try:
             chunks = self.gen.step([s.state for s in batch], inputs)
         except Exception:
-            log.exception("generator step failed for %d stream(s)", len(batch))
+            # formatted here: a log record holding exc_info keeps the failed step's frames, and
+            # with them the batch's stream states and tensors, alive for as long as the record
+            log.error("generator step failed for %d stream(s):\n%s", len(batch), traceback.format_exc())
             for stream in batch:
                 _call_quietly(stream.on_error, "generation failed")
                 self._close_now(stream)
@@ -285,6 +293,14 @@ class Engine:
                 if stream.pacer.delivered(len(chunk.frames), landed) and self.metrics:
                     self.metrics.underruns.inc()
             _call_quietly(stream.on_chunk, chunk, started)
+
+
+def _ignore_chunk(chunk: Any, started: float) -> None:
+    """The callback of a closed stream."""
+
+
+def _ignore_error(message: str) -> None:
+    """The error callback of a closed stream."""
 
 
 def _call_quietly(fn: Callable, *args: Any) -> None:

@@ -1,4 +1,10 @@
-"""Decode a client's input image (a `data:` URL or bare base64) into uint8 RGB pixels."""
+"""Decode a client's input image (a `data:` URL or bare base64) into uint8 RGB pixels.
+
+The budget is checked from the header before any pixel is decoded: encoded bytes, decoded pixels
+and aspect ratio (a 1 x 16,000,000 PNG is 31 KB and under the pixel limit, yet takes seconds to
+decode and resize). Callers run this off the event loop and off the device thread, and pass the
+model's `size` so the device thread never resizes.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +17,17 @@ import numpy as np
 from PIL import Image
 
 from client.protocol.errors import BadRequestError, FramecastError, TooLargeError
+from server.settings import Settings
+
+MAX_ASPECT = Settings.model_fields["max_image_aspect"].default  # for callers without settings at hand
 
 
-def decode_image(data: str, *, max_bytes: int, max_pixels: int) -> np.ndarray:
-    """uint8 [H, W, 3] from 'data:image/...;base64,...'; BadRequestError / TooLargeError for bad or oversized input."""
+def decode_image(data: str, *, max_bytes: int, max_pixels: int, max_aspect: float = MAX_ASPECT,
+                 size: tuple[int, int] | None = None) -> np.ndarray:
+    """uint8 [H, W, 3] from 'data:image/...;base64,...' (resized to `size` = (width, height) when
+    given); BadRequestError / TooLargeError for bad or oversized input."""
     raw = data_url_bytes(data, max_bytes=max_bytes)
-    return decode_image_bytes(raw, max_bytes=max_bytes, max_pixels=max_pixels)
+    return decode_image_bytes(raw, max_bytes=max_bytes, max_pixels=max_pixels, max_aspect=max_aspect, size=size)
 
 
 def data_url_bytes(data: str, *, max_bytes: int) -> bytes:
@@ -33,8 +44,10 @@ def data_url_bytes(data: str, *, max_bytes: int) -> bytes:
         raise BadRequestError("field 'image': invalid base64", param="image") from None
 
 
-def decode_image_bytes(raw: bytes, *, max_bytes: int, max_pixels: int) -> np.ndarray:
-    """uint8 [H, W, 3] from encoded image bytes (PNG, JPEG, WebP, ...)."""
+def decode_image_bytes(raw: bytes, *, max_bytes: int, max_pixels: int, max_aspect: float = MAX_ASPECT,
+                       size: tuple[int, int] | None = None) -> np.ndarray:
+    """uint8 [H, W, 3] from encoded image bytes (PNG, JPEG, WebP, ...), resized to `size` =
+    (width, height) when given."""
     if len(raw) > max_bytes:
         raise TooLargeError(f"field 'image': over the {max_bytes}-byte limit", param="image")
     try:
@@ -43,7 +56,12 @@ def decode_image_bytes(raw: bytes, *, max_bytes: int, max_pixels: int) -> np.nda
             image = Image.open(io.BytesIO(raw))
             if image.width * image.height > max_pixels:
                 raise TooLargeError(f"field 'image': over the {max_pixels}-pixel limit", param="image")
+            if max(image.size) > max_aspect * max(min(image.size), 1):
+                raise TooLargeError(f"field 'image': {image.width}x{image.height} is over the "
+                                    f"{max_aspect:g}:1 aspect-ratio limit", param="image")
             rgb = image.convert("RGB")
+            if size is not None and rgb.size != tuple(size):
+                rgb = rgb.resize(tuple(size), Image.BICUBIC)
     except FramecastError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

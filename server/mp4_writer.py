@@ -50,3 +50,21 @@ class Mp4FileWriter:
         except Exception:  # a container that failed mid-write may not close cleanly
             pass
         self.partial_path.unlink(missing_ok=True)
+
+
+def remove_stale_partials(directory: Path, older_than_s: float = 0.0) -> int:
+    """Delete `*.partial` files left by writers that died (kill -9 mid-job) and were not modified
+    for `older_than_s` seconds (0: all; a live writer in another process touches its file every
+    chunk). Returns how many were removed."""
+    import time
+
+    removed = 0
+    cutoff = time.time() - older_than_s
+    for path in Path(directory).glob("*.partial"):
+        try:
+            if path.stat().st_mtime <= cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:  # another process removed or published it meanwhile
+            pass
+    return removed

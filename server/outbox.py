@@ -40,14 +40,24 @@ class CloseRequest:
 class Outbox:
     """Queue + sender loop for one WebSocket."""
 
-    def __init__(self, ws: WebSocket, max_chunks: int):
+    def __init__(self, ws: WebSocket, max_chunks: int, max_events: int = 256):
         self.ws = ws
         self.queue: DropOldestQueue = DropOldestQueue(max_chunks)
+        self.max_events = max_events  # unsent JSON events; more means the client stopped reading
+        self.overflowed = False  # max_events was exceeded: nothing more is queued, the socket must go
         self.sent_chunks = 0
         self.closed = asyncio.Event()  # set when the sender ended (closed or the peer vanished)
         self.on_chunk_sent: Callable[[OutgoingChunk, float], None] | None = None  # (chunk, send time)
 
     def event(self, payload: dict) -> None:
+        if self.overflowed:
+            return
+        if len(self.queue) - self.queue.depth >= self.max_events:  # events never drop: stop here
+            log.warning("client is not reading: %d events unsent, closing", self.max_events)
+            self.overflowed = True
+            self.queue.clear()
+            self.closed.set()  # the receive loop ends and the connection is torn down
+            return
         self.queue.put(payload, droppable=False)
 
     def chunk(self, chunk: OutgoingChunk, droppable: bool = True) -> int:
@@ -55,7 +65,13 @@ class Outbox:
         return self.queue.put(chunk, droppable=droppable)
 
     def close(self, code: int) -> None:
-        self.queue.put(CloseRequest(code), droppable=False)
+        if not self.overflowed:
+            self.queue.put(CloseRequest(code), droppable=False)
+
+    def clear(self) -> None:
+        """Forget what was not sent and the send callback (the connection has ended)."""
+        self.queue.clear()
+        self.on_chunk_sent = None
 
     async def run(self) -> None:
         """Send until a CloseRequest or a dead socket."""

@@ -49,6 +49,11 @@ class DropOldestQueue(Generic[T]):
         self._ready.set()
         return dropped
 
+    def clear(self) -> None:
+        """Forget every queued item (the consumer is gone)."""
+        self._items.clear()
+        self._droppable = 0
+
     async def get(self) -> T:
         while not self._items:
             self._ready.clear()

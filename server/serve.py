@@ -26,6 +26,8 @@ def uvicorn_config(app, settings: Settings) -> uvicorn.Config:
         app, host=settings.host, port=settings.port,
         ws_per_message_deflate=False,  # compression makes binary video ~20x slower
         ws_max_size=16 * settings.max_message_bytes,  # bigger than the protocol limit: we answer too_large
+        ws_max_queue=4,  # unread incoming messages per socket: the reader stops reading the socket beyond
+        limit_concurrency=settings.max_connections + 1,  # counts the new socket itself: HTTP beyond gets 503
         log_level="warning" if settings.log_level == "info" else settings.log_level,
         timeout_graceful_shutdown=settings.shutdown_grace_s + 5,
         lifespan="on",

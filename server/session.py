@@ -181,3 +181,18 @@ class Session:
         self.metrics.forget_session(self.id)
         for task in self._tasks:
             task.cancel()
+
+    def release(self) -> None:
+        """Drop every reference that ties this session to its tasks, outbox and engine stream.
+
+        Called once the session has ended, however it ended. Without it the session, its engine
+        stream and the stream's tensors sit in reference cycles (session <-> outbox callback,
+        session <-> stream callback, session -> task -> CancelledError traceback -> frame ->
+        session) that only a full gc pass frees, so a busy server's memory grows per session.
+        """
+        self.cancel()
+        self._tasks = []  # a cancelled task keeps its CancelledError, whose frames hold `self`
+        self._raw.clear()
+        if self.outbox.on_chunk_sent == self._chunk_sent:
+            self.outbox.on_chunk_sent = None
+        self.stream = None

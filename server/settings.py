@@ -36,10 +36,18 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = []  # comma-separated allowed origins
     attn: str | None = None  # force an attention backend (read by models/kernels)
     token_secret: str | None = None  # HMAC key for client tokens; default derived from api_keys
-    token_ttl_s: int = Field(default=600, ge=1)  # lifetime of a minted client token
+    token_ttl_s: int = Field(default=600, ge=1)  # lifetime of a minted client token (and of its session)
+    protect_metrics: bool = False  # with API keys set, /metrics needs the key too
+    protect_docs: bool = False  # with API keys set, /docs, /redoc and /openapi.json need the key too
     max_message_bytes: int = Field(default=1 << 20, ge=1024)  # larger client messages: too_large
+    max_connections: int = Field(default=64, ge=1)  # open sockets (HTTP + WebSocket); beyond: 503 / capacity
+    idle_timeout_s: float = Field(default=30.0, gt=0)  # a WebSocket without session.start this long is closed
+    max_messages_per_s: float = Field(default=20.0, gt=0)  # sustained control messages per connection
+    max_message_burst: int = Field(default=60, ge=1)  # control messages per connection at once
+    max_pending_events: int = Field(default=256, ge=8)  # unsent JSON events per connection before it is closed
     max_image_bytes: int = Field(default=768 << 10, ge=1024)  # decoded input image size limit
     max_image_pixels: int = Field(default=4096 * 4096, ge=1)  # decoded input image pixel limit
+    max_image_aspect: float = Field(default=16.0, ge=1)  # longest / shortest side of an input image
     default_job_seconds: float = Field(default=4.0, gt=0)  # when POST /v1/videos omits seconds
     max_job_seconds: float = Field(default=60.0, gt=0)  # longest video a job may request
     job_max_attempts: int = Field(default=3, ge=1)  # interrupted jobs are re-queued up to this

@@ -29,8 +29,8 @@ class ServerState:
 
     @property
     def sessions(self) -> list[Session]:
-        """Live realtime sessions."""
-        return [c.session for c in self.connections if c.session is not None]
+        """Live realtime sessions (not those ended and waiting for their socket to close)."""
+        return [c.session for c in self.connections if c.session is not None and not c.session.done]
 
     @property
     def max_prompt_chars(self) -> int:

@@ -9,6 +9,7 @@ chunk. On shutdown a running job goes back to `queued` so the next start renders
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from concurrent.futures import Executor
@@ -99,7 +100,9 @@ class JobRunner:
         target = max(1, round(job.seconds * self.fps))  # frames to write
         image = None
         if job.image:
-            image = decode_image_bytes(job.image, max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels)
+            image = await loop.run_in_executor(self.pool, functools.partial(  # off the loop and the device thread
+                decode_image_bytes, job.image, max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels,
+                size=(self.width, self.height)))
         chunks: asyncio.Queue = asyncio.Queue()  # Chunk | Exception
 
         def on_chunk(chunk, _started: float) -> None:

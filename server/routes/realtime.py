@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketState
@@ -22,6 +23,7 @@ from models.stream_api import ChunkInput, Conditioning
 from server.encoders import make_encoder
 from server.engine import EngineCapacityError, EngineStopped
 from server.images import decode_image
+from server.limits import RateBudget, origin_allowed
 from server.outbox import Outbox
 from server.pacing import UpdateApplied
 from server.protocol import check_model_request
@@ -50,15 +52,20 @@ class RealtimeConnection:
     def __init__(self, ws: WebSocket, state: ServerState):
         self.ws = ws
         self.state = state
-        self.outbox = Outbox(ws, state.settings.send_queue_chunks)
+        settings = state.settings
+        self.outbox = Outbox(ws, settings.send_queue_chunks, max_events=settings.max_pending_events)
         self.session: Session | None = None
         self.ending = False  # a close was queued; ignore further input
+        self.expires_at: float | None = None  # unix time the client token (and so the session) ends
+        self.opened_at = time.monotonic()
+        self.loop = asyncio.get_running_loop()
 
     async def run(self) -> None:
         sender = asyncio.create_task(self.outbox.run())
         try:
-            if self._admission_error():
-                self._fail(self._admission_error())
+            error = self._admission_error()  # once: redeeming a token uses it up
+            if error:
+                self._fail(error)
             else:
                 await self._receive_loop()
         except Exception:
@@ -68,15 +75,35 @@ class RealtimeConnection:
             await self._cleanup(sender)
 
     def _admission_error(self) -> FramecastError | None:
-        token = self.ws.query_params.get("token")
-        auth = self.state.auth
-        if not (auth.check_token(token) or auth.check_bearer(self.ws.headers.get("authorization"))):
-            return UnauthorizedError("missing or invalid token")
-        if not self.state.admitting:
+        state, settings, ws = self.state, self.state.settings, self.ws
+        if not origin_allowed(ws.headers.get("origin"), ws.headers.get("host"), settings.cors_origins):
+            return UnauthorizedError("this page's origin may not open realtime sessions")
+        if state.auth.check_bearer(ws.headers.get("authorization")):
+            self.expires_at = None  # an API key (or auth off): no expiry
+        else:
+            expires_at = state.auth.redeem_token(ws.query_params.get("token"))
+            if expires_at is None:
+                return UnauthorizedError("missing, invalid, expired or already used token")
+            self.expires_at = float(expires_at)
+        if not state.admitting:
             return CapacityError("the server is shutting down")
-        if not self.state.engine.has_room_for_live():
-            return CapacityError(f"all {self.state.settings.max_sessions} session slots are busy")
+        if len(state.connections) > settings.max_connections:
+            return CapacityError(f"over {settings.max_connections} open connections")
+        if not state.engine.has_room_for_live():
+            return CapacityError(f"all {settings.max_sessions} session slots are busy")
         return None
+
+    def _deadline_error(self) -> tuple[float | None, FramecastError | None]:
+        """(seconds until the socket must end, the error it ends with): a socket that never started
+        a session ends after idle_timeout_s, one opened with a client token when the token expires."""
+        deadlines = []
+        if self.session is None:
+            idle = self.state.settings.idle_timeout_s
+            deadlines.append((self.opened_at + idle - time.monotonic(),
+                              BadRequestError(f"no session.start within {idle:g} s")))
+        if self.expires_at is not None:
+            deadlines.append((self.expires_at - time.time(), UnauthorizedError("client token expired")))
+        return min(deadlines, key=lambda d: d[0]) if deadlines else (None, None)
 
     def _fail(self, error: FramecastError) -> None:
         """Send the error event and close with the matching code."""
@@ -89,19 +116,29 @@ class RealtimeConnection:
             self.outbox.close(code)
 
     async def _receive_loop(self) -> None:
-        limit = self.state.settings.max_message_bytes
+        settings = self.state.settings
+        limit = settings.max_message_bytes
+        budget = RateBudget(settings.max_messages_per_s, settings.max_message_burst)
         while not self.ending:
+            timeout, timeout_error = self._deadline_error()
             receive = asyncio.create_task(self.ws.receive())
             closed = asyncio.create_task(self.outbox.closed.wait())
-            done, _ = await asyncio.wait({receive, closed}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({receive, closed}, timeout=max(timeout, 0) if timeout is not None else None,
+                                         return_when=asyncio.FIRST_COMPLETED)
             if receive not in done:
                 receive.cancel()
+                closed.cancel()
+                if not done:
+                    self._fail(timeout_error)
                 return
             closed.cancel()
             message = receive.result()
             if message["type"] == "websocket.disconnect":
                 return
             text, data = message.get("text"), message.get("bytes")
+            if text is not None and not budget.take():  # control messages only: streamed inputs are binary
+                self._fail(CapacityError(f"over {settings.max_messages_per_s:g} control messages per second"))
+                return
             try:
                 if text is None:
                     if data is not None and len(data) > limit:
@@ -159,7 +196,8 @@ class RealtimeConnection:
         if message.image is not None:
             settings = state.settings
             image = await asyncio.to_thread(
-                decode_image, message.image, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
+                decode_image, message.image, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
+                max_aspect=settings.max_image_aspect, size=(info.width, info.height),  # no resize on the device thread
             )
         if not state.admitting:
             raise CapacityError("the server is shutting down")
@@ -179,7 +217,9 @@ class RealtimeConnection:
             log.exception("opening the stream failed")
             raise InternalError("could not start the stream") from None
         session.inputs = inputs
-        self.session = session
+        self.session = session  # set even when ending: the teardown releases it
+        if self.ending:  # generation failed before we got here: the error is already on its way
+            return
         self.outbox.event(SessionStarted(session_id=session.id, model=info.name, width=info.width, height=info.height,
                                          fps=info.fps, chunk_frames=info.chunk_frames, format=message.format,
                                          max_lead_s=session.stream.pacer.max_lead_s).dump())
@@ -198,9 +238,8 @@ class RealtimeConnection:
         self.state.engine.set_prompt(self.session.stream, message.prompt, message.transition_chunks, applied)
 
     def _on_generation_error(self, message: str) -> None:  # device thread
-        loop = self.session.loop if self.session else None
-        if loop:
-            loop.call_soon_threadsafe(self._fail, InternalError(message))
+        # the connection's own loop: the step may fail before `_start` has set self.session
+        self.loop.call_soon_threadsafe(self._fail, InternalError(message))
 
     async def _end(self, reason: str, code: int) -> None:
         """Stop generating, flush what was generated, send session.done and close."""
@@ -218,13 +257,18 @@ class RealtimeConnection:
         await self._end("shutdown", CLOSE_SHUTDOWN)
 
     async def _cleanup(self, sender: asyncio.Task) -> None:
+        """The one teardown every ending goes through (stop, close, abort, error, shutdown):
+        free the engine slot and cache row, stop the session's tasks, flush and close the
+        socket, then drop the references that would keep the session's memory in gc cycles."""
         session = self.session
         if session is not None:
             if session.stream is not None:
                 self.state.engine.close(session.stream)
             session.cancel()
+        self._close(CLOSE_NORMAL)  # the client went away: end the sender now (no-op if a close is queued)
+        grace = 0 if self.outbox.overflowed else self.state.settings.shutdown_grace_s  # overflowed: it is stuck
         try:
-            await asyncio.wait_for(sender, self.state.settings.shutdown_grace_s)
+            await asyncio.wait_for(sender, grace)
         except (asyncio.TimeoutError, asyncio.CancelledError):
             sender.cancel()
         if self.ws.application_state != WebSocketState.DISCONNECTED and self.ws.client_state != WebSocketState.DISCONNECTED:
@@ -232,3 +276,6 @@ class RealtimeConnection:
                 await self.ws.close(CLOSE_NORMAL)
             except Exception:
                 pass
+        if session is not None:
+            session.release()
+        self.outbox.clear()

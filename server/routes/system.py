@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse
 
 from server.routes.deps import get_state, require_api_key
@@ -36,7 +37,13 @@ def readyz(state: ServerState = Depends(get_state)) -> Response:
     return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
 
 
-@router.get("/metrics")
+def require_key_for_metrics(request: Request) -> None:
+    """`/metrics` needs the API key when FRAMECAST_PROTECT_METRICS is set (and keys are)."""
+    if request.app.state.framecast.settings.protect_metrics:
+        require_api_key(request)
+
+
+@router.get("/metrics", dependencies=[Depends(require_key_for_metrics)])
 def metrics(state: ServerState = Depends(get_state)) -> Response:
     state.metrics.set_job_counts(state.store.count_by_status())
     sessions = state.sessions
@@ -54,3 +61,17 @@ def list_models(state: ServerState = Depends(get_state)) -> dict:
         "max_sessions": state.settings.max_sessions, "supports_image": info.supports_image,
     }
     return {"object": "list", "data": [model]}
+
+
+def add_protected_docs(app: FastAPI) -> None:
+    """`/docs` and `/openapi.json` behind the API key (FRAMECAST_PROTECT_DOCS; the app is created
+    with FastAPI's own docs routes off). The page's own fetch of the schema sends no key, so a
+    browser sees the page without the schema: use `curl -H "Authorization: Bearer KEY"`."""
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(require_api_key)])
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=[Depends(require_api_key)])
+    def docs() -> Response:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 from fastapi import APIRouter, Depends, Query
@@ -60,7 +61,8 @@ async def create_video(body: VideoCreate, state: ServerState = Depends(get_state
         check_model_request(info, body.model)
         if body.image is not None:
             image_bytes = data_url_bytes(body.image, max_bytes=settings.max_image_bytes)
-            decode_image_bytes(image_bytes, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+            await asyncio.to_thread(decode_image_bytes, image_bytes, max_bytes=settings.max_image_bytes,  # off the loop
+                                    max_pixels=settings.max_image_pixels, max_aspect=settings.max_image_aspect)
     except FramecastError as exc:
         exc.status = VALIDATION_STATUS
         raise

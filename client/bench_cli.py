@@ -14,6 +14,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "attention": ("kernels.bench", "attention backends and sparse patterns at Wan shapes"),
     "serve": ("server.bench", "aggregate and per-session FPS and latency for N concurrent sessions"),
     "soak": ("server.soak", "RSS, fds, threads and chunk gaps over time under careless and hostile clients"),
+    "extend": ("server.bench_extend", "a job extended by N s against rendering the clip and the whole from scratch"),
 }
 
 

@@ -4,6 +4,8 @@
     video = jobs.create("a red ball bouncing", seconds=2, seed=1)
     video = jobs.wait(video.id, on_progress=lambda v: print(v.status, v.progress))
     jobs.download(video.id, "clip.mp4")
+    longer = jobs.wait(jobs.extend("now it turns green", 2, video_id=video.id).id)  # 4 s in all
+    other = jobs.remix(video.id, "a blue square bouncing")                        # same seed and length
 
 `AsyncJobsClient` has the same methods as coroutines. Errors raise the typed FramecastError
 subclasses (NotFoundError, UnauthorizedError, ...); `wait` raises JobFailedError for a job that
@@ -95,6 +97,18 @@ def create_body(prompt: str, seconds: float | None, seed: int | None, model: str
     if image is not None:
         body["image"] = image_data_url(image)
     return body
+
+
+def extend_request(prompt: str, seconds: float, video_id: str | None, clip: str | Path | bytes | None) -> dict:
+    """httpx keyword arguments of `POST /v1/videos/extensions`: a finished job's id as JSON, or a clip
+    (a path or the file's bytes) as a multipart file, as the OpenAI SDK sends it."""
+    if (video_id is None) == (clip is None):
+        raise ValueError("give exactly one of video_id and clip")
+    if video_id is not None:
+        return {"json": {"prompt": prompt, "seconds": f"{seconds:g}", "video": {"id": video_id}}}
+    data = clip if isinstance(clip, bytes) else Path(clip).read_bytes()
+    name = "clip.mp4" if isinstance(clip, bytes) else Path(clip).name
+    return {"data": {"prompt": prompt, "seconds": f"{seconds:g}"}, "files": {"video": (name, data, "video/mp4")}}
 
 
 def list_params(limit: int | None, after: str | None, order: str | None) -> dict:
@@ -192,18 +206,29 @@ class JobsClient:
                 raise TimeoutError(f"video {video_id} still {video.status} after {timeout} s")
             time.sleep(poll_interval)
 
-    def content(self, video_id: str) -> bytes:
-        """The finished MP4's bytes."""
-        response = self._request("GET", f"{VIDEOS_PATH}/{video_id}/content")
+    def remix(self, video_id: str, prompt: str) -> Video:
+        """A new job with the same seed, length and start image as `video_id`, under `prompt`."""
+        return Video.from_dict(json_body(self._request("POST", f"{VIDEOS_PATH}/{video_id}/remix", json={"prompt": prompt})))
+
+    def extend(self, prompt: str, seconds: float, *, video_id: str | None = None,
+               clip: str | Path | bytes | None = None) -> Video:
+        """Continue a finished job (`video_id`) or a video file (`clip`: path or bytes) for `seconds`
+        more under `prompt`; the new job's video is the stitched whole."""
+        return Video.from_dict(json_body(self._request("POST", f"{VIDEOS_PATH}/extensions",
+                                                       **extend_request(prompt, seconds, video_id, clip))))
+
+    def content(self, video_id: str, variant: str = "video") -> bytes:
+        """The finished job's MP4 (or its `thumbnail` WebP / `spritesheet` JPEG) as bytes."""
+        response = self._request("GET", f"{VIDEOS_PATH}/{video_id}/content", params={"variant": variant})
         raise_for_error(response)
         return response.content
 
-    def download(self, video_id: str, path: str | Path) -> Path:
-        """Stream the finished MP4 to `path` (parents created); returns the path."""
+    def download(self, video_id: str, path: str | Path, variant: str = "video") -> Path:
+        """Stream the finished MP4 (or a still `variant`) to `path` (parents created); returns the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with self._http.stream("GET", f"{VIDEOS_PATH}/{video_id}/content") as response:
+            with self._http.stream("GET", f"{VIDEOS_PATH}/{video_id}/content", params={"variant": variant}) as response:
                 if not response.is_success:
                     response.read()
                     raise_for_error(response)
@@ -215,7 +240,8 @@ class JobsClient:
         return path
 
     def delete(self, video_id: str) -> Video | None:
-        """Cancel / delete the job; returns the server's answer as a Video when it sends one."""
+        """Delete the job and its files (a running one is cancelled); returns the server's answer as a
+        Video when it sends one (framecast answers with OpenAI's delete object: None)."""
         body = json_body(self._request("DELETE", f"{VIDEOS_PATH}/{video_id}"))
         return Video.from_dict(body) if "status" in body else None
 
@@ -267,16 +293,26 @@ class AsyncJobsClient:
                 raise TimeoutError(f"video {video_id} still {video.status} after {timeout} s")
             await asyncio.sleep(poll_interval)
 
-    async def content(self, video_id: str) -> bytes:
-        response = await self._request("GET", f"{VIDEOS_PATH}/{video_id}/content")
+    async def remix(self, video_id: str, prompt: str) -> Video:
+        return Video.from_dict(json_body(await self._request("POST", f"{VIDEOS_PATH}/{video_id}/remix",
+                                                             json={"prompt": prompt})))
+
+    async def extend(self, prompt: str, seconds: float, *, video_id: str | None = None,
+                     clip: str | Path | bytes | None = None) -> Video:
+        return Video.from_dict(json_body(await self._request("POST", f"{VIDEOS_PATH}/extensions",
+                                                             **extend_request(prompt, seconds, video_id, clip))))
+
+    async def content(self, video_id: str, variant: str = "video") -> bytes:
+        response = await self._request("GET", f"{VIDEOS_PATH}/{video_id}/content", params={"variant": variant})
         raise_for_error(response)
         return response.content
 
-    async def download(self, video_id: str, path: str | Path) -> Path:
+    async def download(self, video_id: str, path: str | Path, variant: str = "video") -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            async with self._http.stream("GET", f"{VIDEOS_PATH}/{video_id}/content") as response:
+            async with self._http.stream("GET", f"{VIDEOS_PATH}/{video_id}/content",
+                                         params={"variant": variant}) as response:
                 if not response.is_success:
                     await response.aread()
                     raise_for_error(response)

@@ -1,7 +1,12 @@
-"""Write uint8 RGB frames to an H.264 MP4 file with PyAV (libx264, yuv420p)."""
+"""Write uint8 RGB frames to an H.264 MP4 file with PyAV (libx264, yuv420p).
+
+A writer can also start with the packets of an MP4 it wrote earlier, copied without re-encoding
+(`continue_from`): an extended video keeps its first part bit-exact and costs nothing to stitch.
+"""
 
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,9 +24,12 @@ class Mp4Writer:
 
     The frame size is taken from the first frame; odd sizes are padded by one edge pixel because
     yuv420p needs even dimensions. Use as a context manager or call `close()`.
+    continue_from: an MP4 written by this class with the same fps and settings; its packets open
+    the file unchanged, and frames written after them continue its timeline.
     """
 
-    def __init__(self, path: str | Path, fps: float, crf: int = 20, preset: str = "veryfast"):
+    def __init__(self, path: str | Path, fps: float, crf: int = 20, preset: str = "veryfast",
+                 continue_from: str | Path | None = None):
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
         self.path = Path(path)
@@ -29,20 +37,63 @@ class Mp4Writer:
         self.frames_written = 0
         self._crf = crf
         self._preset = preset
+        self._rate = Fraction(self.fps).limit_denominator(1001)
         self._container: av.container.OutputContainer | None = None
         self._stream = None
+        self._codec = None  # the libx264 encoder
+        self._length_prefixed = False  # the stream's packets are length-prefixed NAL units (copied stream)
         self._size: tuple[int, int] | None = None  # (height, width) of the input frames
+        if continue_from is not None:
+            self._copy_packets(Path(continue_from))
+
+    def _encoder(self, height: int, width: int):
+        codec = av.CodecContext.create("libx264", "w")
+        codec.width, codec.height = width + width % 2, height + height % 2
+        codec.pix_fmt = "yuv420p"
+        codec.time_base, codec.framerate = 1 / self._rate, self._rate
+        codec.options = {"crf": str(self._crf), "preset": self._preset, "threads": X264_THREADS}
+        return codec
 
     def _open(self, height: int, width: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._container = av.open(str(self.path), mode="w", format="mp4")
-        rate = Fraction(self.fps).limit_denominator(1001)
-        self._stream = self._container.add_stream("libx264", rate=rate)
+        self._stream = self._container.add_stream("libx264", rate=self._rate)
         self._stream.width = width + width % 2
         self._stream.height = height + height % 2
         self._stream.pix_fmt = "yuv420p"
         self._stream.options = {"crf": str(self._crf), "preset": self._preset, "threads": X264_THREADS}
+        self._codec = self._stream.codec_context
         self._size = (height, width)
+
+    def _copy_packets(self, source: Path) -> None:
+        """Open the file with `source`'s video stream and packets; our encoder continues after them."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with av.open(str(source)) as src:
+            video = src.streams.video[0]
+            height, width = video.codec_context.height, video.codec_context.width
+            if video.codec_context.name != "h264" or Fraction(video.average_rate or 0) != self._rate:
+                raise ValueError(f"{source} is not an H.264 MP4 at {self._rate} fps")
+            self._container = av.open(str(self.path), mode="w", format="mp4")
+            self._stream = self._container.add_stream_from_template(video)
+            for packet in src.demux(video):
+                if packet.size:
+                    packet.stream = self._stream
+                    self._container.mux(packet)
+                    self.frames_written += 1
+        self._codec = self._encoder(height, width)
+        self._length_prefixed = True
+        self._size = (height, width)
+
+    def _mux(self, packets) -> None:
+        for packet in packets:
+            if self._length_prefixed:  # libx264 emits Annex B; the copied stream stores length-prefixed NALs
+                nals = [n for n in re.split(b"\x00\x00\x00\x01|\x00\x00\x01", bytes(packet)) if n]
+                converted = av.Packet(b"".join(len(n).to_bytes(4, "big") + n for n in nals))
+                converted.pts, converted.dts, converted.time_base = packet.pts, packet.dts, packet.time_base
+                converted.is_keyframe = packet.is_keyframe
+                packet = converted
+            packet.stream = self._stream
+            self._container.mux(packet)
 
     def write(self, frames: np.ndarray) -> None:
         """Append one frame `[H, W, 3]` or a batch `[T, H, W, 3]` of uint8 RGB."""
@@ -60,16 +111,16 @@ class Mp4Writer:
             frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
         for frame in frames:
             video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            for packet in self._stream.encode(video_frame):
-                self._container.mux(packet)
+            video_frame.pts, video_frame.time_base = self.frames_written, 1 / self._rate
+            self._mux(self._codec.encode(video_frame))
             self.frames_written += 1
 
     def close(self) -> None:
         """Flush the encoder and finish the file (no file is written if no frame was)."""
         if self._container is None:
             return
-        for packet in self._stream.encode():
-            self._container.mux(packet)
+        if self.frames_written:
+            self._mux(self._codec.encode(None))
         self._container.close()
         self._container = None
 

@@ -1,8 +1,11 @@
-"""`framecast videos create|get|list|download|delete`: the REST job API from the command line.
+"""`framecast videos create|get|list|download|delete|remix|extend`: the REST job API from the command line.
 
     framecast videos create "a red ball" --seconds 2 --wait -o clip.mp4
     framecast videos list --limit 10
-    framecast videos download VIDEO_ID -o clip.mp4
+    framecast videos download VIDEO_ID -o clip.mp4 [--variant thumbnail|spritesheet]
+    framecast videos remix VIDEO_ID "a blue square" --wait -o remix.mp4
+    framecast videos extend VIDEO_ID "now it turns green" --seconds 2 --wait -o longer.mp4
+    framecast videos extend clip.mp4 "go on" --seconds 2          # any video file
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from client.errors import UsageError
 from client.http_common import API_KEY_ENV, DEFAULT_URL, URL_ENV
 from client.jobs import JobsClient, Video
 
+VARIANT_SUFFIX = {"video": ".mp4", "thumbnail": ".webp", "spritesheet": ".jpg"}  # download file names
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("videos", help="create, inspect and download video jobs (REST API)")
@@ -28,14 +33,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_argument("--json", action="store_true", help="print the server's JSON instead of a summary")
     actions = parser.add_subparsers(dest="videos_action", metavar="ACTION", required=True)
 
-    create = actions.add_parser("create", parents=[common], help="queue a clip")
+    waiting = argparse.ArgumentParser(add_help=False)
+    waiting.add_argument("--wait", action="store_true", help="wait for the job with a progress bar")
+    waiting.add_argument("-o", "--output", type=Path, default=None, help="with --wait: download the MP4 here")
+
+    create = actions.add_parser("create", parents=[common, waiting], help="queue a clip")
     create.add_argument("prompt")
     create.add_argument("--seconds", type=float, default=None, help="clip length (server default if omitted)")
     create.add_argument("--seed", type=int, default=None)
     create.add_argument("--model", default=None)
     create.add_argument("--image", type=Path, default=None, help="start the clip from this picture")
-    create.add_argument("--wait", action="store_true", help="wait for the job with a progress bar")
-    create.add_argument("-o", "--output", type=Path, default=None, help="with --wait: download the MP4 here")
     create.set_defaults(func=run_create)
 
     get = actions.add_parser("get", parents=[common], help="show one job")
@@ -49,8 +56,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     download = actions.add_parser("download", parents=[common], help="download a finished job's MP4")
     download.add_argument("video_id")
-    download.add_argument("-o", "--output", type=Path, default=None, help="default VIDEO_ID.mp4")
+    download.add_argument("-o", "--output", type=Path, default=None, help="default VIDEO_ID.mp4 (or .webp / .jpg)")
+    download.add_argument("--variant", choices=VARIANT_SUFFIX, default="video",
+                          help="video (MP4), thumbnail (WebP) or spritesheet (JPEG grid)")
     download.set_defaults(func=run_download)
+
+    remix = actions.add_parser("remix", parents=[common, waiting], help="same seed, length and image, new prompt")
+    remix.add_argument("video_id")
+    remix.add_argument("prompt")
+    remix.set_defaults(func=run_remix)
+
+    extend = actions.add_parser("extend", parents=[common, waiting],
+                                help="continue a finished job (VIDEO_ID) or a video file for more seconds")
+    extend.add_argument("video", help="a finished job's id, or a video file to continue")
+    extend.add_argument("prompt")
+    extend.add_argument("--seconds", type=float, required=True, help="length of the new part")
+    extend.set_defaults(func=run_extend)
 
     delete = actions.add_parser("delete", parents=[common], help="cancel and delete a job")
     delete.add_argument("video_id")
@@ -90,17 +111,44 @@ def _show(video: Video, args: argparse.Namespace) -> None:
 def run_create(args: argparse.Namespace) -> int:
     if args.image is not None and not args.image.is_file():
         raise UsageError(f"image not found: {args.image}")
+    with _client(args) as jobs:
+        _finish(jobs, lambda: jobs.create(args.prompt, seconds=args.seconds, seed=args.seed, model=args.model,
+                                          image=args.image), args)
+    return 0
+
+
+def _finish(jobs: JobsClient, make, args: argparse.Namespace) -> None:
+    """Queue a job with `make()`; with --wait follow it with a progress bar (and download it with -o);
+    then show it."""
     if args.output is not None and not args.wait:
         raise UsageError("-o/--output needs --wait (or use `framecast videos download` later)")
+    video = make()
+    if args.wait:
+        video = _wait_with_bar(jobs, video)
+        if args.output is not None:
+            jobs.download(video.id, args.output)
+    _show(video, args)
+    if args.wait and args.output is not None and not args.json:
+        print(f"saved {args.output}")
+
+
+@_guarded
+def run_remix(args: argparse.Namespace) -> int:
     with _client(args) as jobs:
-        video = jobs.create(args.prompt, seconds=args.seconds, seed=args.seed, model=args.model, image=args.image)
-        if args.wait:
-            video = _wait_with_bar(jobs, video)
-            if args.output is not None:
-                jobs.download(video.id, args.output)
-        _show(video, args)
-        if args.wait and args.output is not None and not args.json:
-            print(f"saved {args.output}")
+        _finish(jobs, lambda: jobs.remix(args.video_id, args.prompt), args)
+    return 0
+
+
+@_guarded
+def run_extend(args: argparse.Namespace) -> int:
+    clip = Path(args.video)
+    if not clip.is_file() and not args.video.startswith("video_"):
+        raise UsageError(f"{args.video} is neither a video file nor a video id")
+    with _client(args) as jobs:
+        if clip.is_file():
+            _finish(jobs, lambda: jobs.extend(args.prompt, args.seconds, clip=clip), args)
+        else:
+            _finish(jobs, lambda: jobs.extend(args.prompt, args.seconds, video_id=args.video), args)
     return 0
 
 
@@ -139,9 +187,9 @@ def run_list(args: argparse.Namespace) -> int:
 
 @_guarded
 def run_download(args: argparse.Namespace) -> int:
-    output = args.output or Path(f"{args.video_id}.mp4")
+    output = args.output or Path(f"{args.video_id}{VARIANT_SUFFIX[args.variant]}")
     with _client(args) as jobs:
-        jobs.download(args.video_id, output)
+        jobs.download(args.video_id, output, variant=args.variant)
     print(f"saved {output}")
     return 0
 

@@ -179,7 +179,7 @@ class StreamingGenerator:
         """What `resume_stream` needs to continue `stream` later, in any process (once it has
         produced a chunk). The stream itself is left untouched."""
         cache = stream.decoder._cache
-        if stream.chunk_index == 0 or not all(c is None or isinstance(c, torch.Tensor) for c in cache):
+        if stream.decoder.latent_frames_seen == 0 or not all(c is None or isinstance(c, torch.Tensor) for c in cache):
             raise ValueError("a stream can only be snapshot after its first chunk")
         slots = [self.cache.slot_of(f) for f in self.cache.cached_frames(stream.row)]
         return ResumeState(

@@ -15,8 +15,10 @@ from fastapi.staticfiles import StaticFiles
 from models.stream_api import StreamingModel
 from server import rest_errors
 from server.auth import Authenticator
+from server import rest_errors
 from server.body_limit import BodySizeLimit
 from server.engine import Engine
+from server.jobs.files import JobFiles
 from server.jobs.runner import JobRunner
 from server.jobs.open_store import open_job_store
 from server.metrics import Metrics
@@ -26,6 +28,7 @@ from server.settings import Settings
 from server.state import ServerState
 
 log = logging.getLogger("framecast.server")
+UPLOAD_PATHS = ("/v1/videos", "/v1/videos/extensions")  # may carry files up to FRAMECAST_MAX_UPLOAD_BYTES
 
 
 def load_model(settings: Settings) -> StreamingModel:
@@ -67,7 +70,8 @@ def create_app(settings: Settings | None = None, generator: StreamingModel | Non
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"])
     rest_errors.install(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_message_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_message_bytes, upload_paths=UPLOAD_PATHS,
+                       upload_max_bytes=settings.max_upload_bytes)
     return app
 
 
@@ -89,9 +93,10 @@ async def _start(settings: Settings, generator: StreamingModel | None) -> Server
                     lead_margin_s=settings.lead_margin_s, max_lead_s=settings.max_lead_s, metrics=metrics)
     engine.start()
     pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 2), thread_name_prefix="framecast-encode")
-    runner = JobRunner(store=store, engine=engine, pool=pool, videos_dir=settings.data_dir / "videos",
+    runner = JobRunner(store=store, engine=engine, pool=pool, files=JobFiles(settings.data_dir),
                        width=info.width, height=info.height, fps=info.fps,
-                       max_image_bytes=settings.max_image_bytes, max_image_pixels=settings.max_image_pixels)
+                       max_image_bytes=settings.max_image_bytes, max_image_pixels=settings.max_image_pixels,
+                       max_clip_seconds=settings.max_job_seconds)
     runner.start()
     auth = Authenticator(settings.api_keys, token_ttl_s=settings.token_ttl_s, secret=settings.token_secret)
     if not auth.enabled and not settings.is_loopback:

@@ -112,9 +112,13 @@ class Engine:
         on_chunk: Callable[[Chunk, float], None],
         on_error: Callable[[str], None],
         max_lead_s: float | None = None,
+        resume: Any = None,
     ) -> Future:
         """Future[EngineStream]. Raises EngineCapacityError / EngineStopped at once when full.
-        A live stream is paced to real time with at most `max_lead_s` (default: the engine's) of lead."""
+        A live stream is paced to real time with at most `max_lead_s` (default: the engine's) of lead.
+
+        resume: continue a stream instead of starting one: a `models.ResumeState`, or uint8 frames
+        `[T, H, W, 3]` of a clip made elsewhere (its last frames become the context)."""
         with self._cond:
             if self._stopping:
                 raise EngineStopped("the server is shutting down")
@@ -133,7 +137,13 @@ class Engine:
 
         def do_open() -> EngineStream:
             try:
-                stream.state = self.gen.open(conditioning)
+                if resume is None:
+                    stream.state = self.gen.open(conditioning)
+                elif hasattr(resume, "latents"):  # a ResumeState
+                    stream.state = self.gen.resume_stream(conditioning.prompt, resume)
+                else:  # frames of a clip: its last frames become the context
+                    stream.state = self.gen.resume_stream(conditioning.prompt, self.gen.context_state(
+                        resume, seed=conditioning.seed, prompt=conditioning.prompt))
             except BaseException:
                 self._release(stream)
                 raise
@@ -164,6 +174,16 @@ class Engine:
                 stream.pacer.clock.resync()  # its viewer waited on purpose: not an underrun
             stream.paused = False
             self._cond.notify_all()
+
+    def snapshot(self, stream: EngineStream) -> Future:
+        """Future[ResumeState] of the stream, taken between ticks; the stream is paused first, so
+        every chunk delivered before the future resolves is covered by the snapshot."""
+
+        def take() -> Any:
+            stream.paused = True
+            return self.gen.snapshot(stream.state)
+
+        return self._submit(take)
 
     def close(self, stream: EngineStream) -> Future:
         """Stop stepping the stream and free its slot now, its cache row on the device thread

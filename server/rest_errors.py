@@ -31,15 +31,25 @@ def error_body(status: int, message: str, code: str | None = None, param: str | 
     return error_from_code(code, message, status, param).body()
 
 
-def invalid(param: str, message: str) -> BadRequestError:
-    """A request field with a bad value: 422 naming the field."""
-    return BadRequestError(f"field {param!r}: {message}", param=param, status=VALIDATION_STATUS)
+def api_error(status: int, message: str, *, code: str | None = None, param: str | None = None,
+              headers: dict[str, str] | None = None) -> FramecastError:
+    """The error class for `code` (else the status's) answered with `status` (and `headers`)."""
+    code = code or HTTP_STATUS_CODES.get(status, "internal" if status >= 500 else "bad_request")
+    exc = error_from_code(code, message, status, param)
+    exc.headers = headers
+    return exc
+
+
+def invalid(param: str, message: str, status: int = VALIDATION_STATUS, code: str = "bad_request") -> FramecastError:
+    """A request field with a bad value: 422 (or `status`) naming the field."""
+    return api_error(status, f"field {param!r}: {message}", code=code, param=param)
 
 
 def error_response(exc: FramecastError) -> JSONResponse:
     status = exc.status or exc.http_status
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, UnauthorizedError) else None
-    return JSONResponse(exc.body(), status, headers=headers)
+    headers = {**(headers or {}), **(getattr(exc, "headers", None) or {})}
+    return JSONResponse(exc.body(), status, headers=headers or None)
 
 
 def _validation_error(exc: RequestValidationError) -> BadRequestError:

@@ -49,7 +49,10 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=4096 * 4096, ge=1)  # decoded input image pixel limit
     max_image_aspect: float = Field(default=16.0, ge=1)  # longest / shortest side of an input image
     default_job_seconds: float = Field(default=4.0, gt=0)  # when POST /v1/videos omits seconds
-    max_job_seconds: float = Field(default=60.0, gt=0)  # longest video a job may request
+    max_job_seconds: float = Field(default=60.0, gt=0)  # longest video a job may request (extensions: in total)
+    max_queued_jobs: int = Field(default=100, ge=1)  # POST /v1/videos beyond this many queued jobs: 429
+    queue_retry_after_s: int = Field(default=10, ge=1)  # the Retry-After of that 429
+    max_upload_bytes: int = Field(default=64 << 20, ge=1024)  # request bodies of POST /v1/videos[/extensions]
     job_max_attempts: int = Field(default=3, ge=1)  # interrupted jobs are re-queued up to this
     job_lease_s: float = Field(default=30.0, ge=2)  # Redis store: a claim not renewed this long is re-queued
     jpeg_quality: int = Field(default=85, ge=1, le=100)  # JPEG chunk format quality

@@ -151,3 +151,18 @@ if new and new ~= old then
 end
 return 1
 """
+
+# ARGV: prefix, id. Removes the job from every key (record, history, queue, leases, listing,
+# counts). Returns 1 when it existed, 0 otherwise.
+DELETE = _COMMON + """
+local id = ARGV[2]
+local key = prefix .. 'job:' .. id
+local status = redis.call('HGET', key, 'status')
+if not status then return 0 end
+redis.call('HINCRBY', counts, status, -1)
+redis.call('ZREM', queue, id)
+redis.call('ZREM', leases, id)
+redis.call('ZREM', jobs, id)
+redis.call('DEL', key, prefix .. 'history:' .. id)
+return 1
+"""

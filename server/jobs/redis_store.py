@@ -26,7 +26,7 @@ from server.jobs.store import Job, JobStore
 
 _UPDATABLE = {"status", "progress", "error", "completed_at"}
 _INTS = {"seed", "progress", "created_at", "completed_at", "attempts"}
-_FLOATS = {"seconds"}
+_FLOATS = {"seconds", "source_seconds"}
 _BYTES = {"image"}
 _FIELDS = [f.name for f in dataclasses.fields(Job)]
 
@@ -67,7 +67,7 @@ class RedisJobStore(JobStore):
                                            health_check_interval=30, retry_on_timeout=True)
         self._redis.ping()  # fail at startup, not on the first request
         self._keys = [prefix + name for name in ("queue", "leases", "counts", "jobs", "seq")]
-        scripts = {name: getattr(redis_lua, name) for name in ("CREATE", "CLAIM", "REAP", "HEARTBEAT", "UPDATE")}
+        scripts = {name: getattr(redis_lua, name) for name in ("CREATE", "CLAIM", "REAP", "HEARTBEAT", "UPDATE", "DELETE")}
         self._scripts = {name: self._redis.register_script(code) for name, code in scripts.items()}
 
     def _run(self, script: str, *args) -> object:
@@ -100,14 +100,17 @@ class RedisJobStore(JobStore):
             pipe.hgetall(self._key(job_id.decode()))
         return [job for job in map(self._job, pipe.execute()) if job is not None]
 
-    def list(self, *, after: str | None = None, limit: int = 20) -> tuple[list[Job], bool]:
-        top = "+inf"
+    def list(self, *, after: str | None = None, limit: int = 20, newest_first: bool = True) -> tuple[list[Job], bool]:
+        start = "+inf" if newest_first else "-inf"
         if after is not None:
             seq = self._redis.zscore(self.prefix + "jobs", after)
             if seq is None:
                 return [], False
-            top = f"({int(seq)}"
-        ids = self._redis.zrevrangebyscore(self.prefix + "jobs", top, "-inf", start=0, num=limit + 1)
+            start = f"({int(seq)}"
+        if newest_first:
+            ids = self._redis.zrevrangebyscore(self.prefix + "jobs", start, "-inf", start=0, num=limit + 1)
+        else:
+            ids = self._redis.zrangebyscore(self.prefix + "jobs", start, "+inf", start=0, num=limit + 1)
         jobs = self._get_many(ids)
         return jobs[:limit], len(ids) > limit
 
@@ -124,6 +127,9 @@ class RedisJobStore(JobStore):
         if not self._run("UPDATE", *args, *deletes):
             return None
         return self.get(job_id)
+
+    def delete(self, job_id: str) -> bool:
+        return bool(self._run("DELETE", job_id))
 
     def claim_next(self) -> Job | None:
         job_id = self._run("CLAIM", self.worker_id, self.lease_ms, self.max_attempts)

@@ -2,8 +2,11 @@
 
 The runner claims a job whenever the engine has a free job slot, opens a stream, writes each chunk
 to the MP4 (on the encoder pool, off the device loop), updates progress per chunk, and publishes
-the file atomically. DELETE (cancel) flips the stored status; the runner notices at the next
-chunk. On shutdown a running job goes back to `queued` so the next start renders it again.
+the file atomically, with its stills and the stream's ResumeState (an extension resumes from
+it, so it costs only the new seconds). An extension's video starts with its source: the source job's video packets,
+copied without re-encoding, and the frames its stream made past that video's end; or the
+uploaded clip's frames.
+DELETE flips the stored status or removes the record; the runner notices at the next chunk. On shutdown a running job goes back to `queued` so the next start renders it again.
 """
 
 from __future__ import annotations
@@ -13,12 +16,16 @@ import functools
 import logging
 import time
 from concurrent.futures import Executor
-from pathlib import Path
 
 from models.stream_api import Conditioning
+import numpy as np
+
+from models.resume import ResumeState
 from server.engine import Engine, EngineCapacityError, EngineStopped
 from server.images import decode_image_bytes
+from server.jobs.files import JobFiles
 from server.jobs.store import Job, JobStore
+from server.media import decode_clip, write_stills
 from server.mp4_writer import Mp4FileWriter
 
 log = logging.getLogger("framecast.jobs")
@@ -28,20 +35,19 @@ _MAX_BUFFERED_CHUNKS = 2  # the job's stream is paused while this many chunks wa
 class JobRunner:
     """One asyncio task that claims jobs, plus one task per running job."""
 
-    def __init__(self, *, store: JobStore, engine: Engine, pool: Executor, videos_dir: Path,
-                 width: int, height: int, fps: int, max_image_bytes: int, max_image_pixels: int):
+    def __init__(self, *, store: JobStore, engine: Engine, pool: Executor, files: JobFiles,
+                 width: int, height: int, fps: int, max_image_bytes: int, max_image_pixels: int,
+                 max_clip_seconds: float):
         self.store = store
         self.engine = engine
         self.pool = pool
-        self.videos_dir = videos_dir
+        self.files = files
         self.width, self.height, self.fps = width, height, fps
         self.max_image_bytes, self.max_image_pixels = max_image_bytes, max_image_pixels
+        self.max_clip_seconds = max_clip_seconds  # uploaded clips an extension continues
         self._wake = asyncio.Event()
         self._running: dict[str, asyncio.Task] = {}
         self._task: asyncio.Task | None = None
-
-    def video_path(self, job_id: str) -> Path:
-        return self.videos_dir / f"{job_id}.mp4"
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._claim_loop(), name="framecast-job-runner")
@@ -95,6 +101,25 @@ class JobRunner:
             self._running.pop(job.id, None)
             self.wake()
 
+    async def _prefix(self, job: Job):
+        """(frames to write first, resume) for an extension, else (None, None): for a job, the frames
+        its stream made past its video's end and its ResumeState (its video's packets are copied as
+        they are); for an uploaded clip, its frames, which are also the context to encode."""
+        loop = asyncio.get_running_loop()
+        if job.extends_video_id:
+            source = job.extends_video_id
+            if not self.files.video(source).is_file() or not self.files.state(source).is_file():
+                raise RuntimeError(f"the source video {source} is gone")
+            state = await loop.run_in_executor(self.pool, ResumeState.load, self.files.state(source))
+            return state.tail_frames, state
+        if job.upload:
+            raw = await loop.run_in_executor(self.pool, self.files.upload(job.upload).read_bytes)
+            clip = await loop.run_in_executor(self.pool, lambda: decode_clip(
+                raw, width=self.width, height=self.height, fps=self.fps, max_seconds=self.max_clip_seconds,
+                max_pixels=self.max_image_pixels))
+            return clip, clip
+        return None, None
+
     async def _render(self, job: Job) -> None:
         loop = asyncio.get_running_loop()
         target = max(1, round(job.seconds * self.fps))  # frames to write
@@ -103,6 +128,7 @@ class JobRunner:
             image = await loop.run_in_executor(self.pool, functools.partial(  # off the loop and the device thread
                 decode_image_bytes, job.image, max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels,
                 size=(self.width, self.height)))
+        prefix, resume = await self._prefix(job)
         chunks: asyncio.Queue = asyncio.Queue()  # Chunk | Exception
 
         def on_chunk(chunk, _started: float) -> None:
@@ -112,13 +138,22 @@ class JobRunner:
             loop.call_soon_threadsafe(chunks.put_nowait, RuntimeError(message))
 
         conditioning = Conditioning(job.prompt, seed=job.seed, image=image)  # what the job record stores
-        future = self.engine.open(conditioning, live=False, on_chunk=on_chunk, on_error=on_error)
+        future = self.engine.open(conditioning, live=False, on_chunk=on_chunk, on_error=on_error, resume=resume)
         stream = await asyncio.wrap_future(future)
-        writer = await loop.run_in_executor(
-            self.pool, lambda: Mp4FileWriter(self.video_path(job.id), width=self.width, height=self.height, fps=self.fps)
-        )
+        source = self.files.video(job.extends_video_id) if job.extends_video_id else None
+        writer = await loop.run_in_executor(self.pool, lambda: Mp4FileWriter(
+            self.files.video(job.id), width=self.width, height=self.height, fps=self.fps, continue_from=source))
+        pending = [] if prefix is None or not len(prefix) else [prefix]  # frames received, not yet written
         try:
-            while writer.frames_written < target:
+            while True:
+                while pending and writer.frames_written < target:
+                    frames = pending.pop(0)
+                    take = frames[: target - writer.frames_written]  # [T, H, W, 3]
+                    await loop.run_in_executor(self.pool, writer.write, take)
+                    if len(take) < len(frames):
+                        pending.insert(0, frames[len(take):])
+                if writer.frames_written >= target:
+                    break
                 if chunks.qsize() >= _MAX_BUFFERED_CHUNKS:
                     self.engine.pause(stream)
                 item = await chunks.get()
@@ -126,20 +161,34 @@ class JobRunner:
                     self.engine.resume(stream)
                 if isinstance(item, Exception):
                     raise item
-                frames = item.frames[: target - writer.frames_written]  # [T, H, W, 3]
-                await loop.run_in_executor(self.pool, writer.write, frames)
+                pending.append(item.frames)
                 progress = min(99, int(100 * writer.frames_written / target))
                 if self.store.update(job.id, only_if=("in_progress",), progress=progress) is None:
                     log.info("job %s cancelled", job.id)
                     await loop.run_in_executor(self.pool, writer.abort)
                     return
+            state = await asyncio.wrap_future(self.engine.snapshot(stream))
+            while not chunks.empty():  # chunks made before the snapshot: they belong to its tail
+                item = chunks.get_nowait()
+                if not isinstance(item, Exception):
+                    pending.append(item.frames)
             self.engine.close(stream)
-            await loop.run_in_executor(self.pool, writer.finish)
+            if pending:
+                state.tail_frames = np.concatenate(pending)
+            await loop.run_in_executor(self.pool, self._publish, job, writer, state)
         except BaseException:
             self.engine.close(stream)
             await asyncio.shield(loop.run_in_executor(self.pool, writer.abort))
             raise
         finally:
             self.engine.close(stream)
-        self.store.update(job.id, only_if=("in_progress",), status="completed", progress=100,
-                          completed_at=int(time.time()))
+        done = self.store.update(job.id, only_if=("in_progress",), status="completed", progress=100,
+                                 completed_at=int(time.time()))
+        if done is None:  # cancelled or deleted meanwhile: nothing of it is kept
+            await loop.run_in_executor(self.pool, self.files.remove, job.id, job.upload)
+
+    def _publish(self, job: Job, writer: Mp4FileWriter, state: ResumeState) -> None:
+        """Write the resume state, publish the video, then its stills (pool thread)."""
+        state.save(self.files.state(job.id))
+        path = writer.finish()
+        write_stills(path, self.files.variant(job.id, "thumbnail"), self.files.variant(job.id, "spritesheet"))

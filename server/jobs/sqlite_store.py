@@ -25,10 +25,16 @@ CREATE TABLE IF NOT EXISTS jobs (
     completed_at INTEGER,
     error TEXT,
     attempts INTEGER NOT NULL,
-    size TEXT NOT NULL
+    size TEXT NOT NULL,
+    remixed_from_video_id TEXT,
+    extends_video_id TEXT,
+    upload TEXT,
+    source_seconds REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
 """
+_ADDED_COLUMNS = {"remixed_from_video_id": "TEXT", "extends_video_id": "TEXT", "upload": "TEXT",
+                  "source_seconds": "REAL NOT NULL DEFAULT 0"}  # columns added after the first schema
 _UPDATABLE = {"status", "progress", "error", "completed_at"}
 
 
@@ -43,6 +49,14 @@ class SqliteJobStore(JobStore):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Databases written by an older framecast lack the newer Job fields: add them."""
+        have = {row["name"] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, decl in _ADDED_COLUMNS.items():
+            if name not in have:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
 
     @staticmethod
     def _job(row: sqlite3.Row | None) -> Job | None:
@@ -61,13 +75,14 @@ class SqliteJobStore(JobStore):
         with self._lock:
             return self._job(self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
 
-    def list(self, *, after: str | None = None, limit: int = 20) -> tuple[list[Job], bool]:
+    def list(self, *, after: str | None = None, limit: int = 20, newest_first: bool = True) -> tuple[list[Job], bool]:
+        direction, beyond = ("DESC", "<") if newest_first else ("ASC", ">")
         with self._lock:
             if after is None:
-                rows = self._db.execute("SELECT * FROM jobs ORDER BY seq DESC LIMIT ?", (limit + 1,)).fetchall()
+                rows = self._db.execute(f"SELECT * FROM jobs ORDER BY seq {direction} LIMIT ?", (limit + 1,)).fetchall()
             else:
                 rows = self._db.execute(
-                    "SELECT * FROM jobs WHERE seq < (SELECT seq FROM jobs WHERE id = ?) ORDER BY seq DESC LIMIT ?",
+                    f"SELECT * FROM jobs WHERE seq {beyond} (SELECT seq FROM jobs WHERE id = ?) ORDER BY seq {direction} LIMIT ?",
                     (after, limit + 1),
                 ).fetchall()
         jobs = [self._job(r) for r in rows]
@@ -86,6 +101,10 @@ class SqliteJobStore(JobStore):
             changed = self._db.execute(sql, args).rowcount
             row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone() if changed else None
         return self._job(row)
+
+    def delete(self, job_id: str) -> bool:
+        with self._lock:
+            return self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount > 0
 
     def claim_next(self) -> Job | None:
         with self._lock:

@@ -32,6 +32,10 @@ class Job:
     error: str | None = None  # reason for failed/cancelled
     attempts: int = 0  # times it was claimed (an interrupted run counts)
     size: str = ""  # "WxH"
+    remixed_from_video_id: str | None = None  # remix: the job whose seed, length and image this reuses
+    extends_video_id: str | None = None  # extension of a finished job: resumes from its saved stream state
+    upload: str | None = None  # extension of an uploaded clip: its file name under the data dir's uploads/
+    source_seconds: float = 0.0  # extension: seconds of the stitched video that come from the source
 
     @staticmethod
     def new_id() -> str:
@@ -50,8 +54,9 @@ class JobStore(abc.ABC):
         """The job, or None."""
 
     @abc.abstractmethod
-    def list(self, *, after: str | None = None, limit: int = 20) -> tuple[list[Job], bool]:
-        """Newest first; `after` is the id of the last job of the previous page. (jobs, has_more)."""
+    def list(self, *, after: str | None = None, limit: int = 20, newest_first: bool = True) -> tuple[list[Job], bool]:
+        """Newest first (or oldest first); `after` is the id of the last job of the previous page.
+        (jobs, has_more)."""
 
     @abc.abstractmethod
     def update(self, job_id: str, *, only_if: tuple[str, ...] | None = None, **fields) -> Job | None:
@@ -59,6 +64,10 @@ class JobStore(abc.ABC):
         current status is one of those. Returns the updated job, or None if unchanged/missing.
         `only_if=("in_progress",)` is the claiming worker's own write: a shared store applies it
         only while this worker still holds the claim (see `heartbeat`)."""
+
+    @abc.abstractmethod
+    def delete(self, job_id: str) -> bool:
+        """Remove the job record (whatever its status); False if there was none."""
 
     @abc.abstractmethod
     def claim_next(self) -> Job | None:

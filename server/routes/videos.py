@@ -1,88 +1,174 @@
-"""Video jobs in the shape of OpenAI's video API: create, get, list, cancel, download."""
+"""Video jobs in the shape of OpenAI's video API: create, get, list, delete, content variants,
+remix and extensions (autoregressive continuation). Bodies: server/routes/video_forms.py; errors:
+server/rest_errors.py."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+from typing import Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, Field
 
-from client.protocol.errors import CapacityError, ConflictError, FramecastError, NotFoundError, TooLargeError
+from client.protocol.errors import FramecastError
 from client.protocol.events import MAX_SEED
 from server.images import data_url_bytes, decode_image_bytes
+from server.jobs.files import VARIANTS
 from server.jobs.store import TERMINAL, Job
+from server.media import decode_clip
 from server.protocol import check_model_request
-from server.rest_errors import VALIDATION_STATUS, invalid
+from server.rest_errors import api_error, invalid
 from server.routes.deps import get_state, require_api_key
+from server.routes.video_forms import CreateRequest, ExtendRequest, RemixRequest, parse, read_body
 from server.state import ServerState
 
 router = APIRouter(prefix="/v1/videos", dependencies=[Depends(require_api_key)], tags=["videos"])
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")  # input_reference uploads
+_STATUS_OF_CODE = {"too_large": 413, "bad_request": 400, "unsupported": 400}  # errors of media decoders
 
 
-class VideoCreate(BaseModel):
-    """POST /v1/videos body."""
-
-    prompt: str = Field(min_length=1)
-    seconds: float | None = Field(default=None, gt=0)  # default: FRAMECAST_DEFAULT_JOB_SECONDS
-    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
-    model: str | None = None  # must name the loaded model when given
-    image: str | None = None  # data URL of the first frame (models with image conditioning)
+def _seconds(value: float) -> str:
+    """OpenAI sends and returns `seconds` as a string ("4"); fractional lengths keep their digits."""
+    return f"{value:g}"
 
 
 def video_object(job: Job) -> dict:
-    error = None if job.error is None else {"code": job.status, "message": job.error}
+    """The OpenAI video object, plus framecast's extras (seed, seconds as a number, extends_video_id)."""
+    error = None if job.error is None else {"code": "cancelled" if job.status == "cancelled" else "generation_failed",
+                                            "message": job.error}
     return {
         "id": job.id, "object": "video", "status": job.status, "progress": job.progress,
-        "created_at": job.created_at, "completed_at": job.completed_at, "seconds": job.seconds,
-        "prompt": job.prompt, "model": job.model, "seed": job.seed, "size": job.size, "error": error,
+        "created_at": job.created_at, "completed_at": job.completed_at, "expires_at": None,
+        "model": job.model, "prompt": job.prompt, "seconds": _seconds(job.seconds), "size": job.size,
+        "error": error, "remixed_from_video_id": job.remixed_from_video_id,
+        # framecast extras
+        "seed": job.seed, "duration_s": job.seconds, "extends_video_id": job.extends_video_id,
     }
 
 
 def _get_job(state: ServerState, video_id: str) -> Job:
     job = state.store.get(video_id)
     if job is None:
-        raise NotFoundError(f"no video {video_id!r}")
+        raise api_error(404, f"no video {video_id!r}", param="video_id")
     return job
 
 
-@router.post("")
-async def create_video(body: VideoCreate, state: ServerState = Depends(get_state)) -> dict:
-    settings, info = state.settings, state.info
-    if len(body.prompt) > state.max_prompt_chars:
-        raise TooLargeError(f"field 'prompt': over the {state.max_prompt_chars}-character limit", param="prompt",
-                            status=VALIDATION_STATUS)
-    seconds = body.seconds if body.seconds is not None else settings.default_job_seconds
-    if seconds > settings.max_job_seconds:
-        raise invalid("seconds", f"over the {settings.max_job_seconds:g}-second limit")
-    image_bytes = None
-    try:  # a field the realtime socket would refuse: the same code, answered as a 422 naming the field
-        check_model_request(info, body.model)
-        if body.image is not None:
-            image_bytes = data_url_bytes(body.image, max_bytes=settings.max_image_bytes)
-            await asyncio.to_thread(decode_image_bytes, image_bytes, max_bytes=settings.max_image_bytes,  # off the loop
-                                    max_pixels=settings.max_image_pixels, max_aspect=settings.max_image_aspect)
-    except FramecastError as exc:
-        exc.status = VALIDATION_STATUS
-        raise
+def _check_prompt_and_seconds(state: ServerState, prompt: str, seconds: float, total: float | None = None) -> None:
+    if len(prompt) > state.max_prompt_chars:
+        raise invalid("prompt", f"over the {state.max_prompt_chars}-character limit", code="too_large")
+    limit = state.settings.max_job_seconds
+    if seconds > limit or (total or 0) > limit:
+        raise invalid("seconds", f"the video would be over the {limit:g}-second limit")
+
+
+def _admit(state: ServerState) -> None:
+    """503 while shutting down; 429 with Retry-After while the queue is full."""
     if not state.admitting:
-        raise CapacityError("the server is shutting down")
-    seed = body.seed if body.seed is not None else secrets.randbelow(2**31)  # fixed now: a re-run matches
-    job = Job(id=Job.new_id(), prompt=body.prompt, seconds=seconds, model=info.name, seed=seed,
-              image=image_bytes, size=f"{info.width}x{info.height}")
+        raise api_error(503, "the server is shutting down", code="capacity")
+    settings = state.settings
+    if state.store.count_by_status().get("queued", 0) >= settings.max_queued_jobs:
+        raise api_error(429, f"the job queue is full ({settings.max_queued_jobs} queued); retry later",
+                       code="capacity", headers={"Retry-After": str(settings.queue_retry_after_s)})
+
+
+def _queue(state: ServerState, job: Job) -> dict:
     state.store.create(job)
     state.runner.wake()
     return video_object(job)
 
 
+def _reference_image(state: ServerState, body: CreateRequest, files: dict) -> bytes | None:
+    """The first frame's encoded bytes from `input_reference` (file or {"image_url"}) or `image`."""
+    settings = state.settings
+    upload = files.get("input_reference")
+    if upload is not None:
+        if upload.content_type not in IMAGE_TYPES:
+            raise invalid("input_reference", f"{upload.content_type!r} is not one of {', '.join(IMAGE_TYPES)}",
+                          status=400, code="unsupported")
+        raw, field = upload.data, "input_reference"
+    elif body.input_reference is not None or body.image is not None:
+        url = body.image if body.image is not None else body.input_reference.get("image_url")
+        field = "image" if body.image is not None else "input_reference"
+        if not isinstance(url, str):
+            raise invalid(field, "expected an image data URL")
+        raw = _media(field, lambda: data_url_bytes(url, max_bytes=settings.max_image_bytes))
+    else:
+        return None
+    _media(field, lambda: decode_image_bytes(raw, max_bytes=settings.max_image_bytes,
+                                             max_pixels=settings.max_image_pixels, max_aspect=settings.max_image_aspect))
+    return raw
+
+
+def _media(field: str, decode):
+    """Run a decoder; its error becomes 400 (undecodable) or 413 (too large) naming `field`."""
+    try:
+        return decode()
+    except FramecastError as exc:
+        message = exc.message.split(": ", 1)[-1] if exc.message.startswith("field ") else exc.message
+        raise invalid(field, message, status=_STATUS_OF_CODE.get(exc.code, 400), code=exc.code) from None
+
+
+@router.post("")
+async def create_video(request: Request, state: ServerState = Depends(get_state)) -> dict:
+    fields, files = await read_body(request)
+    body = parse(CreateRequest, fields)
+    settings, info = state.settings, state.info
+    seconds = body.seconds if body.seconds is not None else settings.default_job_seconds
+    _check_prompt_and_seconds(state, body.prompt, seconds)
+    size = f"{info.width}x{info.height}"
+    if body.size is not None and body.size != size:
+        raise invalid("size", f"model {info.name!r} renders {size}", code="unsupported")
+    try:
+        check_model_request(info, body.model)
+    except FramecastError as exc:  # what the socket refuses the same way: a 422 naming the field
+        exc.status = 422
+        raise
+    image = await asyncio.to_thread(_reference_image, state, body, files)  # decoding: off the event loop
+    _admit(state)
+    seed = body.seed if body.seed is not None else secrets.randbelow(2**31)  # fixed now: a re-run matches
+    return _queue(state, Job(id=Job.new_id(), prompt=body.prompt, seconds=seconds, model=info.name, seed=seed,
+                             image=image, size=size))
+
+
 @router.get("")
 def list_videos(after: str | None = None, limit: int = Query(default=20, ge=1, le=100),
-                state: ServerState = Depends(get_state)) -> dict:
-    jobs, has_more = state.store.list(after=after, limit=limit)
+                order: Literal["asc", "desc"] = "desc", state: ServerState = Depends(get_state)) -> dict:
+    jobs, has_more = state.store.list(after=after, limit=limit, newest_first=order == "desc")
     data = [video_object(j) for j in jobs]
     return {"object": "list", "data": data, "has_more": has_more,
             "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}
+
+
+@router.post("/extensions")
+async def extend_video(request: Request, state: ServerState = Depends(get_state)) -> dict:
+    """Continue a finished job (`video: {"id"}`, JSON or the form field `video[id]`) or an uploaded
+    clip (multipart file `video`) for `seconds` more under `prompt`; the result is the stitched video."""
+    fields, files = await read_body(request)
+    upload = files.get("video")
+    if upload is None and not isinstance(fields.get("video"), dict):
+        raise invalid("video", "expected a video file (multipart) or {\"id\": VIDEO_ID}")
+    body = parse(ExtendRequest, {k: v for k, v in fields.items() if k != "video" or upload is None})
+    settings, info = state.settings, state.info
+    job = Job(id=Job.new_id(), prompt=body.prompt, seconds=0.0, model=info.name, size=f"{info.width}x{info.height}")
+    if upload is None:
+        source = _get_job(state, str(body.video.get("id", "")))
+        if source.status != "completed" or not state.runner.files.state(source.id).is_file():
+            raise api_error(409, f"video {source.id!r} is {source.status}; only a completed video can be extended",
+                           code="conflict", param="video")
+        job.extends_video_id, job.seed, job.source_seconds = source.id, source.seed, source.seconds
+    else:
+        clip = await asyncio.to_thread(_media, "video", lambda: decode_clip(
+            upload.data, width=info.width, height=info.height, fps=info.fps,
+            max_seconds=settings.max_job_seconds, max_pixels=settings.max_image_pixels))
+        job.seed = secrets.randbelow(2**31)
+        job.source_seconds = len(clip) / info.fps
+    job.seconds = job.source_seconds + body.seconds
+    _check_prompt_and_seconds(state, body.prompt, body.seconds, total=job.seconds)
+    _admit(state)
+    if upload is not None:
+        job.upload = await asyncio.to_thread(state.runner.files.save_upload, job.id, upload.data)
+    return _queue(state, job)
 
 
 @router.get("/{video_id}")
@@ -91,21 +177,41 @@ def get_video(video_id: str, state: ServerState = Depends(get_state)) -> dict:
 
 
 @router.delete("/{video_id}")
-def cancel_video(video_id: str, state: ServerState = Depends(get_state)) -> dict:
-    """Cancel a queued or running job; a finished job is returned unchanged."""
+def delete_video(video_id: str, state: ServerState = Depends(get_state)) -> dict:
+    """Delete a job and every file it has (a queued or running job is cancelled first)."""
     job = _get_job(state, video_id)
     if job.status not in TERMINAL:
-        job = state.store.update(video_id, only_if=("queued", "in_progress"), status="cancelled",
-                                 error="cancelled by the client") or _get_job(state, video_id)
-    return video_object(job)
+        state.store.update(video_id, only_if=("queued", "in_progress"), status="cancelled",
+                           error="deleted by the client")
+    state.store.delete(video_id)
+    state.runner.files.remove(video_id, job.upload)
+    return {"id": video_id, "object": "video.deleted", "deleted": True}
+
+
+@router.post("/{video_id}/remix")
+async def remix_video(video_id: str, request: Request, state: ServerState = Depends(get_state)) -> dict:
+    """A new job with the source's seed, length and start image under a new prompt."""
+    fields, _files = await read_body(request)
+    body = parse(RemixRequest, fields)
+    source = _get_job(state, video_id)
+    if source.extends_video_id or source.upload:
+        raise api_error(400, "an extension cannot be remixed; remix the video it extends", code="unsupported",
+                       param="video_id")
+    _check_prompt_and_seconds(state, body.prompt, source.seconds)
+    _admit(state)
+    return _queue(state, Job(id=Job.new_id(), prompt=body.prompt, seconds=source.seconds, model=state.info.name,
+                             seed=source.seed, image=source.image, size=source.size, remixed_from_video_id=source.id))
 
 
 @router.get("/{video_id}/content")
-def video_content(video_id: str, state: ServerState = Depends(get_state)) -> FileResponse:
+def video_content(video_id: str, variant: str = "video", state: ServerState = Depends(get_state)) -> FileResponse:
+    if variant not in VARIANTS:
+        raise api_error(404, f"no variant {variant!r}; one of {', '.join(VARIANTS)}", param="variant")
     job = _get_job(state, video_id)
     if job.status != "completed":
-        raise ConflictError(f"video {video_id!r} is {job.status}, not completed")
-    path = state.runner.video_path(video_id)
+        raise api_error(409, f"video {video_id!r} is {job.status}, not completed", code="conflict")
+    path = state.runner.files.variant(video_id, variant)
     if not path.is_file():
-        raise NotFoundError(f"video {video_id!r} file is gone", status=410)
-    return FileResponse(path, media_type="video/mp4", filename=f"{video_id}.mp4")
+        raise api_error(404, f"the {variant} of video {video_id!r} is gone", param="variant")
+    suffix, media_type = VARIANTS[variant]
+    return FileResponse(path, media_type=media_type, filename=f"{video_id}{suffix}")

@@ -119,8 +119,12 @@ def test_jobs_round_trip(server, info, tmp_path):
         rest = jobs.list(limit=100, after=page.last_id)
         ids = {v.id for v in page.data + rest.data}
         assert {video.id, other.id} <= ids
-        cancelled = jobs.delete(other.id)
-        assert cancelled is not None and cancelled.status in ("cancelled", "completed")
+        assert jobs.delete(other.id) is None  # OpenAI's delete object, not a video
+        with pytest.raises(NotFoundError):
+            jobs.get(other.id)
+        longer = jobs.wait(jobs.extend("now it spins", seconds, clip=path).id, poll_interval=0.2, timeout=240)
+        assert longer.seconds == 2 * seconds
+        assert ffprobe_video(jobs.download(longer.id, tmp_path / "longer.mp4"))["frames"] == 2 * round(seconds * info["fps"])
 
     async def async_get():
         async with AsyncJobsClient(server) as ajobs:
@@ -143,6 +147,18 @@ def test_videos_cli(server, info, tmp_path, capsys):
     assert created["id"] in capsys.readouterr().out
     assert main(["videos", "download", created["id"], "-o", str(tmp_path / "again.mp4"), "--url", server]) == 0
     assert (tmp_path / "again.mp4").read_bytes() == out.read_bytes()
+    assert main(["videos", "download", created["id"], "--variant", "thumbnail", "-o", str(tmp_path / "t.webp"),
+                 "--url", server]) == 0
+    assert (tmp_path / "t.webp").read_bytes()[8:12] == b"WEBP"
+    capsys.readouterr()
+    assert main(["videos", "remix", created["id"], "a black star", "--url", server, "--json"]) == 0
+    remix = json.loads(capsys.readouterr().out.strip())
+    assert remix["remixed_from_video_id"] == created["id"] and remix["seed"] == created["seed"]
+    assert main(["videos", "extend", created["id"], "it fades", "--seconds", f"{seconds}", "--wait",
+                 "-o", str(tmp_path / "ext.mp4"), "--url", server, "--json"]) == 0
+    extended = json.loads(capsys.readouterr().out.strip().split("\nsaved")[0])
+    assert extended["status"] == "completed" and float(extended["seconds"]) == 2 * seconds
+    assert ffprobe_video(tmp_path / "ext.mp4")["frames"] == 2 * round(seconds * info["fps"])
     assert main(["videos", "get", "video_nope", "--url", server]) == 2
     assert "not_found" in capsys.readouterr().err
 

@@ -286,7 +286,7 @@ def test_killed_worker_job_is_finished_by_the_other(cluster):
 
     assert victim.executions()[job_id] == 1 and survivor.executions()[job_id] == 1
     outputs = sorted(p.name for p in (cluster.data_dir / "videos").glob(f"{job_id}*"))
-    assert outputs == [f"{job_id}.mp4"]  # one output, the partial file replaced
+    assert outputs == [f"{job_id}{s}" for s in (".mp4", ".spritesheet.jpg", ".thumbnail.webp")]  # partial replaced
     body = httpx.get(f"{survivor.url}/v1/videos/{job_id}/content", timeout=10)
     assert body.status_code == 200 and body.content == (cluster.data_dir / "videos" / f"{job_id}.mp4").read_bytes()
     assert _frames(cluster.data_dir / "videos" / f"{job_id}.mp4") in (None, round(seconds * _fps(cluster)))

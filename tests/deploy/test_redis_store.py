@@ -150,3 +150,24 @@ def test_sqlite_heartbeat_reports_whether_the_job_still_runs(tmp_path):
     store.update(job.id, only_if=("queued", "in_progress"), status="cancelled", error="by client")
     assert not store.heartbeat(job.id) and not store.heartbeat("video_missing")
     store.close()
+
+
+@pytest.mark.parametrize("backend", ["redis", "sqlite"])
+def test_delete_removes_the_job_everywhere(stores, tmp_path, backend):
+    from server.jobs.sqlite_store import SqliteJobStore
+
+    store = stores[0] if backend == "redis" else SqliteJobStore(tmp_path / "jobs.sqlite3")
+    extended = store.create(_job(0, extends_video_id="video_src", source_seconds=2.5, remixed_from_video_id="video_r"))
+    queued, running = store.create(_job(1)), store.create(_job(2))
+    assert store.get(extended.id) == extended  # the extension fields round-trip
+    assert store.claim_next().id == extended.id
+    assert store.delete(extended.id) and store.delete(queued.id)
+    assert not store.delete(queued.id) and store.get(queued.id) is None
+    assert [j.id for j in store.list(limit=10)[0]] == [running.id]
+    later = store.create(_job(3))
+    oldest, more = store.list(limit=1, newest_first=False)
+    assert [j.id for j in oldest] == [running.id] and more
+    assert [j.id for j in store.list(after=running.id, newest_first=False)[0]] == [later.id]
+    store.delete(later.id)
+    assert store.count_by_status() == {"queued": 1}
+    assert store.claim_next().id == running.id and store.claim_next() is None  # the deleted queued job is gone

@@ -43,17 +43,19 @@ def test_job_completes_with_requested_frames(server, tmp_path):
     assert (stream["codec_name"], stream["width"], int(stream["nb_read_frames"])) == ("h264", 64, 12)  # 0.75 s x 16
 
 
-def test_cancel_list_and_not_found(server):
-    ids = [http("POST", server.url + "/v1/videos", {"prompt": f"long {i}", "seconds": 30})[1]["id"] for i in range(2)]
-    for video_id in ids:
-        status, video = http("DELETE", f"{server.url}/v1/videos/{video_id}")
-        assert status == 200 and video["status"] == "cancelled"
-    assert http("GET", f"{server.url}/v1/videos/{ids[0]}/content")[0] == 409
+def test_delete_list_and_not_found(server):
+    ids = [http("POST", server.url + "/v1/videos", {"prompt": f"long {i}", "seconds": 30})[1]["id"] for i in range(3)]
     status, page = http("GET", server.url + "/v1/videos?limit=1")
-    assert status == 200 and page["data"][0]["id"] == ids[1] and page["has_more"]
-    status, page2 = http("GET", f"{server.url}/v1/videos?limit=1&after={ids[1]}")
-    assert page2["data"][0]["id"] == ids[0]
-    assert http("GET", server.url + "/v1/videos/video_nope")[0] == 404
+    assert status == 200 and page["data"][0]["id"] == ids[2] and page["has_more"]
+    status, page2 = http("GET", f"{server.url}/v1/videos?limit=1&after={ids[2]}")
+    assert page2["data"][0]["id"] == ids[1]
+    for video_id in ids:  # queued or running: cancelled, then deleted
+        status, deleted = http("DELETE", f"{server.url}/v1/videos/{video_id}")
+        assert status == 200 and deleted == {"id": video_id, "object": "video.deleted", "deleted": True}
+        assert http("GET", f"{server.url}/v1/videos/{video_id}")[0] == 404
+    assert http("GET", f"{server.url}/v1/videos/{ids[0]}/content")[0] == 404
+    status, error = http("GET", server.url + "/v1/videos/video_nope")
+    assert status == 404 and error["error"]["code"] == "not_found" and error["error"]["type"] == "invalid_request_error"
     assert http("DELETE", server.url + "/v1/videos/video_nope")[0] == 404
 
 
@@ -64,24 +66,26 @@ def assert_openai_error(body, code: str, param: str | None = None) -> None:
     assert body["error"]["message"] and "Traceback" not in body["error"]["message"]
 
 
-@pytest.mark.parametrize("body, field, code", [
-    (b"{not json", None, "bad_request"),
-    ({"seconds": 1}, "prompt", "bad_request"),
-    ({"prompt": "x", "seconds": -1}, "seconds", "bad_request"),
-    ({"prompt": "x", "seconds": 1e6}, "seconds", "bad_request"),
-    ({"prompt": "x", "seed": "abc"}, "seed", "bad_request"),
-    ({"prompt": "x" * 5000}, "prompt", "too_large"),
-    ({"prompt": "x", "model": "other"}, "model", "unsupported"),
-    ({"prompt": "x", "image": "data:image/png;base64,aGVsbG8="}, "image", "bad_request"),
+@pytest.mark.parametrize("body, status, field, code", [
+    (b"{not json", 400, None, "bad_request"),
+    (b'{"prompt": "caf\xe9"}', 400, None, "bad_request"),  # latin-1, not UTF-8
+    (b"[1, 2]", 400, None, "bad_request"),
+    ({"seconds": 1}, 422, "prompt", "bad_request"),
+    ({"prompt": "x", "seconds": -1}, 422, "seconds", "bad_request"),
+    ({"prompt": "x", "seconds": 1e6}, 422, "seconds", "bad_request"),
+    ({"prompt": "x", "seed": "abc"}, 422, "seed", "bad_request"),
+    ({"prompt": "x" * 5000}, 422, "prompt", "too_large"),
+    ({"prompt": "x", "model": "other"}, 422, "model", "unsupported"),
+    ({"prompt": "x", "size": "1280x720"}, 422, "size", "unsupported"),
+    ({"prompt": "x", "image": "data:image/png;base64,aGVsbG8="}, 400, "image", "bad_request"),  # not an image
 ])
-def test_invalid_requests_are_422_naming_the_field(server, body, field, code):
-    status, error = http("POST", server.url + "/v1/videos", body)
-    assert status == 422
+def test_invalid_requests_are_openai_errors(server, body, status, field, code):
+    got, error = http("POST", server.url + "/v1/videos", body)
+    assert got == status, error
     assert_openai_error(error, code, field)
-    assert error["error"]["type"] == "invalid_request_error"
 
 
-def test_other_rest_errors_have_the_openai_shape(server):
+def test_too_long_request_is_413(server):
     status, error = http("POST", server.url + "/v1/videos", {"prompt": "x" * (16 << 20)})
     assert status == 413
     assert_openai_error(error, "too_large")

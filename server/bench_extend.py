@@ -1,0 +1,92 @@
+"""`framecast bench extend`: what an extension costs against rendering from scratch.
+
+Through a real in-process server and the job API (nothing else running): render a `--seconds`
+clip, extend it by `--seconds` more (`POST /v1/videos/extensions` with the job's id: the stream
+resumes from the job's saved state), and render a clip of the total length from scratch. Each
+job is timed from POST to `completed` (polled every 20 ms); the extension should cost about the
+first clip's time, not the whole length's. The extended video's join is scored with
+`server.media.seam_ratio` (the frame difference across the join over the median within the
+video; about 1 = no visible cut). Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="preset or model directory (default: the server default)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: first GPU, else CPU)")
+    parser.add_argument("--seconds", type=float, default=4.0, help="clip length, and the extension's (default 4)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of the three jobs; medians reported (default 3)")
+    parser.add_argument("--json", dest="json_path", default=None, help="write the results here")
+
+
+def _timed(jobs, make) -> tuple[str, float]:
+    started = time.perf_counter()
+    video = jobs.wait(make().id, poll_interval=0.02)
+    return video.id, time.perf_counter() - started
+
+
+def run(args: argparse.Namespace) -> int:
+    from client.jobs import JobsClient
+    from server.app import load_model, pick_device
+    from server.media import read_frames, seam_ratio
+    from server.serve import ServerThread
+    from server.settings import ServeError, Settings
+
+    if args.seconds <= 0 or args.repeats < 1:
+        raise ServeError("--seconds must be > 0 and --repeats >= 1")
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="framecast-bench-") as data_dir:
+        overrides = {"model": args.model} if args.model else {}
+        settings = Settings(**overrides, host="127.0.0.1", port=0, device=args.device, max_sessions=1,
+                            max_running_jobs=1, max_job_seconds=max(60.0, 2 * args.seconds), data_dir=data_dir)
+        device = pick_device(settings.device)
+        generator = load_model(settings, device)
+        with ServerThread(settings, generator=generator) as server, JobsClient(server.url, timeout=600) as jobs:
+            for i in range(args.repeats):
+                clip_id, clip_s = _timed(jobs, lambda: jobs.create("bench: a red circle", seconds=args.seconds, seed=i))
+                extend_id, extend_s = _timed(jobs, lambda: jobs.extend("bench: a blue square", args.seconds,
+                                                                       video_id=clip_id))
+                _, whole_s = _timed(jobs, lambda: jobs.create("bench: a red circle", seconds=2 * args.seconds, seed=i))
+                frames = read_frames(jobs.download(extend_id, f"{data_dir}/extended.mp4"))
+                seam = seam_ratio(frames, round(args.seconds * generator.info.fps))
+                runs.append({"clip_s": clip_s, "extend_s": extend_s, "whole_s": whole_s, "seam_ratio": seam})
+    median = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    report = {
+        "benchmark": "extend", "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "command": " ".join(["framecast"] + sys.argv[1:]), "device": str(device), "model": generator.info.name,
+        "host": platform.node(), "seconds": args.seconds, "runs": runs, "median": median,
+        "extend_over_clip": round(median["extend_s"] / median["clip_s"], 2),
+        "extend_over_whole": round(median["extend_s"] / median["whole_s"], 2),
+    }
+    _print_table(report)
+    if args.json_path:
+        with open(args.json_path, "w") as f:
+            json.dump(report, f, indent=2)
+    return 0
+
+
+def _print_table(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    s, m = report["seconds"], report["median"]
+    table = Table(title=f"extend ({report['model']} on {report['device']}, median of {len(report['runs'])})")
+    table.add_column("job")
+    table.add_column("video s", justify="right")
+    table.add_column("wall s", justify="right")
+    table.add_row("clip from scratch", f"{s:g}", f"{m['clip_s']:.2f}")
+    table.add_row(f"extend it by {s:g} s (by id)", f"{2 * s:g} (new {s:g})", f"{m['extend_s']:.2f}")
+    table.add_row("whole length from scratch", f"{2 * s:g}", f"{m['whole_s']:.2f}")
+    Console().print(table)
+    print(f"extend / clip = {report['extend_over_clip']}, extend / whole = {report['extend_over_whole']}, "
+          f"seam ratio = {m['seam_ratio']:.2f} (1 = like any other frame step)")

@@ -1,0 +1,58 @@
+"""Where a job's files live under the data directory, and removing all of them.
+
+    videos/<id>.mp4              the video (published atomically by the runner)
+    videos/<id>.thumbnail.webp   variant `thumbnail`
+    videos/<id>.spritesheet.jpg  variant `spritesheet`
+    states/<id>.safetensors      the stream's ResumeState (models/resume.py), for extensions
+    uploads/<id>.<ext>           an uploaded clip an extension continues
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# variant -> (file suffix, media type)
+VARIANTS: dict[str, tuple[str, str]] = {
+    "video": (".mp4", "video/mp4"),
+    "thumbnail": (".thumbnail.webp", "image/webp"),
+    "spritesheet": (".spritesheet.jpg", "image/jpeg"),
+}
+
+
+class JobFiles:
+    def __init__(self, data_dir: Path):
+        self.videos = data_dir / "videos"
+        self.states = data_dir / "states"
+        self.uploads = data_dir / "uploads"
+
+    def variant(self, job_id: str, variant: str = "video") -> Path:
+        return self.videos / f"{job_id}{VARIANTS[variant][0]}"
+
+    def video(self, job_id: str) -> Path:
+        return self.variant(job_id, "video")
+
+    def state(self, job_id: str) -> Path:
+        return self.states / f"{job_id}.safetensors"
+
+    def upload(self, name: str) -> Path:
+        return self.uploads / name
+
+    def save_upload(self, job_id: str, raw: bytes) -> str:
+        """Store an uploaded clip for job `job_id`; returns the name to keep in `Job.upload`."""
+        self.uploads.mkdir(parents=True, exist_ok=True)
+        name = f"{job_id}.bin"
+        partial = self.uploads / (name + ".partial")
+        partial.write_bytes(raw)
+        partial.replace(self.uploads / name)
+        return name
+
+    def remove(self, job_id: str, upload: str | None = None) -> None:
+        """Delete every file of the job: variants, resume state, upload, and partial files."""
+        paths = [self.variant(job_id, v) for v in VARIANTS] + [self.state(job_id)]
+        if upload:
+            paths.append(self.upload(upload))
+        for folder in (self.videos, self.states, self.uploads):
+            if folder.is_dir():
+                paths += folder.glob(f"{job_id}.*partial")
+        for path in paths:
+            path.unlink(missing_ok=True)

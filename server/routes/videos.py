@@ -50,7 +50,7 @@ def video_object(job: Job) -> dict:
 def _get_job(state: ServerState, video_id: str) -> Job:
     job = state.store.get(video_id)
     if job is None:
-        raise api_error(404, f"no video {video_id!r}", param="video_id")
+        raise api_error(404, f"no video {video_id!r}")
     return job
 
 

@@ -111,7 +111,7 @@ class _FailingSteps:
     def __getattr__(self, name):
         return getattr(self._gen, name)
 
-    def step(self, states):
+    def step(self, *args, **kwargs):
         raise RuntimeError("injected generation failure")
 
 
@@ -215,13 +215,13 @@ def _png_url(image: Image.Image) -> str:
 def test_long_thin_image_is_too_large_and_images_reach_the_engine_resized(server, monkeypatch):
     gen = state_of(server).engine.gen
     seen = []
-    real_open = gen.open_stream
+    real_open = gen.open
 
-    def spy(prompt, seed=None, image=None):
-        seen.append(None if image is None else image.shape)
-        return real_open(prompt, seed=seed, image=image)
+    def spy(conditioning):
+        seen.append(None if conditioning.image is None else conditioning.image.shape)
+        return real_open(conditioning)
 
-    monkeypatch.setattr(gen, "open_stream", spy)
+    monkeypatch.setattr(gen, "open", spy)
     thin = _png_url(Image.new("L", (16_000_000, 1)))  # ~16 KB PNG, 16 Mpixel, 16e6:1
 
     async def scenario():

@@ -179,14 +179,14 @@ class StreamingGenerator:
         """What `resume_stream` needs to continue `stream` later, in any process (once it has
         produced a chunk). The stream itself is left untouched."""
         cache = stream.decoder._cache
-        if stream.decoder.latent_frames_seen == 0 or not all(c is None or isinstance(c, torch.Tensor) for c in cache):
+        if stream.decoder.latent_frames_seen == 0:
             raise ValueError("a stream can only be snapshot after its first chunk")
         slots = [self.cache.slot_of(f) for f in self.cache.cached_frames(stream.row)]
         return ResumeState(
             seed=stream.seed, prompt=stream.prompt, latent_frames=self.cache.frames[stream.row],
             chunk_index=stream.chunk_index, frames_emitted=stream.frames_emitted,
             latents=self.cache.latents[stream.row][:, slots].float().cpu(),  # [C, n, h, w]
-            decoder_cache=[None if c is None else c.detach().cpu().clone() for c in cache],
+            decoder_cache=[c.detach().cpu().clone() if isinstance(c, torch.Tensor) else c for c in cache],
             rng_state=stream.rng.get_state(),
         )
 
@@ -204,7 +204,7 @@ class StreamingGenerator:
             self.cache.latents[row][:, slots] = state.latents.to(self.device, self.dtype)
             self._recache(stream)
             stream.rng.set_state(state.rng_state)
-            stream.decoder._cache = [None if c is None else c.to(self.vae.device, self.vae.dtype)
+            stream.decoder._cache = [c.to(self.vae.device, self.vae.dtype) if isinstance(c, torch.Tensor) else c
                                      for c in state.decoder_cache]
             stream.decoder.latent_frames_seen = state.latent_frames
             stream.chunk_index, stream.frames_emitted = state.chunk_index, state.frames_emitted
@@ -229,7 +229,7 @@ class StreamingGenerator:
         decoder.decode_chunk(latents)  # fills its causal cache; the frames themselves are the caller's
         return ResumeState(
             seed=seed, prompt=prompt, latent_frames=n, chunk_index=0, frames_emitted=len(frames),
-            latents=latents[0].float().cpu(), decoder_cache=[None if c is None else c.cpu() for c in decoder._cache],
+            latents=latents[0].float().cpu(), decoder_cache=[c.cpu() if isinstance(c, torch.Tensor) else c for c in decoder._cache],
             rng_state=torch.Generator().manual_seed(seed).get_state(),
         )
 

@@ -47,7 +47,9 @@ class ResumeState:
     chunk_index: int  # index of the next chunk
     frames_emitted: int  # video frames decoded so far (tail_frames included)
     latents: torch.Tensor  # [C, n, h, w] clean latents of the cached frames, oldest first (CPU)
-    decoder_cache: list[torch.Tensor | None]  # the VAE decoder's per-conv cache, [1, ch, <=2, H', W'] each
+    # the VAE decoder's per-conv cache, [1, ch, <=2, H', W'] each, or diffusers' "Rep" marker (an
+    # upsampler that has only seen the first latent frame) or None
+    decoder_cache: list[torch.Tensor | str | None]
     rng_state: torch.Tensor  # uint8: torch.Generator.get_state() of the stream's noise generator
     tail_frames: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0, 3), np.uint8))  # uint8 [T, H, W, 3]
 
@@ -57,12 +59,15 @@ class ResumeState:
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {"latents": self.latents.contiguous(), "rng_state": self.rng_state.contiguous(),
                    "tail_frames": torch.from_numpy(np.ascontiguousarray(self.tail_frames))}
+        markers = {}
         for i, entry in enumerate(self.decoder_cache):
-            if entry is not None:
+            if isinstance(entry, torch.Tensor):
                 tensors[f"decoder.{i}"] = entry.contiguous()
+            elif entry is not None:
+                markers[str(i)] = entry
         meta = {"format": _FORMAT, "seed": self.seed, "prompt": self.prompt, "latent_frames": self.latent_frames,
                 "chunk_index": self.chunk_index, "frames_emitted": self.frames_emitted,
-                "decoder_entries": len(self.decoder_cache)}
+                "decoder_entries": len(self.decoder_cache), "decoder_markers": markers}
         partial = path.with_name(path.name + ".partial")
         save_file(tensors, str(partial), metadata={"framecast": json.dumps(meta)})
         partial.replace(path)
@@ -80,11 +85,12 @@ class ResumeState:
         return cls(
             seed=meta["seed"], prompt=meta["prompt"], latent_frames=meta["latent_frames"],
             chunk_index=meta["chunk_index"], frames_emitted=meta["frames_emitted"], latents=tensors["latents"],
-            decoder_cache=[tensors.get(f"decoder.{i}") for i in range(meta["decoder_entries"])],
+            decoder_cache=[tensors.get(f"decoder.{i}", meta.get("decoder_markers", {}).get(str(i)))
+                           for i in range(meta["decoder_entries"])],
             rng_state=tensors["rng_state"], tail_frames=tensors["tail_frames"].numpy(),
         )
 
     def nbytes(self) -> int:
         """Bytes held (about the file size)."""
-        tensors = [self.latents, self.rng_state, *[c for c in self.decoder_cache if c is not None]]
+        tensors = [self.latents, self.rng_state, *[c for c in self.decoder_cache if isinstance(c, torch.Tensor)]]
         return sum(t.numel() * t.element_size() for t in tensors) + self.tail_frames.nbytes

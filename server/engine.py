@@ -265,7 +265,7 @@ class Engine:
                 self._tick(batch)
             # the loop waits holding nothing: a finished command (a close) or the last batch would
             # otherwise keep ended streams, and their tensors, alive until the next tick
-            commands = batch = None
+            commands = command = batch = None
         for stream in list(self._streams):
             self._close_now(stream)
         with self._cond:  # commands that raced with stop: run them so no future hangs

@@ -29,15 +29,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", dest="json_path", default=None, help="write the results here")
 
 
-def _timed(jobs, make) -> tuple[str, float]:
+class _Jobs:
+    """The three job calls the bench makes, over plain HTTP (the server may not import client.jobs)."""
+
+    def __init__(self, url: str):
+        import httpx
+
+        self.http = httpx.Client(base_url=url + "/v1", timeout=600)
+
+    def _id(self, response) -> str:
+        response.raise_for_status()
+        return response.json()["id"]
+
+    def create(self, prompt: str, seconds: float, seed: int) -> str:
+        return self._id(self.http.post("/videos", json={"prompt": prompt, "seconds": str(seconds), "seed": seed}))
+
+    def extend(self, prompt: str, seconds: float, video_id: str) -> str:
+        return self._id(self.http.post("/videos/extensions",
+                                       json={"prompt": prompt, "seconds": str(seconds), "video": {"id": video_id}}))
+
+    def wait(self, video_id: str) -> None:
+        while (video := self.http.get(f"/videos/{video_id}").json())["status"] in ("queued", "in_progress"):
+            time.sleep(0.02)
+        if video["status"] != "completed":
+            raise RuntimeError(f"bench job {video_id} {video['status']}: {video.get('error')}")
+
+    def download(self, video_id: str, path: str) -> str:
+        response = self.http.get(f"/videos/{video_id}/content")
+        response.raise_for_status()
+        with open(path, "wb") as f:
+            f.write(response.content)
+        return path
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def _timed(jobs: _Jobs, make) -> tuple[str, float]:
     started = time.perf_counter()
-    video = jobs.wait(make().id, poll_interval=0.02)
-    return video.id, time.perf_counter() - started
+    video_id = make()
+    jobs.wait(video_id)
+    return video_id, time.perf_counter() - started
 
 
 def run(args: argparse.Namespace) -> int:
-    from client.jobs import JobsClient
-    from server.app import load_model, pick_device
+    from server.app import load_model
     from server.media import read_frames, seam_ratio
     from server.serve import ServerThread
     from server.settings import ServeError, Settings
@@ -49,9 +85,10 @@ def run(args: argparse.Namespace) -> int:
         overrides = {"model": args.model} if args.model else {}
         settings = Settings(**overrides, host="127.0.0.1", port=0, device=args.device, max_sessions=1,
                             max_running_jobs=1, max_job_seconds=max(60.0, 2 * args.seconds), data_dir=data_dir)
-        device = pick_device(settings.device)
-        generator = load_model(settings, device)
-        with ServerThread(settings, generator=generator) as server, JobsClient(server.url, timeout=600) as jobs:
+        generator = load_model(settings)
+        device = generator.info.device
+        with ServerThread(settings, generator=generator) as server:
+            jobs = _Jobs(server.url)
             for i in range(args.repeats):
                 clip_id, clip_s = _timed(jobs, lambda: jobs.create("bench: a red circle", seconds=args.seconds, seed=i))
                 extend_id, extend_s = _timed(jobs, lambda: jobs.extend("bench: a blue square", args.seconds,
@@ -60,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
                 frames = read_frames(jobs.download(extend_id, f"{data_dir}/extended.mp4"))
                 seam = seam_ratio(frames, round(args.seconds * generator.info.fps))
                 runs.append({"clip_s": clip_s, "extend_s": extend_s, "whole_s": whole_s, "seam_ratio": seam})
+            jobs.close()
     median = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     report = {
         "benchmark": "extend", "date": datetime.datetime.now().isoformat(timespec="seconds"),

@@ -54,6 +54,16 @@ class ClockedGenerator:
     def close_stream(self, stream: _Stream) -> None:
         pass
 
+    def snapshot(self, stream: _Stream):
+        """What a finished job stores to be extended later (no latents: this stand-in has none)."""
+        import torch
+
+        from models.resume import ResumeState
+
+        return ResumeState(seed=0, prompt=stream.prompt, latent_frames=0, chunk_index=stream.chunk_index,
+                           frames_emitted=stream.frames_emitted, latents=torch.zeros(0), decoder_cache=[],
+                           rng_state=torch.Generator().get_state())
+
     def step(self, streams: list[_Stream], inputs=None) -> list[Chunk]:
         time.sleep(self.step_s)
         with self._lock:

@@ -191,4 +191,7 @@ class JobRunner:
         """Write the resume state, publish the video, then its stills (pool thread)."""
         state.save(self.files.state(job.id))
         path = writer.finish()
+        # a worker that lost this job's lease (killed, or stalled past it) never publishes: its partial goes
+        for stale in path.parent.glob(f"{path.name}.*.partial"):
+            stale.unlink(missing_ok=True)
         write_stills(path, self.files.variant(job.id, "thumbnail"), self.files.variant(job.id, "spritesheet"))

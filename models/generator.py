@@ -222,13 +222,16 @@ class StreamingGenerator:
             raise ValueError(f"expected uint8 frames [T, {self.info.height}, {self.info.width}, 3], got "
                              f"{frames.dtype} {frames.shape}")
         tc = self.vae.temporal_compression
+        emitted = len(frames)
+        if len(frames) < 1 + tc:  # one latent frame would leave the decoder mid-start: lead in with a still
+            frames = np.concatenate([np.repeat(frames[:1], 1 + tc - len(frames), axis=0), frames])
         n = min(self.cache.slots, 1 + (len(frames) - 1) // tc)  # latent frames of context
         clip = frames[len(frames) - (1 + tc * (n - 1)):]  # [1 + tc (n-1), H, W, 3]
         latents = self.vae.encode(uint8_to_video(clip[None]).to(self.vae.device, self.vae.dtype))  # [1, C, n, h, w]
         decoder = self.vae.streaming_decoder(1)
         decoder.decode_chunk(latents)  # fills its causal cache; the frames themselves are the caller's
         return ResumeState(
-            seed=seed, prompt=prompt, latent_frames=n, chunk_index=0, frames_emitted=len(frames),
+            seed=seed, prompt=prompt, latent_frames=n, chunk_index=0, frames_emitted=emitted,
             latents=latents[0].float().cpu(), decoder_cache=[c.cpu() if isinstance(c, torch.Tensor) else c for c in decoder._cache],
             rng_state=torch.Generator().manual_seed(seed).get_state(),
         )

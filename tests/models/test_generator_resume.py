@@ -63,3 +63,6 @@ def test_context_state_continues_a_foreign_clip(gen):
     assert chunk.frames.shape == (tc * info.chunk_frames, info.height, info.width, 3)  # not a first chunk
     with pytest.raises(ValueError):
         gen.context_state(clip[:, :32], seed=3)  # wrong size
+    short = gen.resume_stream("a ball", gen.context_state(clip[:2], seed=3))  # under one latent frame's worth
+    assert gen.step([short])[0].first_frame_index == 2
+    gen.close_stream(short)

@@ -140,6 +140,17 @@ class ODEInitStageConfig(StageConfig):
 
 
 @dataclass
+class LoraTrainConfig:
+    """LoRA fine-tuning (Hu et al. 2021): only low-rank adapters `(alpha / rank) * B @ A` on the
+    target linears train, the base weights stay bit-identical; the adapter is saved PEFT-style."""
+
+    rank: int = 0  # adapter rank r (0 = off: every weight trains)
+    alpha: float = 0.0  # scaling alpha / r (0 = alpha equals the rank: scale 1)
+    targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0", "net.0.proj", "net.2")  # linear-name suffixes (PEFT target_modules)
+    critic: bool = True  # the critic (fake score) trains adapters too (False: all its weights train)
+
+
+@dataclass
 class SelfForcingStageConfig(StageConfig):
     """`self-forcing`: rollouts through the streaming generator + DMD (generator) / flow matching (critic)."""
 
@@ -158,6 +169,7 @@ class SelfForcingStageConfig(StageConfig):
     prompts: str = "shapes"  # "shapes" or a prompt file (every line is used)
     shapes_prompts: int = 4096  # distinct prompts drawn from the shapes dataset when prompts = "shapes"
     real_score: str | None = None  # transformer folder of the real score (e.g. Wan2.1-T2V-14B); None = the teacher
+    lora: LoraTrainConfig = field(default_factory=LoraTrainConfig)  # rank > 0: train adapters only, saved to out/lora/
 
 
 @dataclass

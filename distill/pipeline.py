@@ -7,6 +7,8 @@ the model directory (`cfg.out`):
     ode-pairs     -> work/ode-pairs/batch-*.safetensors (one shard per batch, each rank writes its own)
     ode-init      -> out/transformer/    (the ODE-initialised causal student)
     self-forcing  -> out/transformer/    (the Self-Forcing student, EMA weights)
+                     or, with self_forcing.lora.rank > 0, out/lora/ (the student's PEFT adapter, EMA;
+                     transformer/ untouched: serve with `--lora out/lora`)
 
 plus out/framecast.json after every stage. Resumable state, logs and intermediate data live in
 `cfg.work_dir/<stage>/`; `work_dir/summary.json` collects each stage's steps, wall time and losses.
@@ -230,6 +232,12 @@ class Pipeline:
         student = self.load_transformer("student")
         teacher = self.load_transformer("teacher").requires_grad_(False)
         critic = copy.deepcopy(teacher).requires_grad_(True)  # the fake score starts as the teacher
+        if sc.lora.rank > 0:  # adapters only: the base weights (out/transformer) stay as they are
+            from distill.lora_train import add_lora
+
+            add_lora(student, sc.lora)
+            if sc.lora.critic:
+                add_lora(critic, sc.lora)
         if sc.real_score:  # a bigger real score (Self-Forcing and LongLive use Wan2.1-T2V-14B)
             teacher = CausalWanTransformer.from_pretrained(sc.real_score, device=self.device).float().requires_grad_(False)
         gen = StreamingGenerator(self.model_cfg, student, vae, self.text_encoder(), device=self.device,
@@ -241,9 +249,24 @@ class Pipeline:
                                 negative_prompt=self.cfg.negative_prompt)
         trainer = self._trainer(method, sc, "self-forcing")
         result = trainer.run(resume=resume)
+        if sc.lora.rank > 0:
+            return {**result, "lora": self._save_lora(trainer, student)}
         trained = trainer.export("student", CausalWanTransformer(self.model_cfg.transformer).to(self.device))
         self._save(transformer=trained)
         return result
+
+    def _save_lora(self, trainer: Trainer, student: CausalWanTransformer) -> str:
+        """The student's adapter (its EMA when kept) -> out/lora/, PEFT's layout; transformer/ is left as it was."""
+        from distill.lora_train import save_lora
+
+        sc = self.cfg.self_forcing
+        ema = trainer.ema.state_dict() if trainer.ema is not None else None  # every rank (FSDP2 gathers)
+        out = self.out / "lora"
+        if is_main_process():
+            save_lora(student, sc.lora, out, weights=ema)
+            save_model_dir(self.out, self.model_cfg)
+        barrier()
+        return str(out)
 
     # ------------------------------------------------------------------ driver
     RUNNERS = {"vae": "run_vae", "vae-decoder": "run_vae_decoder", "teacher": "run_teacher", "ode-pairs": "run_ode_pairs",

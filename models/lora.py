@@ -4,7 +4,9 @@ A LoRA adds `scale * (alpha / rank) * B @ A` to a linear weight `W [out, in]` (A
 B `[out, rank]`; Hu et al. 2021, eq. 3: h = W0 x + (alpha / r) * B A x). After merging, the model
 runs at exactly the base model's cost.
 
-Accepted files (`.safetensors` / `.pt`), keyed per adapted module:
+Accepted files (`.safetensors` / `.pt`), or a PEFT adapter folder (its `adapter_model.safetensors`,
+as `PeftModel.save_pretrained` and `framecast distill self-forcing` with `lora.rank > 0` write it),
+keyed per adapted module:
 - PEFT: `<module>.lora_A.weight` / `<module>.lora_B.weight` (as `get_peft_model_state_dict` saves,
   e.g. LongLive's rank-256 adapter, possibly under `generator_lora`), or with the adapter name
   (`lora_A.default.weight`); a `base_model.model.` prefix is removed;
@@ -26,6 +28,7 @@ import torch
 
 from models.wan_weights import WeightsError, _first, read_weights_file, to_diffusers_names
 
+PEFT_ADAPTER_FILE = "adapter_model.safetensors"  # the weights file of a PEFT adapter folder
 _PAIR = re.compile(r"^(?P<module>.+?)\.(?P<kind>lora_A|lora_B|lora_down|lora_up)(\.[^.]+)?\.weight$")
 
 
@@ -64,8 +67,10 @@ def _adapter_config(path: Path) -> dict:
 
 
 def read_lora(path: str | Path) -> LoraWeights:
-    """Parse a LoRA file into merge factors keyed by the diffusers weight name they modify."""
+    """Parse a LoRA file (or PEFT adapter folder) into merge factors keyed by the diffusers weight name they modify."""
     path = Path(path)
+    if path.is_dir():
+        path = path / PEFT_ADAPTER_FILE
     obj = read_weights_file(path)
     if isinstance(obj, dict) and isinstance(obj.get("generator_lora"), dict):
         obj = obj["generator_lora"]

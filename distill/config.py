@@ -43,6 +43,9 @@ class EvalConfig:
     window_seconds: float = 5.0  # scores are reported per window (drift over long streams)
     out_dir: str = "eval_out"
     max_batch: int = 4  # streams generated together in one batched step
+    switch_at: int = 0  # switch report: streams switch to the next prompt before this chunk (0 = no report)
+    switch_within: int = 2  # switch report: chunks after the switch that are scored against the new prompt
+    transition_chunks: int = 0  # switch report: the switch's embedding blend (0 = a KV re-cache at once)
     # component -> weight of the overall score (normalised by their sum)
     weights: dict[str, float] = field(default_factory=lambda: {
         "background": 0.15, "colours": 0.2, "shapes": 0.15, "count": 0.15,

@@ -1,13 +1,20 @@
 """`framecast eval`: stream a model on a prompt file and score every 5-second window.
 
     framecast eval --model DIR|PRESET --prompts FILE --seconds N [--seeds 0,1] [--teacher DIR]
-                   [--teacher-steps 32] [--guidance G] [--device DEV] [--out DIR]
+                   [--teacher-steps 32] [--guidance G] [--switch-at K [--switch-within N]]
+                   [--image-start] [--lora DIR[:SCALE]] [--device DEV] [--out DIR]
 
 For each prompt and seed a stream is generated through the streaming generator (up to
 `--max-batch` streams stepped together in one batched forward) and scored window by window with
 `distill.scoring` while it is generated, so a stream of many minutes never sits in memory. Writes
-`OUT/eval.json` (per run, per window, per component, and means) and `OUT/eval.png` (overall score
-over time), and prints a summary table.
+`OUT/eval.json` (per run, per window, per component, and means; first / worst window and the slope
+of a least-squares line over the windows, the drift of a long stream) and `OUT/eval.png` (overall
+score over time), and prints a summary table.
+
+`--switch-at K` adds the switch report (distill/switch_eval.py: streams switch prompt before chunk
+K through `set_prompt`, scored against a fresh stream of the new prompt) and `--image-start` the
+image-start report (distill/image_eval.py: first chunk vs the start image, next to the VAE's own
+reconstruction error), both in eval.json and the printed summary.
 
 With `--teacher DIR` the model directory's bidirectional teacher is sampled too (many steps with
 classifier-free guidance, `distill.teacher_sampler`) on the same prompts, seeds and length, and
@@ -171,7 +178,18 @@ def summarise(runs: list[EvalRun]) -> dict:
         "first_window_overall": first,
         "worst_window_overall": worst,
         "worst_over_first": worst / first if first else None,  # drift: 1.0 = no window below the first
+        "slope_per_minute": window_slope(per_window),  # drift: < 0 = the score falls as the stream goes on
     }
+
+
+def window_slope(per_window: list[dict]) -> float | None:
+    """Slope of the least-squares line through (window centre in minutes, mean overall score of the
+    window): score change per minute of streaming (None with fewer than two windows)."""
+    if len(per_window) < 2:
+        return None
+    minutes = np.array([(w["start_s"] + w["end_s"]) / 120.0 for w in per_window])
+    scores = np.array([w["overall"] for w in per_window])
+    return float(np.polyfit(minutes, scores, 1)[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,14 +345,24 @@ def print_summary(report: dict) -> None:
         console = Console(width=max(console.width, 110))
     console.print(table)
     console.print("bg background, col colours, shp shapes, cnt count, mot motion, flk flicker, sat saturation")
+    slope = summary.get("slope_per_minute")
     console.print(f"windows: first {summary['first_window_overall']:.3f}, worst {summary['worst_window_overall']:.3f} "
-                  f"(worst/first {summary['worst_over_first'] or 0:.3f}); generated {report['generation']['fps']:.1f} FPS")
+                  f"(worst/first {summary['worst_over_first'] or 0:.3f}), slope "
+                  + ("n/a" if slope is None else f"{slope:+.4f}/min")
+                  + f"; generated {report['generation']['fps']:.1f} FPS")
     drift = report.get("hue_drift")
     if drift:
         rgb = "n/a" if drift["median_rgb_distance"] is None else f"{drift['median_rgb_distance']:.1f}"
         console.print(f"hue drift (first vs last window): {drift['kept_share']:.0%} of {len(drift['objects'])} objects keep "
                       f"their colour; presence {drift['mean_presence_first']:.2f} -> {drift['mean_presence_last']:.2f}, "
                       f"median RGB shift {rgb}")
+    if "switch" in report:
+        print_switch(console, report["switch"])
+    if "image_start" in report:
+        i = report["image_start"]["summary"]
+        console.print(f"image start (mean |pixel error|, 0-255): first frame {i['first_frame']:.2f}, first chunk "
+                      f"{i['first_chunk']:.2f}; VAE reconstruction {i['vae_reconstruction']:.2f}; without the image "
+                      f"{i['without_image']:.2f}")
     if "teacher" in report:
         teacher, ratio = report["teacher"], report["student_over_teacher"]
         t = teacher["summary"]
@@ -344,6 +372,21 @@ def print_summary(report: dict) -> None:
         score = "n/a (teacher scored 0)" if ratio["overall"] is None else f"{ratio['overall']:.3f}"
         speed = "n/a" if ratio["speed"] is None else f"{ratio['speed']:.1f}x"
         console.print(f"[bold]student / teacher: score {score}, speed {speed}")
+
+
+def print_switch(console, switch: dict) -> None:
+    """The switch report's lines: new prompt's score after the switch vs a fresh stream, per chunk, and the jump."""
+    s = switch["summary"]
+
+    def num(v, fmt=".3f"):
+        return "n/a" if v is None else format(v, fmt)
+
+    chunks = ", ".join(f"chunk {c['chunk']} {num(c['ratio'])}" for c in s["per_chunk"])
+    console.print(f"switch before chunk {switch['switch_at_chunk']} (transition {switch['transition_chunks']}): next "
+                  f"{switch['within_chunks']} chunks score {num(s['switched_overall'])} vs fresh {num(s['fresh_overall'])} "
+                  f"(ratio {num(s['ratio'])}, objects {num(s['objects_ratio'])}; {chunks})")
+    console.print(f"  jump across the switch {num(s['jump_switched'], '.1f')} levels (fresh stream, same boundary: "
+                  f"{num(s['jump_fresh'], '.1f')}; frame to frame after it: {num(s['steady_after'], '.1f')})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,6 +406,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "many steps with CFG) on the same prompts and seeds, and report student / teacher ratios")
     p.add_argument("--teacher-steps", type=int, default=None, help="teacher sampling steps (default: the model's teacher_steps)")
     p.add_argument("--guidance", type=float, default=None, help="teacher CFG scale (default: the model's guidance_scale)")
+    p.add_argument("--switch-at", type=int, default=defaults.switch_at, metavar="CHUNK",
+                   help="also the switch report: streams switch to the next prompt of the file before chunk CHUNK "
+                   "(set_prompt, as the server does), scored against a fresh stream of that prompt (0 = off)")
+    p.add_argument("--switch-within", type=int, default=defaults.switch_within, metavar="N",
+                   help="switch report: chunks after the switch scored against the new prompt (default: %(default)s)")
+    p.add_argument("--transition-chunks", type=int, default=defaults.transition_chunks,
+                   help="switch report: blend the prompt embedding over this many chunks (default: %(default)s)")
+    p.add_argument("--image-start", action="store_true", help="also the image-start report: streams started from a "
+                   "ground-truth first frame; pixel error of the first chunk vs the image and the VAE's reconstruction")
     p.add_argument("--stages", action="store_true", help="instead: the stage-by-stage quality table (clips, VAE "
                    "reconstruction, teacher, ode-init student, student) of a model directory, written to OUT/stages.json")
     p.add_argument("--ode-init", default=None, help="with --stages: the ode-init student (a transformer/model folder "
@@ -382,6 +434,10 @@ def run(args: argparse.Namespace) -> int:
         raise DistillError("--max-batch must be at least 1")
     if args.teacher_steps is not None and args.teacher_steps < 1:
         raise DistillError("--teacher-steps must be at least 1")
+    if args.switch_at < 0 or args.switch_within < 1 or args.transition_chunks < 0:
+        raise DistillError("--switch-at must be >= 0, --switch-within >= 1, --transition-chunks >= 0")
+    if args.switch_at and len(set(prompts)) < 2:
+        raise DistillError("--switch-at needs a prompt file with at least two different prompts")
     if args.stages:
         return run_stages(args, prompts, seeds)
     from models import load_generator
@@ -422,6 +478,14 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = eval_report(args.model, gen.info, runs, args.seconds, args.window_seconds, seeds, str(args.prompts), wall)
+    if args.switch_at:
+        from distill.switch_eval import evaluate_switches
+
+        report["switch"] = evaluate_switches(gen, prompts, seeds, args.switch_at, args.switch_within, args.transition_chunks)
+    if args.image_start:
+        from distill.image_eval import evaluate_image_start
+
+        report["image_start"] = evaluate_image_start(gen, prompts, seeds)
     if sampler is not None:
         report["teacher"] = teacher_report(args.teacher, sampler, teacher_runs, args.seconds, teacher_wall)
         report["student_over_teacher"] = compare(report, report["teacher"])

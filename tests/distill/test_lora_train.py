@@ -20,10 +20,8 @@ from distill.self_forcing import SelfForcingDMD
 from distill.trainer import Trainer
 from models.generator import StreamingGenerator, load_generator
 from models.model_dir import random_transformer, save_model_dir
-from models.text_encoders import build_text_encoder
 from models.transformer import CausalWanTransformer
-from models.vae import VideoVAE
-from tests.distill.tiny_recipe import tiny_recipe
+from tests.distill.tiny_recipe import tiny_parts
 
 peft = pytest.importorskip("peft")
 
@@ -32,11 +30,7 @@ LORA = LoraTrainConfig(rank=4, alpha=8.0)  # alpha != rank: the alpha / rank fac
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
-    recipe = tiny_recipe(tmp_path_factory.mktemp("lora"))
-    cfg = recipe.model_config()
-    torch.manual_seed(0)
-    vae = VideoVAE.from_config(cfg.vae).eval()
-    return recipe, cfg, vae, build_text_encoder(cfg.text_encoder)
+    return tiny_parts(tmp_path_factory.mktemp("lora"))
 
 
 def split(module):

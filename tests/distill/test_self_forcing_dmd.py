@@ -14,12 +14,10 @@ from torch import nn
 
 from distill.rollout import rollout
 from distill.self_forcing import SelfForcingDMD
-from tests.distill.tiny_recipe import tiny_recipe
+from tests.distill.tiny_recipe import tiny_parts
 from distill.trainer import Trainer
 from models.generator import StreamingGenerator
 from models.model_dir import random_transformer
-from models.text_encoders import build_text_encoder
-from models.vae import VideoVAE
 
 PROMPTS = ["a red circle", "a blue square"]
 
@@ -45,11 +43,7 @@ class AnalyticDenoiser(nn.Module):
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
-    recipe = tiny_recipe(tmp_path_factory.mktemp("sf"))
-    cfg = recipe.model_config()
-    torch.manual_seed(0)
-    vae = VideoVAE.from_config(cfg.vae).eval()
-    return recipe, cfg, vae, build_text_encoder(cfg.text_encoder)
+    return tiny_parts(tmp_path_factory.mktemp("sf"))
 
 
 def sample_mean(gen, seeds=(11, 12, 13, 14)) -> float:

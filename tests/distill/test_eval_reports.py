@@ -1,0 +1,119 @@
+"""`framecast eval`'s long-horizon slope, switch report (distill/switch_eval.py) and image-start report
+(distill/image_eval.py).
+
+Measured with the code broken: a switch report that never calls `set_prompt` scores ratio ~0.3 and
+fails; an image report that opens its streams without the image gives first_chunk == without_image
+and fails; a slope with the sign or the minutes wrong fails its exact value.
+"""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from client.cli import main
+from distill.eval_cli import EvalRun, summarise
+from distill.image_eval import evaluate_image_start, pixel_error, start_image
+from distill.scoring import COMPONENTS, WindowScore
+from distill.switch_eval import evaluate_switches, frame_jump
+from tests.distill.test_eval_cli import PROMPTS, OracleGenerator
+
+
+def _run(scores, seconds=5.0):
+    windows = [WindowScore(i, i * seconds, (i + 1) * seconds, {k: s for k in COMPONENTS}, s) for i, s in enumerate(scores)]
+    return EvalRun("a red circle", 0, windows)
+
+
+def test_long_horizon_slope_is_the_least_squares_score_change_per_minute():
+    falling = summarise([_run([0.9, 0.8, 0.7]), _run([0.7, 0.6, 0.5])])
+    assert falling["slope_per_minute"] == pytest.approx(-0.1 / (5 / 60))  # -0.1 per 5-s window = -1.2 / min
+    assert falling["worst_over_first"] == pytest.approx(0.6 / 0.8)
+    flat = summarise([_run([0.8, 0.9, 0.8, 0.9])])
+    assert flat["slope_per_minute"] == pytest.approx(0.24)  # zig-zag ending high: a small rise
+    assert abs(summarise([_run([0.8, 0.8, 0.8])])["slope_per_minute"]) < 1e-12
+    assert summarise([_run([0.8])])["slope_per_minute"] is None
+
+
+class SwitchingOracle(OracleGenerator):
+    """Ground-truth videos; `set_prompt` moves the stream onto the new prompt's video at the same frame."""
+
+    def set_prompt(self, stream, prompt, transition_chunks=0):
+        seed = int(stream.id.rsplit("/", 1)[1])
+        stream.video = self.data.sample_for_prompt(prompt, seed).video
+
+
+class StubbornOracle(OracleGenerator):
+    """Takes the switch call and keeps drawing the old prompt (a model that ignores a new prompt)."""
+
+    def set_prompt(self, stream, prompt, transition_chunks=0):
+        pass
+
+
+def test_switch_report_scores_a_followed_switch_like_a_fresh_stream_and_an_ignored_one_low():
+    good = evaluate_switches(SwitchingOracle(max_batch=3), PROMPTS, [0, 1], switch_at=2, within=2)
+    assert good["switch_at_chunk"] == 2 and len(good["runs"]) == 6
+    assert [(r["from"], r["to"]) for r in good["runs"][::2]] == [(PROMPTS[0], PROMPTS[1]), (PROMPTS[1], PROMPTS[2]),
+                                                                 (PROMPTS[2], PROMPTS[0])]
+    s = good["summary"]
+    assert s["ratio"] == pytest.approx(1.0) and s["objects_ratio"] == pytest.approx(1.0)
+    assert [c["chunk"] for c in s["per_chunk"]] == [2, 3] and s["fresh_overall"] > 0.8
+    # the prompts' backgrounds differ (black, gray, white): the switch jumps, the fresh stream's boundary does not
+    assert s["jump_switched"] > 40 and s["jump_fresh"] < 2 and s["steady_after"] < 2
+
+    bad = evaluate_switches(StubbornOracle(max_batch=3), PROMPTS, [0, 1], switch_at=2, within=2)["summary"]
+    assert bad["ratio"] < 0.6 and bad["objects_ratio"] < 0.6
+    assert bad["fresh_overall"] == pytest.approx(s["fresh_overall"])
+    assert bad["jump_switched"] < 2
+    with pytest.raises(ValueError, match="two different prompts"):
+        evaluate_switches(SwitchingOracle(), [PROMPTS[0]] * 2, [0], 1, 1)
+
+
+def test_frame_jump_is_the_median_pixel_change():
+    a = np.zeros((4, 4, 3), np.uint8)
+    b = a.copy()
+    b[0, 0] = 255  # one pixel of 16 changes: the median ignores it
+    assert frame_jump(a, b) == 0.0 and frame_jump(a, a + 10) == 10.0
+
+
+@pytest.fixture(scope="module")
+def shapes_gen():
+    from models import load_generator
+
+    return load_generator("shapes", device="cpu", max_batch=2)
+
+
+@pytest.mark.slow
+def test_image_start_keeps_the_image_and_a_stream_without_it_does_not(shapes_gen):
+    prompt = "a large red circle on a black background"
+    report = evaluate_image_start(shapes_gen, [prompt], [0, 1])
+    s = report["summary"]
+    run = report["runs"][0]
+    image = start_image(prompt, 0, shapes_gen.info.width, shapes_gen.info.height)
+    assert image.shape == (64, 64, 3) and pixel_error(image[None], image)[0] == 0.0
+    assert len(run["per_frame"]) == shapes_gen.frames_in_chunk(0, has_image=True)
+    # the first frame is the decoded image latent: the VAE's reconstruction, to rounding
+    assert run["first_frame"] == pytest.approx(run["vae_reconstruction"], abs=0.5)
+    assert s["first_chunk"] >= s["vae_reconstruction"] - 0.5
+    assert s["without_image"] > 1.5 * s["first_chunk"], s
+
+
+@pytest.mark.slow
+def test_cli_writes_the_switch_and_image_reports(tmp_path, capsys):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("\n".join(PROMPTS[:2]) + "\n")
+    out = tmp_path / "out"
+    code = main(["eval", "--model", "tiny", "--prompts", str(prompts), "--seconds", "1", "--window-seconds", "0.5",
+                 "--seeds", "3", "--device", "cpu", "--out", str(out), "--switch-at", "1", "--switch-within", "2",
+                 "--image-start"])
+    assert code == 0
+    report = json.loads((out / "eval.json").read_text())
+    assert isinstance(report["summary"]["slope_per_minute"], float)
+    switch = report["switch"]
+    assert switch["switch_at_chunk"] == 1 and switch["within_chunks"] == 2 and len(switch["runs"]) == 2
+    assert len(switch["summary"]["per_chunk"]) == 2
+    image = report["image_start"]["summary"]
+    assert set(image) >= {"first_frame", "first_chunk", "vae_reconstruction", "without_image"}
+    printed = capsys.readouterr().out
+    assert "switch before chunk 1" in printed and "image start" in printed and "slope" in printed
+    assert main(["eval", "--model", "tiny", "--prompts", str(prompts), "--switch-at", "-1"]) == 2

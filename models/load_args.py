@@ -9,6 +9,7 @@ import argparse
 def add_load_arguments(parser: argparse.ArgumentParser) -> None:
     """`--lora FILE[:SCALE]` (repeatable) and `--text-device`; pass them on to `load_generator`."""
     parser.add_argument("--lora", action="append", default=[], metavar="FILE[:SCALE]",
-                        help="merge a LoRA into the transformer at load (repeatable; SCALE default 1)")
+                        help="merge a LoRA file or PEFT adapter folder (e.g. a self-forcing run's OUT/lora) into the "
+                        "transformer at load (repeatable; SCALE default 1)")
     parser.add_argument("--text-device", default=None,
                         help="where the text encoder runs, e.g. cpu to keep umT5 off the GPU (default: --device)")

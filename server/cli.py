@@ -11,7 +11,7 @@ from pydantic import ValidationError
 # flag -> Settings field (flags left unset fall back to the environment, then the defaults)
 FLAGS: dict[str, tuple[str, type, str]] = {
     "--model": ("model", str, "preset name or model directory (default: shapes)"),
-    "--lora": ("lora", str, "comma-separated LoRA files FILE[:SCALE] merged into the model at load"),
+    "--lora": ("lora", str, "comma-separated LoRA files or PEFT adapter folders FILE[:SCALE] merged into the model at load"),
     "--text-device": ("text_device", str, "where the text encoder runs, e.g. cpu (default: --device)"),
     "--host": ("host", str, "bind address (default: 127.0.0.1)"),
     "--port": ("port", int, "port (default: 8000; 0 picks a free one)"),

@@ -97,7 +97,9 @@ class Pipeline:
         return vae
 
     def load_transformer(self, which: str) -> CausalWanTransformer:
-        folder = {"teacher": "transformer" if self.cfg.model_dir else "teacher", "student": "transformer"}[which]
+        # a framecast model directory (e.g. a released student to fine-tune) brings its teacher/; a Wan folder's transformer is the teacher
+        own_teacher = (self.source_dir / "teacher" / "config.json").exists()
+        folder = {"teacher": "transformer" if self.cfg.model_dir and not own_teacher else "teacher", "student": "transformer"}[which]
         if which == "student" and self.cfg.model_dir:
             path = self.out / "transformer"
         else:

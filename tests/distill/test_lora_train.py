@@ -105,9 +105,10 @@ def _digest(folder):
 
 
 def test_self_forcing_stage_with_lora_writes_an_adapter_beside_an_untouched_model(parts, tmp_path):
+    """The fine-tuning command of docs/DISTILL.md: model_dir = out = a framecast model directory."""
     recipe, cfg, vae, _ = parts
     recipe = dataclasses.replace(
-        recipe, out=str(tmp_path / "model"), work_dir=str(tmp_path / "work"),
+        recipe, out=str(tmp_path / "model"), work_dir=str(tmp_path / "work"), model_dir=str(tmp_path / "model"),
         self_forcing=dataclasses.replace(recipe.self_forcing, max_steps=1, critic_steps=1, rollout_chunks=2,
                                          lr=1e-2, lora=LORA))
     save_model_dir(recipe.out, cfg, transformer=random_transformer(cfg, seed=7), vae=vae,

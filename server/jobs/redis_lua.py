@@ -1,8 +1,8 @@
 """The Lua scripts behind `RedisJobStore`: every status change is one atomic script.
 
 Keys (P = the store's prefix, default "framecast:"):
-  P job:<id>      hash: the Job's fields (None fields absent) + `seq` (creation order) + `owner`
-                  (the worker holding the claim while in_progress)
+  P job:<id>      hash: the Job's fields (None fields absent; `conditioning` as its JSON) + `seq`
+                  (creation order) + `owner` (the worker holding the claim while in_progress)
   P history:<id>  list of JSON status changes {at (ms, Redis clock), status, worker, attempt, reason}
   P jobs          zset id -> seq (listing, newest first)
   P queue         zset id -> seq of queued jobs (claim order: oldest first)
@@ -164,5 +164,15 @@ redis.call('ZREM', queue, id)
 redis.call('ZREM', leases, id)
 redis.call('ZREM', jobs, id)
 redis.call('DEL', key, prefix .. 'history:' .. id)
+return 1
+"""
+
+# ARGV: prefix, id, conditioning JSON. A hash written before conditioning was one field gets it, and
+# loses the fields it replaces (prompt, seed, image); any other hash is left alone. Returns 1 if changed.
+MIGRATE = _COMMON + """
+local key = prefix .. 'job:' .. ARGV[2]
+if redis.call('HEXISTS', key, 'prompt') == 0 or redis.call('HEXISTS', key, 'conditioning') == 1 then return 0 end
+redis.call('HSET', key, 'conditioning', ARGV[3])
+redis.call('HDEL', key, 'prompt', 'seed', 'image')
 return 1
 """

@@ -22,12 +22,12 @@ import socket
 import uuid
 
 from server.jobs import redis_lua
-from server.jobs.store import Job, JobStore
+from server.jobs.conditioning import JobConditioning
+from server.jobs.store import Job, JobStore, job_from_record, job_record
 
 _UPDATABLE = {"status", "progress", "error", "completed_at"}
-_INTS = {"seed", "progress", "created_at", "completed_at", "attempts"}
+_INTS = {"progress", "created_at", "completed_at", "attempts"}
 _FLOATS = {"seconds", "source_seconds"}
-_BYTES = {"image"}
 _FIELDS = [f.name for f in dataclasses.fields(Job)]
 
 
@@ -37,14 +37,10 @@ def default_worker_id() -> str:
 
 
 def _encode(value) -> bytes:
-    if isinstance(value, bytes):
-        return value
     return repr(value).encode() if isinstance(value, float) else str(value).encode()
 
 
 def _decode(name: str, raw: bytes):
-    if name in _BYTES:
-        return raw
     if name in _INTS:
         return int(raw)
     if name in _FLOATS:
@@ -67,8 +63,22 @@ class RedisJobStore(JobStore):
                                            health_check_interval=30, retry_on_timeout=True)
         self._redis.ping()  # fail at startup, not on the first request
         self._keys = [prefix + name for name in ("queue", "leases", "counts", "jobs", "seq")]
-        scripts = {name: getattr(redis_lua, name) for name in ("CREATE", "CLAIM", "REAP", "HEARTBEAT", "UPDATE", "DELETE")}
+        scripts = {name: getattr(redis_lua, name)
+                   for name in ("CREATE", "CLAIM", "REAP", "HEARTBEAT", "UPDATE", "DELETE", "MIGRATE")}
         self._scripts = {name: self._redis.register_script(code) for name, code in scripts.items()}
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Job hashes written before conditioning was one field (prompt, seed, image) get it. Each
+        hash changes in one script, so workers starting together merge it once."""
+        ids = self._redis.zrange(self.prefix + "jobs", 0, -1)
+        pipe = self._redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hmget(self._key(job_id.decode()), "conditioning", "prompt", "seed", "image")
+        for job_id, (stored, prompt, seed, image) in zip(ids, pipe.execute()):
+            if stored is None and prompt is not None:
+                merged = JobConditioning.from_legacy(prompt.decode(), None if seed is None else int(seed), image)
+                self._run("MIGRATE", job_id.decode(), merged.to_json())
 
     def _run(self, script: str, *args) -> object:
         return self._scripts[script](keys=self._keys, args=[self.prefix, *args])
@@ -81,11 +91,11 @@ class RedisJobStore(JobStore):
         if not raw:
             return None
         fields = {k.decode(): v for k, v in raw.items()}
-        return Job(**{name: _decode(name, fields[name]) for name in _FIELDS if name in fields})
+        return job_from_record({name: _decode(name, fields[name]) for name in _FIELDS if name in fields})
 
     def create(self, job: Job) -> Job:
         pairs: list[bytes | str] = []
-        for name, value in dataclasses.asdict(job).items():
+        for name, value in job_record(job).items():
             if value is not None:
                 pairs += [name, _encode(value)]
         self._run("CREATE", job.id, *pairs)

@@ -17,7 +17,6 @@ import logging
 import time
 from concurrent.futures import Executor
 
-from models.stream_api import Conditioning
 import numpy as np
 
 from models.resume import ResumeState
@@ -123,11 +122,8 @@ class JobRunner:
     async def _render(self, job: Job) -> None:
         loop = asyncio.get_running_loop()
         target = max(1, round(job.seconds * self.fps))  # frames to write
-        image = None
-        if job.image:
-            image = await loop.run_in_executor(self.pool, functools.partial(  # off the loop and the device thread
-                decode_image_bytes, job.image, max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels,
-                size=(self.width, self.height)))
+        conditioning = await loop.run_in_executor(  # media decoded off the loop and the device thread
+            self.pool, job.conditioning.decode, self._decoders())
         prefix, resume = await self._prefix(job)
         chunks: asyncio.Queue = asyncio.Queue()  # Chunk | Exception
 
@@ -137,7 +133,6 @@ class JobRunner:
         def on_error(message: str) -> None:
             loop.call_soon_threadsafe(chunks.put_nowait, RuntimeError(message))
 
-        conditioning = Conditioning(job.prompt, seed=job.seed, image=image)  # what the job record stores
         future = self.engine.open(conditioning, live=False, on_chunk=on_chunk, on_error=on_error, resume=resume)
         stream = await asyncio.wrap_future(future)
         source = self.files.video(job.extends_video_id) if job.extends_video_id else None
@@ -186,6 +181,11 @@ class JobRunner:
                                  completed_at=int(time.time()))
         if done is None:  # cancelled or deleted meanwhile: nothing of it is kept
             await loop.run_in_executor(self.pool, self.files.remove, job.id, job.upload)
+
+    def _decoders(self) -> dict:
+        """Medium name (JobConditioning.media) -> its decoder into the Conditioning field of that name."""
+        return {"image": functools.partial(decode_image_bytes, max_bytes=self.max_image_bytes,
+                                           max_pixels=self.max_image_pixels, size=(self.width, self.height))}
 
     def _publish(self, job: Job, writer: Mp4FileWriter, state: ResumeState) -> None:
         """Write the resume state, publish the video, then its stills (pool thread)."""

@@ -7,18 +7,17 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from server.jobs.store import Job, JobStore
+from server.jobs.conditioning import JobConditioning
+from server.jobs.store import Job, JobStore, job_from_record, job_record
 
 _COLUMNS = [f.name for f in dataclasses.fields(Job)]
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- insertion order (pagination, claim order)
     id TEXT UNIQUE NOT NULL,
-    prompt TEXT NOT NULL,
+    conditioning TEXT NOT NULL,  -- JobConditioning.to_json(): prompt, seed, media, inputs
     seconds REAL NOT NULL,
     model TEXT NOT NULL,
-    seed INTEGER,
-    image BLOB,
     status TEXT NOT NULL,
     progress INTEGER NOT NULL,
     created_at INTEGER NOT NULL,
@@ -35,6 +34,7 @@ CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
 """
 _ADDED_COLUMNS = {"remixed_from_video_id": "TEXT", "extends_video_id": "TEXT", "upload": "TEXT",
                   "source_seconds": "REAL NOT NULL DEFAULT 0"}  # columns added after the first schema
+_LEGACY_CONDITIONING = ("prompt", "seed", "image")  # the first schema's columns for what `conditioning` holds
 _UPDATABLE = {"status", "progress", "error", "completed_at"}
 
 
@@ -49,21 +49,38 @@ class SqliteJobStore(JobStore):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
-        self._add_missing_columns()
+        self._migrate()
 
-    def _add_missing_columns(self) -> None:
-        """Databases written by an older framecast lack the newer Job fields: add them."""
+    def _migrate(self) -> None:
+        """Databases written by an older framecast lack the newer Job fields: add them, and merge the
+        first schema's prompt, seed and image columns into `conditioning` (one transaction)."""
         have = {row["name"] for row in self._db.execute("PRAGMA table_info(jobs)")}
         for name, decl in _ADDED_COLUMNS.items():
             if name not in have:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
+        if "prompt" not in have:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            if "conditioning" not in have:
+                self._db.execute("ALTER TABLE jobs ADD COLUMN conditioning TEXT")
+            rows = self._db.execute(f"SELECT seq, {', '.join(_LEGACY_CONDITIONING)} FROM jobs").fetchall()
+            for row in rows:
+                merged = JobConditioning.from_legacy(row["prompt"], row["seed"], row["image"])
+                self._db.execute("UPDATE jobs SET conditioning = ? WHERE seq = ?", (merged.to_json(), row["seq"]))
+            for name in _LEGACY_CONDITIONING:
+                self._db.execute(f"ALTER TABLE jobs DROP COLUMN {name}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     @staticmethod
     def _job(row: sqlite3.Row | None) -> Job | None:
-        return None if row is None else Job(**{c: row[c] for c in _COLUMNS})
+        return None if row is None else job_from_record({c: row[c] for c in _COLUMNS})
 
     def create(self, job: Job) -> Job:
-        values = dataclasses.asdict(job)
+        values = job_record(job)
         with self._lock:
             self._db.execute(
                 f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",

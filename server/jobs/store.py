@@ -8,9 +8,13 @@ and any non-terminal status may become cancelled. Implementations must make `cla
 from __future__ import annotations
 
 import abc
+import dataclasses
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from server.jobs.conditioning import JobConditioning
 
 TERMINAL = ("completed", "failed", "cancelled")
 
@@ -20,11 +24,9 @@ class Job:
     """One video job, as stored."""
 
     id: str  # "video_<hex>"
-    prompt: str
+    conditioning: JobConditioning  # prompt, seed, start image and any other input of the job's stream
     seconds: float  # requested duration
     model: str  # model name that renders it
-    seed: int | None = None
-    image: bytes | None = None  # encoded input image, optional
     status: str = "queued"  # queued | in_progress | completed | failed | cancelled
     progress: int = 0  # percent, 0..100
     created_at: int = field(default_factory=lambda: int(time.time()))  # unix seconds
@@ -40,6 +42,21 @@ class Job:
     @staticmethod
     def new_id() -> str:
         return "video_" + uuid.uuid4().hex
+
+
+def job_record(job: Job) -> dict[str, object]:
+    """The job as a store keeps it: one value per field, the conditioning as its JSON string."""
+    record = {f.name: getattr(job, f.name) for f in dataclasses.fields(Job)}
+    record["conditioning"] = job.conditioning.to_json()
+    return record
+
+
+def job_from_record(record: Mapping[str, object]) -> Job:
+    """Inverse of `job_record` (fields missing from `record` take their defaults)."""
+    names = {f.name for f in dataclasses.fields(Job)}
+    values = {k: v for k, v in record.items() if k in names}
+    values["conditioning"] = JobConditioning.from_json(values["conditioning"])
+    return Job(**values)
 
 
 class JobStore(abc.ABC):

@@ -5,6 +5,7 @@ server/rest_errors.py."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 from typing import Literal
 
@@ -14,6 +15,7 @@ from fastapi.responses import FileResponse
 from client.protocol.errors import FramecastError
 from client.protocol.events import MAX_SEED
 from server.images import data_url_bytes, decode_image_bytes
+from server.jobs.conditioning import JobConditioning
 from server.jobs.files import VARIANTS
 from server.jobs.store import TERMINAL, Job
 from server.media import decode_clip
@@ -40,10 +42,10 @@ def video_object(job: Job) -> dict:
     return {
         "id": job.id, "object": "video", "status": job.status, "progress": job.progress,
         "created_at": job.created_at, "completed_at": job.completed_at, "expires_at": None,
-        "model": job.model, "prompt": job.prompt, "seconds": _seconds(job.seconds), "size": job.size,
+        "model": job.model, "prompt": job.conditioning.prompt, "seconds": _seconds(job.seconds), "size": job.size,
         "error": error, "remixed_from_video_id": job.remixed_from_video_id,
         # framecast extras
-        "seed": job.seed, "duration_s": job.seconds, "extends_video_id": job.extends_video_id,
+        "seed": job.conditioning.seed, "duration_s": job.seconds, "extends_video_id": job.extends_video_id,
     }
 
 
@@ -127,8 +129,8 @@ async def create_video(request: Request, state: ServerState = Depends(get_state)
     image = await asyncio.to_thread(_reference_image, state, body, files)  # decoding: off the event loop
     _admit(state)
     seed = body.seed if body.seed is not None else secrets.randbelow(2**31)  # fixed now: a re-run matches
-    return _queue(state, Job(id=Job.new_id(), prompt=body.prompt, seconds=seconds, model=info.name, seed=seed,
-                             image=image, size=size))
+    conditioning = JobConditioning(body.prompt, seed=seed, media={"image": image} if image else {})
+    return _queue(state, Job(id=Job.new_id(), conditioning=conditioning, seconds=seconds, model=info.name, size=size))
 
 
 @router.get("")
@@ -150,18 +152,19 @@ async def extend_video(request: Request, state: ServerState = Depends(get_state)
         raise invalid("video", "expected a video file (multipart) or {\"id\": VIDEO_ID}")
     body = parse(ExtendRequest, {k: v for k, v in fields.items() if k != "video" or upload is None})
     settings, info = state.settings, state.info
-    job = Job(id=Job.new_id(), prompt=body.prompt, seconds=0.0, model=info.name, size=f"{info.width}x{info.height}")
+    job = Job(id=Job.new_id(), conditioning=JobConditioning(body.prompt, seed=secrets.randbelow(2**31)),
+              seconds=0.0, model=info.name, size=f"{info.width}x{info.height}")
     if upload is None:
         source = _get_job(state, str(body.video.get("id", "")))
         if source.status != "completed" or not state.runner.files.state(source.id).is_file():
             raise api_error(409, f"video {source.id!r} is {source.status}; only a completed video can be extended",
                            code="conflict", param="video")
-        job.extends_video_id, job.seed, job.source_seconds = source.id, source.seed, source.seconds
+        job.extends_video_id, job.source_seconds = source.id, source.seconds
+        job.conditioning = dataclasses.replace(job.conditioning, seed=source.conditioning.seed)  # its stream's seed
     else:
         clip = await asyncio.to_thread(_media, "video", lambda: decode_clip(
             upload.data, width=info.width, height=info.height, fps=info.fps,
             max_seconds=settings.max_job_seconds, max_pixels=settings.max_image_pixels))
-        job.seed = secrets.randbelow(2**31)
         job.source_seconds = len(clip) / info.fps
     job.seconds = job.source_seconds + body.seconds
     _check_prompt_and_seconds(state, body.prompt, body.seconds, total=job.seconds)
@@ -199,8 +202,9 @@ async def remix_video(video_id: str, request: Request, state: ServerState = Depe
                        param="video_id")
     _check_prompt_and_seconds(state, body.prompt, source.seconds)
     _admit(state)
-    return _queue(state, Job(id=Job.new_id(), prompt=body.prompt, seconds=source.seconds, model=state.info.name,
-                             seed=source.seed, image=source.image, size=source.size, remixed_from_video_id=source.id))
+    conditioning = dataclasses.replace(source.conditioning, prompt=body.prompt)  # same seed, image and inputs
+    return _queue(state, Job(id=Job.new_id(), conditioning=conditioning, seconds=source.seconds,
+                             model=state.info.name, size=source.size, remixed_from_video_id=source.id))
 
 
 @router.get("/{video_id}/content")

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from server.jobs.conditioning import JobConditioning
 from server.jobs.store import Job
 from tests.deploy.harness import redis_server, require_redis_client
 
@@ -33,13 +34,14 @@ def stores(redis_url, request):
         store.close()
 
 
-def _job(i: int, **extra) -> Job:
-    return Job(id=Job.new_id(), prompt=f"prompt {i}", seconds=1.5, model="tiny", seed=i, **extra)
+def _job(i: int, media: dict[str, bytes] | None = None, **extra) -> Job:
+    conditioning = JobConditioning(f"prompt {i}", seed=i, media=media or {})
+    return Job(id=Job.new_id(), conditioning=conditioning, seconds=1.5, model="tiny", **extra)
 
 
 def test_records_round_trip_and_paginate(stores):
     a, b = stores
-    jobs = [a.create(_job(i, image=b"\x89PNG\x00\xff" if i == 0 else None, size="64x64")) for i in range(5)]
+    jobs = [a.create(_job(i, media={"image": b"\x89PNG\x00\xff"} if i == 0 else None, size="64x64")) for i in range(5)]
     assert b.get(jobs[0].id) == jobs[0]  # every field, bytes and None included, from the other worker
     assert b.get("video_missing") is None
     page, more = b.list(limit=2)
@@ -135,7 +137,7 @@ def test_cancel_requeue_and_plain_updates(stores):
     assert a.update(again.id, status="failed", error="x").error == "x"  # no condition: always applies
     assert a.update(again.id, error=None).error is None
     with pytest.raises(ValueError):
-        a.update(again.id, prompt="changed")
+        a.update(again.id, conditioning=JobConditioning("changed"))
     assert a.count_by_status() == {"cancelled": 2, "failed": 1}
 
 
@@ -171,3 +173,26 @@ def test_delete_removes_the_job_everywhere(stores, tmp_path, backend):
     store.delete(later.id)
     assert store.count_by_status() == {"queued": 1}
     assert store.claim_next().id == running.id and store.claim_next() is None  # the deleted queued job is gone
+
+
+def test_hashes_of_the_old_schema_are_migrated(stores, redis_url):
+    """Job hashes written before conditioning was one field (prompt, seed, image as their own hash
+    fields, the way the old store's CREATE wrote them) read back as JobConditioning."""
+    from server.jobs.redis_store import RedisJobStore
+
+    a, _ = stores
+    common = ["seconds", "1.5", "model", "tiny", "status", "queued", "progress", "0", "created_at", "5",
+              "attempts", "0", "size", "64x64", "source_seconds", "0.0"]
+    a._run("CREATE", "video_old1", "id", "video_old1", "prompt", "a red ball", "seed", "11", "image", b"\x89PNG\x00\xff", *common)
+    a._run("CREATE", "video_old2", "id", "video_old2", "prompt", "a blue square", *common)
+    new = a.create(_job(3))
+    migrated = [RedisJobStore(redis_url, prefix=a.prefix, worker_id=f"m{i}") for i in range(2)]  # twice: idempotent
+    one, two = migrated[0].get("video_old1"), migrated[0].get("video_old2")
+    assert one.conditioning == JobConditioning("a red ball", seed=11, media={"image": b"\x89PNG\x00\xff"})
+    assert two.conditioning == JobConditioning("a blue square") and two.seconds == 1.5
+    assert migrated[1].get(new.id) == new
+    raw = a._redis.hgetall(a._key("video_old1"))
+    assert b"conditioning" in raw and not {b"prompt", b"seed", b"image"} & set(raw)
+    assert migrated[1].claim_next().id == "video_old1"
+    for store in migrated:
+        store.close()

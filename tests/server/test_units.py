@@ -13,6 +13,7 @@ from server.auth import Authenticator
 from client.protocol.errors import FramecastError
 from server.images import decode_image
 from server.jobs.sqlite_store import SqliteJobStore
+from server.jobs.conditioning import JobConditioning
 from server.jobs.store import Job
 from server.metrics import Metrics
 from server.send_queue import DropOldestQueue
@@ -74,7 +75,8 @@ def test_drop_oldest_queue_counts_and_keeps_pinned():
 
 def test_sqlite_job_store(tmp_path):
     store = SqliteJobStore(tmp_path / "jobs.sqlite3")
-    jobs = [store.create(Job(id=Job.new_id(), prompt=f"p{i}", seconds=1.0, model="tiny", seed=i)) for i in range(5)]
+    jobs = [store.create(Job(id=Job.new_id(), conditioning=JobConditioning(f"p{i}", seed=i), seconds=1.0, model="tiny"))
+            for i in range(5)]
     page, more = store.list(limit=2)
     assert [j.id for j in page] == [jobs[4].id, jobs[3].id] and more
     page2, more2 = store.list(after=page[-1].id, limit=10)
@@ -91,7 +93,7 @@ def test_sqlite_job_store(tmp_path):
     assert [(j.status, bool(j.error)) for j in reopened.recover(max_attempts=2)] == [("failed", True)]
     assert reopened.count_by_status() == {"failed": 1, "cancelled": 1, "queued": 3}
     with pytest.raises(ValueError):
-        reopened.update(jobs[2].id, prompt="changed")
+        reopened.update(jobs[2].id, conditioning=JobConditioning("changed"))
 
 
 def test_metrics_registry_is_per_app():

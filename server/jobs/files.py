@@ -37,20 +37,20 @@ class JobFiles:
     def upload(self, name: str) -> Path:
         return self.uploads / name
 
-    def save_upload(self, job_id: str, raw: bytes) -> str:
-        """Store an uploaded clip for job `job_id`; returns the name to keep in `Job.upload`."""
+    def save_upload(self, job_id: str, raw: bytes, suffix: str = ".bin") -> str:
+        """Store an uploaded file for job `job_id`; returns the name to keep in `Job.upload` (a clip)
+        or `JobConditioning.files` (a medium kept by reference, e.g. suffix ".audio")."""
         self.uploads.mkdir(parents=True, exist_ok=True)
-        name = f"{job_id}.bin"
+        name = f"{job_id}{suffix}"
         partial = self.uploads / (name + ".partial")
         partial.write_bytes(raw)
         partial.replace(self.uploads / name)
         return name
 
-    def remove(self, job_id: str, upload: str | None = None) -> None:
-        """Delete every file of the job: variants, resume state, upload, and partial files."""
+    def remove(self, job_id: str, *uploads: str) -> None:
+        """Delete every file of the job: variants, resume state, uploads (a clip, conditioning files), partials."""
         paths = [self.variant(job_id, v) for v in VARIANTS] + [self.state(job_id)]
-        if upload:
-            paths.append(self.upload(upload))
+        paths += [self.upload(name) for name in uploads]
         for folder in (self.videos, self.states, self.uploads):
             if folder.is_dir():
                 paths += folder.glob(f"{job_id}.*partial")

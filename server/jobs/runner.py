@@ -122,8 +122,8 @@ class JobRunner:
     async def _render(self, job: Job) -> None:
         loop = asyncio.get_running_loop()
         target = max(1, round(job.seconds * self.fps))  # frames to write
-        conditioning = await loop.run_in_executor(  # media decoded off the loop and the device thread
-            self.pool, job.conditioning.decode, self._decoders())
+        conditioning = await loop.run_in_executor(  # media read and decoded off the loop and the device thread
+            self.pool, job.conditioning.decode, self._decoders(), lambda name: self.files.upload(name).read_bytes())
         prefix, resume = await self._prefix(job)
         chunks: asyncio.Queue = asyncio.Queue()  # Chunk | Exception
 
@@ -180,7 +180,7 @@ class JobRunner:
         done = self.store.update(job.id, only_if=("in_progress",), status="completed", progress=100,
                                  completed_at=int(time.time()))
         if done is None:  # cancelled or deleted meanwhile: nothing of it is kept
-            await loop.run_in_executor(self.pool, self.files.remove, job.id, job.upload)
+            await loop.run_in_executor(self.pool, self.files.remove, job.id, *job.uploads())
 
     def _decoders(self) -> dict:
         """Medium name (JobConditioning.media) -> its decoder into the Conditioning field of that name."""

@@ -43,6 +43,10 @@ class Job:
     def new_id() -> str:
         return "video_" + uuid.uuid4().hex
 
+    def uploads(self) -> list[str]:
+        """Its files under the data dir's uploads/: the clip it extends and its conditioning's files."""
+        return [name for name in (self.upload, *self.conditioning.files.values()) if name]
+
 
 def job_record(job: Job) -> dict[str, object]:
     """The job as a store keeps it: one value per field, the conditioning as its JSON string."""

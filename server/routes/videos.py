@@ -187,7 +187,7 @@ def delete_video(video_id: str, state: ServerState = Depends(get_state)) -> dict
         state.store.update(video_id, only_if=("queued", "in_progress"), status="cancelled",
                            error="deleted by the client")
     state.store.delete(video_id)
-    state.runner.files.remove(video_id, job.upload)
+    state.runner.files.remove(video_id, *job.uploads())
     return {"id": video_id, "object": "video.deleted", "deleted": True}
 
 

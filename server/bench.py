@@ -22,10 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import json
-import platform
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from models.load_args import add_load_arguments
+from server import bench_report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -212,17 +210,13 @@ def run(args: argparse.Namespace) -> int:
         rows, trace, device, model = _run_local(args, counts)
     by_n = {r["sessions"]: r["aggregate_fps"] for r in rows}
     ratio = round(by_n[max(counts)] / by_n[min(counts)], 2) if by_n.get(min(counts)) else None
-    report = {
-        "benchmark": "serve", "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": " ".join(["framecast"] + sys.argv[1:]), "device": device, "model": model,
-        "host": platform.node(), "seconds": args.seconds, "format": args.format, "results": rows,
-        "aggregate_fps_ratio": {"numerator_sessions": max(counts), "denominator_sessions": min(counts), "ratio": ratio},
-        "switches_per_session": args.switches, "max_lead_s": args.max_lead, "lead_trace": trace,
-    }
+    report = bench_report.report(
+        "serve", device=device, model=model, seconds=args.seconds, format=args.format, results=rows,
+        aggregate_fps_ratio={"numerator_sessions": max(counts), "denominator_sessions": min(counts), "ratio": ratio},
+        switches_per_session=args.switches, max_lead_s=args.max_lead, lead_trace=trace,
+    )
     _print_table(report)
-    if args.json_path:
-        with open(args.json_path, "w") as f:
-            json.dump(report, f, indent=2)
+    bench_report.write_report(report, args.json_path)
     return 0
 
 

@@ -12,13 +12,11 @@ video; about 1 = no visible cut). Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import platform
 import statistics
-import sys
 import tempfile
 import time
+
+from server import bench_report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,20 +94,17 @@ def run(args: argparse.Namespace) -> int:
                 _, whole_s = _timed(jobs, lambda: jobs.create("bench: a red circle", seconds=2 * args.seconds, seed=i))
                 frames = read_frames(jobs.download(extend_id, f"{data_dir}/extended.mp4"))
                 seam = seam_ratio(frames, round(args.seconds * generator.info.fps))
-                runs.append({"clip_s": clip_s, "extend_s": extend_s, "whole_s": whole_s, "seam_ratio": seam})
+                runs.append({"clip_s": clip_s, "extend_s": extend_s, "whole_s": whole_s, "seam_ratio": seam,
+                             "extended_frames": len(frames)})
             jobs.close()
     median = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-    report = {
-        "benchmark": "extend", "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": " ".join(["framecast"] + sys.argv[1:]), "device": str(device), "model": generator.info.name,
-        "host": platform.node(), "seconds": args.seconds, "runs": runs, "median": median,
-        "extend_over_clip": round(median["extend_s"] / median["clip_s"], 2),
-        "extend_over_whole": round(median["extend_s"] / median["whole_s"], 2),
-    }
+    report = bench_report.report(
+        "extend", device=str(device), model=generator.info.name, seconds=args.seconds, runs=runs, median=median,
+        extend_over_clip=round(median["extend_s"] / median["clip_s"], 2),
+        extend_over_whole=round(median["extend_s"] / median["whole_s"], 2),
+    )
     _print_table(report)
-    if args.json_path:
-        with open(args.json_path, "w") as f:
-            json.dump(report, f, indent=2)
+    bench_report.write_report(report, args.json_path)
     return 0
 
 

@@ -15,11 +15,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import datetime
 import io
 import json
 import os
-import platform
 import random
 import signal
 import socket
@@ -31,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from server import bench_report
 
 SCENARIOS = ("stop", "close", "abort", "slow_reader", "bad_inputs")
 EXPECTED_ERRORS = {"bad_request", "unsupported", "too_large"}  # what the bad inputs provoke; the session goes on
@@ -235,19 +235,15 @@ def run(args: argparse.Namespace) -> int:
                     process.wait(60)
                 except subprocess.TimeoutExpired:
                     process.kill()
-    report = {
-        "benchmark": "soak", "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": " ".join(["framecast"] + sys.argv[1:]), "host": platform.node(), "cpus": os.cpu_count(),
-        "model": args.model or "default", "device": args.device or "default", "sessions": args.sessions,
-        "minutes": args.minutes, "samples": samples, "sessions_by_scenario": tally.sessions,
-        "errors_by_code": tally.errors, "unexpected": tally.unexpected[:50], "unexpected_count": len(tally.unexpected),
-        "rss_first_mb": samples[0]["rss_mb"], "rss_last_mb": samples[-1]["rss_mb"],
-        "rss_slope_mb_per_min": _rss_slope_mb_per_min(samples),
-    }
+    report = bench_report.report(
+        "soak", cpus=os.cpu_count(), model=args.model or "default", device=args.device or "default",
+        sessions=args.sessions, minutes=args.minutes, samples=samples, sessions_by_scenario=tally.sessions,
+        errors_by_code=tally.errors, unexpected=tally.unexpected[:50], unexpected_count=len(tally.unexpected),
+        rss_first_mb=samples[0]["rss_mb"], rss_last_mb=samples[-1]["rss_mb"],
+        rss_slope_mb_per_min=_rss_slope_mb_per_min(samples),
+    )
     _print_summary(report)
-    if args.json_path:
-        with open(args.json_path, "w") as f:
-            json.dump(report, f, indent=2)
+    bench_report.write_report(report, args.json_path)
     return 0
 
 

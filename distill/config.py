@@ -34,6 +34,22 @@ class ShapesDataConfig:
 
 
 @dataclass
+class AvatarDataConfig:
+    """Procedural talking faces (distill/avatar_data.py): canvas, length and the speech-like audio."""
+
+    width: int = 64
+    height: int = 64
+    frames: int = 17  # video frames per sample
+    fps: int = 16
+    sample_rate: int = 16000
+    lead_silence: tuple[float, float] = (0.3, 0.6)  # seconds of silence before the first syllable
+    pause: tuple[float, float] = (0.3, 1.2)  # seconds of a pause between phrases
+    phrase_syllables: tuple[int, int] = (2, 8)  # syllables per phrase
+    head_motion: float = 1.2  # idle head motion amplitude in pixels
+    blink_every: tuple[float, float] = (1.5, 4.0)  # seconds between blinks
+
+
+@dataclass
 class EvalConfig:
     """`framecast eval`: what is generated and how it is windowed and weighted."""
 
@@ -191,6 +207,8 @@ class DistillConfig:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)  # FSDP2 settings (torchrun only)
     threads: int = 0  # torch CPU threads (0 = torch's default)
     data: ShapesDataConfig = field(default_factory=ShapesDataConfig)
+    avatar: AvatarDataConfig = field(default_factory=AvatarDataConfig)  # the data of models with audio (avatars)
+    vae_from: str | None = None  # a model directory whose trained VAE the `vae` stage copies instead of training one
     vae: VAEStageConfig = field(default_factory=VAEStageConfig)
     vae_decoder: VAEDecoderStageConfig = field(default_factory=VAEDecoderStageConfig)
     teacher: TeacherStageConfig = field(default_factory=TeacherStageConfig)

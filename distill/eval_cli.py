@@ -395,7 +395,8 @@ def print_switch(console, switch: dict) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     defaults = EvalConfig()
-    p = sub.add_parser("eval", help="score a model's streams against their prompts, per 5-second window")
+    p = sub.add_parser("eval", help="score a model's streams against their prompts, per 5-second window "
+                       "(avatar models: lip-sync, stillness on silence, identity; distill/avatar_eval.py)")
     p.add_argument("--model", required=True, help="model directory or preset name (e.g. shapes, tiny)")
     p.add_argument("--prompts", default=defaults.prompts, help="prompt file: one per line, # comments (default: %(default)s)")
     p.add_argument("--seconds", type=float, default=defaults.seconds, help="stream length per prompt and seed (default: %(default)s)")
@@ -426,6 +427,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from distill.avatar_eval import is_avatar_model, run_avatar
+
+    if not args.stages and not args.teacher and is_avatar_model(args.model):  # lip-sync / stillness / identity
+        if args.seconds <= 0 or args.window_seconds <= 0 or args.max_batch < 1:
+            raise DistillError("--seconds and --window-seconds must be positive, --max-batch at least 1")
+        return run_avatar(args, parse_seeds(args.seeds))
     prompts = read_prompts(args.prompts)
     seeds = parse_seeds(args.seeds)
     if args.seconds <= 0 or args.window_seconds <= 0:

@@ -88,11 +88,13 @@ class ODEPairStore:
     def prompts(self, indices: list[int]) -> list[str]:
         return [self._prompts[i] for i in indices]
 
-    def get(self, indices: list[int] | torch.Tensor) -> dict[str, torch.Tensor]:
+    def get(self, indices: list[int] | torch.Tensor,
+            keys: tuple[str, ...] = ("states", "x0", "text")) -> dict[str, torch.Tensor]:
+        """`keys` of those pairs (avatar pairs also hold "audio" [B, F, M, A])."""
         from safetensors import safe_open
 
         indices = [int(i) for i in indices]
-        out: dict[str, list[torch.Tensor]] = {"states": [], "x0": [], "text": []}
+        out: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
         for i in indices:
             file, row = self.index[i]
             with safe_open(str(self.files[file]), "pt") as f:

@@ -122,19 +122,38 @@ class Pipeline:
         barrier()  # the next stage loads what rank 0 wrote
 
     # ------------------------------------------------------------------ stages
+    @property
+    def avatar(self) -> bool:
+        """A model with audio input: the stages train on talking faces (distill/avatar_stages.py)."""
+        return self.model_cfg.audio is not None
+
+    @property
+    def video_data(self):
+        """The data config of the videos the VAE learns: talking faces for avatar models, else shapes."""
+        if self.avatar:
+            from distill.avatar_stages import data_config
+
+            return data_config(self.model_cfg, self.cfg.avatar)
+        return self.cfg.data
+
     def run_vae(self, resume: bool) -> dict:
         from distill.vae_stage import VAEMethod, with_latent_stats
 
         if self.cfg.model_dir:
             raise StageError("the `vae` stage trains the shapes VAE; with model_dir the folder's VAE is used")
+        if self.cfg.vae_from:  # reuse a trained VAE of the same canvas (e.g. the shapes VAE for shapes-avatar)
+            vae = VideoVAE.from_pretrained(Path(self.cfg.vae_from) / "vae").to(self.device)
+            self.model_cfg = dataclasses.replace(self.model_cfg, vae=vae.cfg)
+            self._save(vae=vae)
+            return {"step": 0, "copied_from": str(self.cfg.vae_from)}
         base_vae_cfg = dataclasses.replace(self.cfg.model_config().vae, latents_mean=None, latents_std=None)
         torch.manual_seed(self.cfg.seed)
         vae = VideoVAE.from_config(base_vae_cfg).to(self.device)
-        method = VAEMethod(vae, self.cfg.vae, self.cfg.data, seed=rank_seed(self.cfg.seed))  # each rank its own clips
+        method = VAEMethod(vae, self.cfg.vae, self.video_data, seed=rank_seed(self.cfg.seed))  # each rank its own clips
         trainer = self._trainer(method, self.cfg.vae, "vae")
         result = trainer.run(resume=resume)
         trained = trainer.export("vae", VideoVAE.from_config(base_vae_cfg).to(self.device))
-        trained = with_latent_stats(trained, self.cfg.data, self.cfg.vae.stats_clips, self.cfg.seed)
+        trained = with_latent_stats(trained, self.video_data, self.cfg.vae.stats_clips, self.cfg.seed)
         self.model_cfg = dataclasses.replace(self.model_cfg, vae=trained.cfg)
         self._save(vae=trained)
         return result
@@ -146,7 +165,7 @@ class Pipeline:
         if self.cfg.model_dir or dc.max_steps == 0:
             return {"step": 0, "skipped": True}
         vae = self.load_vae()
-        method = DecoderFinetuneMethod(vae.train(), dc, self.cfg.data, seed=rank_seed(self.cfg.seed + 5))
+        method = DecoderFinetuneMethod(vae.train(), dc, self.video_data, seed=rank_seed(self.cfg.seed + 5))
         trainer = self._trainer(method, dc, "vae-decoder")
         result = trainer.run(resume=resume)
         trained = trainer.export("vae", VideoVAE.from_pretrained(self.source_dir / "vae").to(self.device))
@@ -168,19 +187,34 @@ class Pipeline:
         start = time.perf_counter()
         barrier()
         if is_main_process():  # rank 0 encodes the dataset; the others read its file
-            load_or_build(path, lambda: build_latent_dataset(
-                vae, text, self.cfg.data, tc.num_clips, tc.clip_latent_frames, self.cfg.seed + 1, tc.encode_batch, self.progress))
+            load_or_build(path, lambda: self._build_latents(vae, text, tc))
         barrier()
         data = load_or_build(path, lambda: None)
         encode_s = time.perf_counter() - start
         teacher = random_transformer(self.model_cfg, seed=self.cfg.seed, device=self.device)
-        method = FlowMatchMethod(teacher, FlowMatchSchedule(self.model_cfg.schedule), data, null_text(text), tc,
-                                 seed=rank_seed(self.cfg.seed), device=self.device)
+        if self.avatar:
+            from distill.avatar_stages import AvatarFlowMatchMethod as method_class
+        else:
+            method_class = FlowMatchMethod
+        method = method_class(teacher, FlowMatchSchedule(self.model_cfg.schedule), data, null_text(text), tc,
+                              seed=rank_seed(self.cfg.seed), device=self.device)
         trainer = self._trainer(method, tc, "teacher")
         result = trainer.run(resume=resume)
         trained = trainer.export("teacher", CausalWanTransformer(self.model_cfg.transformer).to(self.device))
         self._save(teacher=trained)
         return {**result, "encode_s": round(encode_s, 2)}
+
+    def _build_latents(self, vae, text, tc) -> dict:
+        from distill.latents import build_latent_dataset
+
+        if self.avatar:
+            from distill.avatar_stages import build_avatar_latents, conditioner, data_config
+
+            return build_avatar_latents(vae, text, conditioner(self.model_cfg, vae.temporal_compression),
+                                        data_config(self.model_cfg, self.cfg.avatar), tc.num_clips,
+                                        tc.clip_latent_frames, self.cfg.seed + 1, tc.encode_batch, self.progress)
+        return build_latent_dataset(vae, text, self.cfg.data, tc.num_clips, tc.clip_latent_frames, self.cfg.seed + 1,
+                                    tc.encode_batch, self.progress)
 
     def run_ode_pairs(self, resume: bool) -> dict:
         from distill.ode_pairs import ODEPairStore, prompt_list, sample_ode_pairs
@@ -193,6 +227,16 @@ class Pipeline:
             for old in shards.glob("batch-*.safetensors"):
                 old.unlink()
         barrier()
+        if self.avatar:  # pairs of image-led clips from the teacher's latent dataset, with their audio
+            from distill.avatar_stages import sample_avatar_ode_pairs
+            from distill.latents import load_or_build
+
+            data = load_or_build(self.stage_dir("teacher") / "latents.pt", lambda: None)
+            start = time.perf_counter()
+            written = sample_avatar_ode_pairs(teacher, FlowMatchSchedule(self.model_cfg.schedule), data, pc, shards,
+                                              seed=self.cfg.seed, device=self.device, progress=self.progress)
+            return {"pairs": len(ODEPairStore(shards)), "written_by_rank0": written,
+                    "elapsed_s": round(time.perf_counter() - start, 2)}
         prompts = prompt_list(pc.prompts, pc.num_pairs, self.cfg.seed + 2, self.cfg.data)
         m = self.model_cfg
         shape = (m.transformer.in_channels, pc.frames, m.latent_height, m.latent_width)
@@ -215,7 +259,11 @@ class Pipeline:
             raise StageError(f"no ODE pairs in {self.stage_dir('ode-pairs')}: run the `ode-pairs` stage first") from None
         self.load_vae()
         student = self.load_transformer("teacher")  # the student starts as the teacher
-        method = ODERegressionMethod(student, FlowMatchSchedule(self.model_cfg.schedule), pairs,
+        if self.avatar:
+            from distill.avatar_stages import AvatarODERegression as method_class
+        else:
+            method_class = ODERegressionMethod
+        method = method_class(student, FlowMatchSchedule(self.model_cfg.schedule), pairs,
                                      self.model_cfg.stream.chunk_frames, self.cfg.ode_init, seed=self.cfg.seed,
                                      device=self.device)
         trainer = self._trainer(method, self.cfg.ode_init, "ode-init")
@@ -245,10 +293,17 @@ class Pipeline:
         gen = StreamingGenerator(self.model_cfg, student, vae, self.text_encoder(), device=self.device,
                                  max_batch=sc.batch_size)
         # a prompt file: every line; the shapes dataset: `shapes_prompts` generated prompts
-        prompts = prompt_list(sc.prompts, sc.shapes_prompts if sc.prompts == "shapes" else None, self.cfg.seed + 3,
-                              self.cfg.data)
-        method = SelfForcingDMD(gen, teacher, critic, prompts, sc, seed=self.cfg.seed,
-                                negative_prompt=self.cfg.negative_prompt)
+        if self.avatar:
+            from distill.avatar_data import AvatarDataset
+            from distill.avatar_stages import AvatarSelfForcingDMD, data_config
+
+            faces = AvatarDataset(self.cfg.seed + 3, data_config(self.model_cfg, self.cfg.avatar))
+            method = AvatarSelfForcingDMD(gen, teacher, critic, faces, sc, seed=self.cfg.seed)
+        else:
+            prompts = prompt_list(sc.prompts, sc.shapes_prompts if sc.prompts == "shapes" else None, self.cfg.seed + 3,
+                                  self.cfg.data)
+            method = SelfForcingDMD(gen, teacher, critic, prompts, sc, seed=self.cfg.seed,
+                                    negative_prompt=self.cfg.negative_prompt)
         trainer = self._trainer(method, sc, "self-forcing")
         result = trainer.run(resume=resume)
         if sc.lora.rank > 0:

@@ -15,14 +15,22 @@ from models.generator import StreamingGenerator
 
 
 def rollout(gen: StreamingGenerator, prompts: list[str], seeds: list[int], num_chunks: int,
-            exit_steps: list[int] | None = None, grad: bool = False) -> torch.Tensor:
-    """Latents [B, C, num_chunks * chunk_frames, h, w] of B streams (exit_steps: one per chunk, None = all steps)."""
+            exit_steps: list[int] | None = None, grad: bool = False, images: list | None = None,
+            audio: list | None = None) -> torch.Tensor:
+    """Latents [B, C, num_chunks * chunk_frames, h, w] of B streams (exit_steps: one per chunk, None = all steps).
+
+    images: a uint8 [H, W, 3] start image per stream (avatar rollouts): the result then leads with each
+    stream's image latent, [B, C, 1 + num_chunks * chunk_frames, h, w]. audio: float PCM per stream from
+    media time 0 at the model's sample rate, put in the stream's audio buffer before the first chunk."""
     if exit_steps is not None and len(exit_steps) != num_chunks:
         raise ValueError(f"need one exit step per chunk ({num_chunks}), got {len(exit_steps)}")
     streams = []
     try:
-        for prompt, seed in zip(prompts, seeds):
-            streams.append(gen.open_stream(prompt, seed=seed))
+        for i, (prompt, seed) in enumerate(zip(prompts, seeds)):
+            streams.append(gen.open_stream(prompt, seed=seed, image=None if images is None else images[i]))
+            if audio is not None:
+                streams[-1].audio.write(0, audio[i])
+        leads = [s.image_latent for s in streams] if images is not None else []
         chunks = [
             gen.rollout_chunk(streams, exit_step=None if exit_steps is None else exit_steps[i], grad=grad)
             for i in range(num_chunks)
@@ -30,6 +38,8 @@ def rollout(gen: StreamingGenerator, prompts: list[str], seeds: list[int], num_c
     finally:
         for s in streams:
             gen.close_stream(s)
+    if leads:
+        chunks = [torch.cat(leads).to(chunks[0].dtype), *chunks]
     return torch.cat(chunks, dim=2)
 
 

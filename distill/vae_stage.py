@@ -46,13 +46,25 @@ def object_weights(video: torch.Tensor, object_weight: float) -> torch.Tensor:
     return weight / weight.mean()
 
 
+def video_dataset(seed: int, data_cfg):
+    """The procedural videos a data config describes: shapes (`ShapesDataConfig`) or talking faces
+    (`AvatarDataConfig`); `.sample(i).video` is uint8 [T, H, W, 3] either way."""
+    from distill.config import AvatarDataConfig
+
+    if isinstance(data_cfg, AvatarDataConfig):
+        from distill.avatar_data import AvatarDataset
+
+        return AvatarDataset(seed, data_cfg)
+    return ShapesDataset(seed, data_cfg)
+
+
 class VAEMethod(Method):
     main_role = "vae"
 
     def __init__(self, vae: VideoVAE, cfg: VAEStageConfig, data_cfg: ShapesDataConfig, seed: int = 0):
         self.vae = vae.train()
         self.cfg = cfg
-        self.shapes = ShapesDataset(seed, dataclasses.replace(data_cfg, frames=cfg.clip_frames))
+        self.shapes = video_dataset(seed, dataclasses.replace(data_cfg, frames=cfg.clip_frames))
         self.cursor = 0  # next dataset index
         self.gen = torch.Generator().manual_seed(seed)
 
@@ -126,7 +138,7 @@ def with_latent_stats(vae: VideoVAE, data_cfg: ShapesDataConfig, clips: int, see
     vae = vae.eval()
     base = dataclasses.replace(vae.cfg, latents_mean=None, latents_std=None)
     raw = VideoVAE(vae.model, base)  # normalisation off: raw posterior means
-    shapes = ShapesDataset(seed + 1, data_cfg)
+    shapes = video_dataset(seed + 1, data_cfg)
     zs = []
     for start in range(0, clips, 8):
         video = torch.stack([to_model_video(shapes.sample(i).video) for i in range(start, min(start + 8, clips))])

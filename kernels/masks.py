@@ -39,10 +39,13 @@ class TokenFrames:
 
     @classmethod
     def for_sequence(cls, num_frames: int, tokens_per_frame: int, chunk_frames: int,
-                     device: torch.device | str | None = None) -> "TokenFrames":
-        """A whole training sequence attending to itself (Lq = Lk = num_frames * tokens_per_frame)."""
+                     device: torch.device | str | None = None, lead_frames: int = 0) -> "TokenFrames":
+        """A whole training sequence attending to itself (Lq = Lk = num_frames * tokens_per_frame);
+        the first `lead_frames` frames (a start image) form a chunk of their own."""
         frames = sequence_token_frames(num_frames, tokens_per_frame, device)
-        chunk_end = torch.div(frames, chunk_frames, rounding_mode="floor") * chunk_frames + chunk_frames - 1
+        after = (frames - lead_frames).clamp_min(0)
+        chunk_end = torch.div(after, chunk_frames, rounding_mode="floor") * chunk_frames + chunk_frames - 1 + lead_frames
+        chunk_end = torch.where(frames < lead_frames, torch.full_like(frames, lead_frames - 1), chunk_end)
         return cls(frames, chunk_end, frames)
 
     @classmethod
@@ -134,14 +137,14 @@ def spatiotemporal_mask(tf: TokenFrames, tokens_per_frame: int, frame_width: int
 
 @functools.lru_cache(maxsize=8)
 def block_causal_block_list(num_frames: int, tokens_per_frame: int, chunk_frames: int,
-                            device: torch.device | str | None = None, block: int = 128) -> BlockList:
+                            device: torch.device | str | None = None, block: int = 128, lead_frames: int = 0) -> BlockList:
     """The training pattern of a whole sequence as a BlockList, built once per shape and device.
 
     Tiles below the chunk diagonal are full, tiles above it are skipped, only tiles that straddle
     a chunk boundary carry a token mask; so the Triton kernel / FlexAttention never visit the
     masked upper half (about half the work at 7 chunks), where a dense mask computes it all.
     """
-    tf = TokenFrames.for_sequence(num_frames, tokens_per_frame, chunk_frames, device)
+    tf = TokenFrames.for_sequence(num_frames, tokens_per_frame, chunk_frames, device, lead_frames)
     length = num_frames * tokens_per_frame
     return BlockList.from_mask_mod(block_causal_mask(tf), length, length, block_q=block, block_kv=block,
                                    device=device)

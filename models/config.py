@@ -32,14 +32,27 @@ class TransformerConfig:
     qk_norm: str = "rms_norm_across_heads"
     eps: float = 1e-6
     rope_max_seq_len: int = 1024  # rotary table length (frame positions are window-relative)
+    # audio adapter (avatar models; 0 = none, the plain Wan2.1 DiT): per latent frame, the features of
+    # `audio_window` video frames (`audio_dim` each) are projected to `audio_tokens` tokens that every
+    # block reads by an extra cross-attention (models/transformer.py)
+    audio_dim: int = 0
+    audio_window: int = 0
+    audio_tokens: int = 0
 
     @property
     def dim(self) -> int:
         return self.num_attention_heads * self.attention_head_dim
 
+    @property
+    def has_audio(self) -> bool:
+        return self.audio_dim > 0
+
     def to_diffusers(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["patch_size"] = list(self.patch_size)
+        if not self.has_audio:  # a plain Wan DiT keeps diffusers' exact config keys
+            for key in AUDIO_KEYS:
+                d.pop(key)
         return d
 
     @classmethod
@@ -53,6 +66,9 @@ class TransformerConfig:
         if unsupported:
             raise ValueError(f"image-to-video Wan variants are not supported (config has {unsupported})")
         return cls(**kw)
+
+
+AUDIO_KEYS = ("audio_dim", "audio_window", "audio_tokens")
 
 
 @dataclass
@@ -133,6 +149,28 @@ class TextEncoderConfig:
 
 
 @dataclass
+class AudioConfig:
+    """Audio input of an avatar model (models/audio.py holds the PCM contract and the encoders).
+
+    A latent frame f covers video frames tc*f - tc + 1 .. tc*f (tc the VAE's temporal compression;
+    frames before 0 are silence) and reads the features of those frames plus `context_frames` before
+    and `lookahead_frames` after them: `audio_window` = tc + context_frames + lookahead_frames.
+    """
+
+    encoder: str = "mel"  # "mel" (log-mel filterbank, no weights) or "wav2vec2" (a local transformers folder)
+    sample_rate: int = 16000  # PCM the model receives: s16le mono at this rate (a multiple of the fps)
+    context_frames: int = 1  # video frames of audio before a latent frame's own
+    lookahead_frames: int = 2  # video frames of audio after it (the stream needs them before the chunk)
+    n_mels: int = 20  # mel: filterbank channels
+    mel_sub_frames: int = 4  # mel: spectra per video frame (feature = mel_sub_frames x n_mels)
+    path: str = "audio_encoder"  # wav2vec2: the folder, relative to the model directory (or absolute)
+    encoder_context_frames: int = 0  # audio before the window an encoder sees when streaming (wav2vec2's context)
+
+    def window(self, temporal_compression: int) -> int:
+        return temporal_compression + self.context_frames + self.lookahead_frames
+
+
+@dataclass
 class ModelConfig:
     """A whole model: what `framecast.json` describes (plus the transformer/vae configs)."""
 
@@ -143,6 +181,7 @@ class ModelConfig:
     stream: StreamConfig = field(default_factory=StreamConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    audio: AudioConfig | None = None  # avatar models: audio input (None = no audio)
 
     # ---- derived sizes (the only place these are computed) ----
     @property
@@ -169,6 +208,19 @@ class ModelConfig:
             raise ValueError(f"width/height must be multiples of {step}, got {s.width}x{s.height}")
         if s.chunk_frames < 1 or s.sink_frames < 0 or s.window_frames < s.chunk_frames:
             raise ValueError("need chunk_frames >= 1, sink_frames >= 0, window_frames >= chunk_frames")
+        a = self.audio
+        if a is None and t.has_audio:
+            raise ValueError("the transformer has audio layers (audio_dim > 0) but the config has no audio section")
+        if a is not None:
+            if not t.has_audio or t.audio_tokens < 1:
+                raise ValueError("an audio config needs a transformer with audio_dim > 0 and audio_tokens >= 1")
+            if t.audio_window != a.window(v.temporal_compression):
+                raise ValueError(f"transformer audio_window {t.audio_window} != {a.window(v.temporal_compression)} "
+                                 f"(tc + context_frames + lookahead_frames)")
+            if a.sample_rate % s.fps:
+                raise ValueError(f"audio sample_rate {a.sample_rate} must be a multiple of the fps {s.fps}")
+            if min(a.context_frames, a.lookahead_frames, a.encoder_context_frames) < 0:
+                raise ValueError("audio context / look-ahead frames must be >= 0")
         return self
 
     # ---- framecast.json ----
@@ -181,6 +233,7 @@ class ModelConfig:
             "stream": _plain(self.stream),
             "vae": _plain(self.vae),
             "text_encoder": _plain(self.text_encoder),
+            **({"audio": _plain(self.audio)} if self.audio is not None else {}),
         }
 
     @classmethod
@@ -194,6 +247,7 @@ class ModelConfig:
             stream=merge(base.stream, d.get("stream", {})),
             vae=VAEConfig.from_dict({**_plain(base.vae), **d.get("vae", {})}),
             text_encoder=merge(base.text_encoder, d.get("text_encoder", {})),
+            audio=merge(AudioConfig(), d["audio"]) if d.get("audio") is not None else None,
         ).validate()
 
     def save_json(self, path: str | Path) -> None:
@@ -203,6 +257,9 @@ class ModelConfig:
 def _plain(obj: Any) -> dict[str, Any]:
     d = dataclasses.asdict(obj)
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+OPTIONAL_SECTIONS = {"audio": AudioConfig}  # ModelConfig sections that are None unless a config sets them
 
 
 def merge(obj: Any, values: dict[str, Any], where: str = "") -> Any:
@@ -215,6 +272,8 @@ def merge(obj: Any, values: dict[str, Any], where: str = "") -> Any:
         if attr not in known:
             raise ValueError(f"unknown setting {where}{key!r}; known: {', '.join(sorted(known))}")
         current = getattr(obj, attr)
+        if current is None and isinstance(value, dict) and attr in OPTIONAL_SECTIONS:  # e.g. an audio section
+            current = OPTIONAL_SECTIONS[attr]()
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
             kw[attr] = merge(current, value, f"{where}{key}.")
         elif isinstance(value, list) and not isinstance(current, list):  # YAML/JSON lists -> tuple fields
@@ -288,11 +347,34 @@ def _shapes() -> ModelConfig:
     )
 
 
+def _with_audio(cfg: ModelConfig, name: str, audio: AudioConfig, audio_tokens: int) -> ModelConfig:
+    """`cfg` as an avatar model: the audio section and the transformer's audio adapter sized from it
+    (mel features: mel_sub_frames x n_mels per video frame)."""
+    tcfg = dataclasses.replace(cfg.transformer, audio_dim=audio.n_mels * audio.mel_sub_frames,
+                               audio_window=audio.window(cfg.vae.temporal_compression), audio_tokens=audio_tokens)
+    return dataclasses.replace(cfg, family="avatar", name=name, transformer=tcfg, audio=audio)
+
+
+def _tiny_avatar() -> ModelConfig:
+    """`tiny` with mel audio input and audio cross-attention (CPU tests of the avatar path)."""
+    return _with_audio(_tiny(), "tiny-avatar", AudioConfig(n_mels=8, mel_sub_frames=2), audio_tokens=2)
+
+
+def _shapes_avatar() -> ModelConfig:
+    """The `shapes-avatar` architecture (random weights; trained: checkpoints/shapes-avatar): the shapes
+    DiT and VAE plus a mel audio adapter. The sink is one latent frame: the start image (identity)."""
+    cfg = _shapes()
+    cfg = dataclasses.replace(cfg, stream=dataclasses.replace(cfg.stream, sink_frames=1, window_frames=6))
+    return _with_audio(cfg, "shapes-avatar", AudioConfig(n_mels=20, mel_sub_frames=4), audio_tokens=4)
+
+
 PRESETS = {
     "wan2.1-t2v-1.3b": _wan_1_3b,
     "shapes-untrained": _shapes,
     "wan2.1-t2v-14b": _wan_14b,
     "tiny": _tiny,
+    "tiny-avatar": _tiny_avatar,
+    "shapes-avatar-untrained": _shapes_avatar,
 }
 
 

@@ -9,6 +9,11 @@ forward per pass, each stream in its own cache row):
 
 Streams are independent: each has its own cache row, prompt, seed (a CPU torch.Generator, so the
 same seed and prompt give the same frames on any device) and VAE decoder cache.
+
+Avatar models (an `audio` config section) also take per-chunk audio: `step(streams, inputs)` stores
+each stream's `ChunkInput(kind="audio")` pieces in its `AudioBuffer`, and every chunk (and the commit
+pass) reads the audio windows of its latent frames from it, silence where nothing arrived; the PCM
+contract and the frame / media-time layout are in models/audio.py.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from models.audio import AudioBuffer, AudioConditioner, build_audio_encoder, media_time_to_sample, pcm_s16le_to_float
 from models.config import ModelConfig
 from models.kv_cache import CachePlan, RollingKVCache
 from models.resume import ResumeState
@@ -46,8 +52,10 @@ class ModelInfo:
     max_batch: int  # streams that can be open at once
     max_prompt_chars: int  # longest prompt a stream accepts
     device: str  # where the model runs ("cpu", "cuda:0", ...)
-    inputs: tuple[str, ...] = ()  # per-chunk input kinds a stream can be fed (e.g. "audio"); none yet
+    inputs: tuple[str, ...] = ()  # per-chunk input kinds a stream can be fed: ("audio",) for avatar models
     supports_image: bool = True  # every model can start a stream from an image (VAE-encoded into the sink)
+    audio_sample_rate: int = 0  # audio models: the PCM rate they take (s16le mono, models/audio.py); 0 = none
+    audio_lookahead_frames: int = 0  # audio models: video frames of audio a chunk reads past its last frame
 
 
 @dataclass
@@ -74,11 +82,13 @@ class StreamState:
     transition: list[torch.Tensor] = field(default_factory=list)  # embeddings for the next chunks
     image_latent: torch.Tensor | None = None  # [1, C, 1, h, w], decoded in front of the first chunk
     inputs: tuple[str, ...] = ()  # per-chunk input kinds this stream is fed (its Conditioning.inputs)
+    audio: AudioBuffer | None = None  # audio models: the audio received so far (silence where none)
+    audio_windows: dict[int, torch.Tensor] = field(default_factory=dict)  # latent frame -> [M, A] of cached frames
 
 
 class StreamingGenerator:
     def __init__(self, cfg: ModelConfig, transformer: CausalWanTransformer, vae: VideoVAE, text_encoder,
-                 device: torch.device | str = "cpu", max_batch: int = 4):
+                 device: torch.device | str = "cpu", max_batch: int = 4, audio_encoder=None):
         self.cfg = cfg
         self.device = torch.device(device)
         self.transformer = transformer.eval()
@@ -93,6 +103,15 @@ class StreamingGenerator:
             chunk_frames=cfg.stream.chunk_frames, steps=self.schedule.num_student_steps, max_batch=max_batch,
             max_prompt_chars=cfg.stream.max_prompt_chars, device=str(self.device),
         )
+        self.audio: AudioConditioner | None = None
+        if cfg.audio is not None:  # an avatar model: audio windows per latent frame (models/audio.py)
+            encoder = audio_encoder or build_audio_encoder(cfg.audio, cfg.stream.fps, device=self.device)
+            if encoder.dim != cfg.transformer.audio_dim:
+                raise ValueError(f"audio encoder gives {encoder.dim}-d features, the transformer takes {cfg.transformer.audio_dim}")
+            self.audio = AudioConditioner(cfg.audio, encoder, cfg.stream.fps, vae.temporal_compression)
+            self.info.inputs = ("audio",)
+            self.info.audio_sample_rate = cfg.audio.sample_rate
+            self.info.audio_lookahead_frames = cfg.audio.lookahead_frames
 
     # ------------------------------------------------------------------ sizes
     def frames_in_chunk(self, index: int, has_image: bool = False) -> int:
@@ -136,7 +155,7 @@ class StreamingGenerator:
             id=uuid.uuid4().hex, row=row, prompt=prompt, seed=seed,
             rng=torch.Generator().manual_seed(seed), text_states=states,
             text_kv=self.transformer.text_kv(states), decoder=self.vae.streaming_decoder(1),
-            inputs=conditioning.inputs,
+            inputs=conditioning.inputs, audio=AudioBuffer(self.audio.cfg.sample_rate) if self.audio else None,
         )
         if image is not None:
             try:
@@ -157,7 +176,7 @@ class StreamingGenerator:
         pixels = uint8_to_video(resized[None, None])[:, :, 0].to(self.vae.device, self.vae.dtype)  # [1, 3, H, W]
         latent = self.vae.encode_image(pixels).to(self.device, self.dtype)  # [1, C, 1, h, w]
         plan = self.cache.plan([stream.row], 1)
-        self._commit(latent, [stream], plan)
+        self._commit(latent, [stream], plan, self._chunk_audio([stream], 1))
         stream.image_latent = latent
 
     def set_prompt(self, stream: StreamState, prompt: str, transition_chunks: int = 0) -> None:
@@ -265,7 +284,11 @@ class StreamingGenerator:
             slots = plan.write_slots[0]
             latents = self.cache.latents[stream.row][:, slots].unsqueeze(0)  # [1, C, n, h, w]
             t = torch.zeros(1, len(frames), device=self.device)
-            self.transformer.forward_stream(latents, t, stream.text_kv, self.cache, plan, write=True)
+            audio = None
+            if self.audio is not None:  # the windows the frames were made with (silence for a resumed stream's)
+                silence = self.audio.silence().to(self.device)
+                audio = torch.stack([stream.audio_windows.get(int(f), silence) for f in frames])[None]  # [1, n, M, A]
+            self.transformer.forward_stream(latents, t, stream.text_kv, self.cache, plan, write=True, audio=audio)
 
     # ------------------------------------------------------------------ the loop
     def _noise(self, streams: list[StreamState], frames: int) -> torch.Tensor:
@@ -281,19 +304,56 @@ class StreamingGenerator:
             for i in range(len(self.transformer.blocks))
         ]
 
-    def _commit(self, x0: torch.Tensor, streams: list[StreamState], plan: CachePlan) -> None:
+    # ------------------------------------------------------------------ audio (avatar models)
+    def audio_until_us(self, stream: StreamState) -> int:
+        """Media time (µs) up to which the stream's next chunk reads audio (0 for a model without audio):
+        a server steps the chunk once audio up to here has arrived, or when the chunk is due."""
+        if self.audio is None:
+            return 0
+        return self.audio.until_us(self.cache.frames[stream.row], self.cfg.stream.chunk_frames)
+
+    def _feed(self, stream: StreamState, piece: ChunkInput) -> None:
+        """Store one audio piece in the stream's buffer (the contract: models/audio.py)."""
+        if not isinstance(piece.data, (bytes, bytearray, memoryview)):
+            raise ValueError("audio input data must be bytes of s16le PCM")
+        first = media_time_to_sample(piece.media_time_us, self.audio.cfg.sample_rate)
+        stream.audio.write(first, pcm_s16le_to_float(bytes(piece.data)))
+
+    def _chunk_audio(self, streams: list[StreamState], n: int) -> torch.Tensor | None:
+        """Audio windows [B, n, M, A] of each stream's next n latent frames, read from its buffer (silence
+        where nothing arrived); kept per latent frame for a later KV re-cache; consumed audio is trimmed."""
+        if self.audio is None:
+            return None
+        spf = self.audio.samples_per_frame
+        out = []
+        for s in streams:
+            latent_first = self.cache.frames[s.row]
+            enc_first, end = self.audio.encode_span(*self.audio.span(latent_first, n))
+            pcm = torch.from_numpy(s.audio.read(enc_first * spf, end * spf))[None]  # [1, S]
+            windows = self.audio.windows(pcm, enc_first, latent_first, n)[0].to(self.device, self.dtype)  # [n, M, A]
+            held = set(self.cache.cached_frames(s.row)) | set(range(latent_first, latent_first + n))
+            s.audio_windows = {f: w for f, w in s.audio_windows.items() if f in held}
+            s.audio_windows.update({latent_first + j: windows[j] for j in range(n)})
+            next_first, _ = self.audio.encode_span(*self.audio.span(latent_first + n, 1))
+            s.audio.trim(max(0, next_first) * spf)
+            out.append(windows)
+        return torch.stack(out)
+
+    def _commit(self, x0: torch.Tensor, streams: list[StreamState], plan: CachePlan,
+                audio: torch.Tensor | None = None) -> None:
         """The pass at t=0 that writes the clean chunk's K/V (and latents) into the cache."""
         t = torch.zeros(x0.shape[0], x0.shape[2], device=self.device)
-        self.transformer.forward_stream(x0, t, self._batched_text_kv(streams), self.cache, plan, write=True)
+        self.transformer.forward_stream(x0, t, self._batched_text_kv(streams), self.cache, plan, write=True, audio=audio)
         self.cache.write_latents(plan, x0)
         self.cache.advance([s.row for s in streams], x0.shape[2])
 
     def denoise(self, streams: list[StreamState], plan: CachePlan, text_kv, exit_step: int | None = None,
-                grad: bool = False) -> torch.Tensor:
+                grad: bool = False, audio: torch.Tensor | None = None) -> torch.Tensor:
         """The few-step student sampler for one chunk of each stream: clean latents [B, C, c, h, w].
 
         exit_step: stop after step k and return its x0 prediction (Self-Forcing's random exit;
-        None = all steps). grad: keep gradients through the exit step's forward only.
+        None = all steps). grad: keep gradients through the exit step's forward only. audio: the
+        chunk's windows [B, c, M, A] (avatar models).
         """
         c = self.cfg.stream.chunk_frames
         sigmas = self.schedule.student_sigmas()
@@ -302,7 +362,7 @@ class StreamingGenerator:
         for k in range(last + 1):
             with torch.set_grad_enabled(grad and k == last):
                 t = torch.full((len(streams), c), float(self.schedule.timestep(sigmas[k])), device=self.device)
-                flow = self.transformer.forward_stream(x, t, text_kv, self.cache, plan, write=False)
+                flow = self.transformer.forward_stream(x, t, text_kv, self.cache, plan, write=False, audio=audio)
                 if k == last:
                     return self.schedule.x0_from_flow(x.float(), flow.float(), sigmas[k])
             noise = self._noise(streams, c)
@@ -321,13 +381,15 @@ class StreamingGenerator:
             for s in streams:
                 self._apply_pending_prompt(s)
         plan = self.cache.plan([s.row for s in streams], self.cfg.stream.chunk_frames)
+        with torch.no_grad():
+            audio = self._chunk_audio(streams, self.cfg.stream.chunk_frames)  # [B, c, M, A] or None
         if grad:  # the text states: each block recomputes its K/V, so the cross-attention projections get gradients too
             text_kv = torch.cat([s.text_states for s in streams])  # [B, L, text_dim]
         else:
             text_kv = self._batched_text_kv(streams)
-        x0 = self.denoise(streams, plan, text_kv, exit_step=exit_step, grad=grad)
+        x0 = self.denoise(streams, plan, text_kv, exit_step=exit_step, grad=grad, audio=audio)
         with torch.no_grad():
-            self._commit(x0.detach().to(self.dtype), streams, plan)
+            self._commit(x0.detach().to(self.dtype), streams, plan, audio)
         return x0
 
     @torch.no_grad()
@@ -335,8 +397,9 @@ class StreamingGenerator:
         """Advance each stream by one chunk, batched; returns their chunks in order.
 
         inputs[i]: the per-chunk inputs that arrived for stream i since its previous chunk, each of
-        a kind the stream declared (no model reads one yet: `info.inputs` is empty, so no stream can
-        declare any, and a stray input is an error rather than silently dropped)."""
+        a kind the stream declared (a stray input is an error rather than silently dropped). Audio
+        pieces go into the stream's buffer first (models/audio.py: s16le mono at
+        `info.audio_sample_rate`, placed by media time; missing audio is silence)."""
         if inputs is not None:
             if len(inputs) != len(streams):
                 raise ValueError(f"{len(inputs)} input lists for {len(streams)} streams")
@@ -344,6 +407,9 @@ class StreamingGenerator:
                 for piece in pieces:
                     if piece.kind not in stream.inputs:
                         raise ValueError(f"stream {stream.id} did not declare a {piece.kind!r} input")
+            for stream, pieces in zip(streams, inputs):
+                for piece in pieces:
+                    self._feed(stream, piece)
         if not streams:
             return []
         x0 = self.rollout_chunk(streams)
@@ -413,4 +479,10 @@ def load_generator(model: str = "shapes", device: str | torch.device | None = No
     transformer.attn_backend = attn
     vae = load_vae(source, device=device)
     text = build_text_encoder(source.config.text_encoder, source.path, text_device, dtype=dtype)
-    return StreamingGenerator(source.config, transformer, vae, text, device=device, max_batch=max_batch)
+    audio = None
+    if source.config.audio is not None:
+        from models.audio import build_audio_encoder
+
+        audio = build_audio_encoder(source.config.audio, source.config.stream.fps, source.path, device)
+    return StreamingGenerator(source.config, transformer, vae, text, device=device, max_batch=max_batch,
+                              audio_encoder=audio)

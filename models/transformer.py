@@ -10,6 +10,12 @@ adaLN modulation) -> output head -> the three forward modes:
 - `forward_stream(x_chunk, t, text_kv, cache, plan, write)`: one chunk against the rolling KV
   cache (student inference and Self-Forcing rollouts).
 
+Avatar models (`audio_dim > 0`) add an audio adapter: `audio_proj` turns each latent frame's window of
+audio features [M, A] into K tokens, and every block reads its own frame's tokens through an extra
+cross-attention after the text one (per frame, so it is causal per chunk in every mode). Every mode
+takes `audio` [B, F, M, A] (None: the audio layers are skipped, the unconditional branch); a model
+without audio layers has exactly the Wan2.1 state dict.
+
 Timesteps are `[B]` or per frame `[B, F]`; modulation is applied per frame.
 Shapes: B batch, C latent channels, F latent frames, h x w latent size, L = F * (h/ph) * (w/pw)
 tokens, H heads, D head dim, E = H * D model width.
@@ -27,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import kernels
-from models.config import TransformerConfig
+from models.config import AUDIO_KEYS, TransformerConfig
 from models.kv_cache import CachePlan, RollingKVCache
 from kernels.masks import block_causal_block_list
 from models.rope import RotaryEmbedding3D, apply_rotary
@@ -145,6 +151,35 @@ def dense_attend(mask: torch.Tensor | None = None, backend: str | None = None,
     return attend
 
 
+def _per_frame(attend: Attend, frames: int) -> Attend:
+    """`attend` run per latent frame: q [B, F*T, H, D] against k, v [B, F*K, H, D] (T query and K context
+    tokens per frame), as one call batched over B*F, so a frame sees only its own context."""
+    def run(q, k, v):
+        b, lq, h, d = q.shape
+        out = attend(q.reshape(b * frames, lq // frames, h, d), k.reshape(b * frames, -1, h, d),
+                     v.reshape(b * frames, -1, h, d))  # [B*F, T, H, D]
+        return out.reshape(b, lq, h, d)
+
+    return run
+
+
+class AudioProjection(nn.Module):
+    """Audio adapter input (MultiTalk / OmniAvatar style): per latent frame, the window of M video
+    frames' features [M, A] -> K tokens [K, E]."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.tokens = cfg.audio_tokens
+        self.linear_1 = nn.Linear(cfg.audio_window * cfg.audio_dim, cfg.dim)
+        self.linear_2 = nn.Linear(cfg.dim, cfg.audio_tokens * cfg.dim)
+        self.norm = FP32LayerNorm(cfg.dim, cfg.eps, elementwise_affine=True)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        # audio [B, F, M, A] -> tokens [B, F, K, E]
+        h = self.linear_2(F.silu(self.linear_1(audio.flatten(2).to(self.linear_1.weight.dtype))))  # [B, F, K*E]
+        return self.norm(h.unflatten(-1, (self.tokens, -1)))
+
+
 class TransformerBlock(nn.Module):
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
@@ -156,6 +191,9 @@ class TransformerBlock(nn.Module):
         self.ffn = FeedForward(dim, cfg.ffn_dim)
         self.norm3 = FP32LayerNorm(dim, cfg.eps, elementwise_affine=False)
         self.scale_shift_table = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+        if cfg.has_audio:  # the audio adapter's cross-attention (absent from plain Wan blocks)
+            self.norm_audio = FP32LayerNorm(dim, cfg.eps, elementwise_affine=True)
+            self.attn_audio = Attention(dim, cfg.num_attention_heads, cfg.eps)
 
     def cross_kv(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-attention K/V [B, Lt, H, D] of projected text [B, Lt, E] (a method of the block, so
@@ -163,8 +201,9 @@ class TransformerBlock(nn.Module):
         return self.attn2.kv(text)
 
     def forward(self, x: torch.Tensor, mod: torch.Tensor, self_attend: Attend,
-                text: tuple[torch.Tensor, torch.Tensor] | torch.Tensor, cross_attend: Attend) -> torch.Tensor:
-        # x: [B, F, T, E] (frames x tokens per frame); mod: [B, F, 6, E] fp32
+                text: tuple[torch.Tensor, torch.Tensor] | torch.Tensor, cross_attend: Attend,
+                audio: torch.Tensor | None = None) -> torch.Tensor:
+        # x: [B, F, T, E] (frames x tokens per frame); mod: [B, F, 6, E] fp32; audio: tokens [B, F, K, E] or None
         # text: cached cross-attention (k, v) [B, Lt, H, D], or projected text [B, Lt, E] whose K/V are computed here
         # (attn2.kv, not cross_kv: under FSDP2 a registered forward method called here would reshard on return)
         text_kv = self.attn2.kv(text) if isinstance(text, torch.Tensor) else text
@@ -175,6 +214,10 @@ class TransformerBlock(nn.Module):
         x = (x.float() + h * gate).type_as(x)
         h = self.norm2(x.float()).type_as(x)
         x = x + self.attn2(h.view(b, f * t, e), cross_attend, kv=text_kv).view(b, f, t, e)
+        if audio is not None:  # each frame's tokens read that frame's audio tokens only
+            h = self.norm_audio(x.float()).type_as(x)
+            x = x + self.attn_audio(h.view(b, f * t, e), _per_frame(cross_attend, f),
+                                    kv=self.attn_audio.kv(audio.flatten(1, 2))).view(b, f, t, e)
         h = (self.norm3(x.float()) * (1 + c_scale) + c_shift).type_as(x)
         x = (x.float() + self.ffn(h).float() * c_gate).type_as(x)
         return x
@@ -192,6 +235,8 @@ class CausalWanTransformer(nn.Module):
         self.norm_out = FP32LayerNorm(cfg.dim, cfg.eps, elementwise_affine=False)
         self.proj_out = nn.Linear(cfg.dim, cfg.out_channels * math.prod(cfg.patch_size))
         self.scale_shift_table = nn.Parameter(torch.randn(1, 2, cfg.dim) / cfg.dim**0.5)
+        if cfg.has_audio:
+            self.audio_proj = AudioProjection(cfg)
         self.gradient_checkpointing = False
         self.attn_backend: str | None = None  # attention backend of every call (None: $FRAMECAST_ATTN, else auto)
 
@@ -218,11 +263,23 @@ class CausalWanTransformer(nn.Module):
         x = x.reshape(x.shape[0], f, hh, ww, pt, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
         return x.flatten(6, 7).flatten(4, 5).flatten(2, 3)
 
-    def _run_blocks(self, x, mod, self_attend_for: Callable[[int], Attend], text):
-        """text: per-layer cached (k, v), or projected text [B, Lt, E] (each block computes its own K/V)."""
+    def _audio_tokens(self, audio: torch.Tensor | None, b: int, f: int) -> torch.Tensor | None:
+        """Audio window features [B, F, M, A] -> tokens [B, F, K, E] (None stays None: no audio)."""
+        if audio is None:
+            return None
+        if not self.config.has_audio:
+            raise ValueError("this transformer has no audio layers (audio_dim = 0) but was given audio")
+        want = (b, f, self.config.audio_window, self.config.audio_dim)
+        if tuple(audio.shape) != want:
+            raise ValueError(f"audio must be [B, F, M, A] = {list(want)}, got {list(audio.shape)}")
+        return self.audio_proj(audio.to(self.patch_embedding.weight.device))
+
+    def _run_blocks(self, x, mod, self_attend_for: Callable[[int], Attend], text, audio: torch.Tensor | None = None):
+        """text: per-layer cached (k, v), or projected text [B, Lt, E] (each block computes its own K/V);
+        audio: tokens [B, F, K, E] or None."""
         for i, block in enumerate(self.blocks):
             args = (x, mod, self_attend_for(i), text if isinstance(text, torch.Tensor) else text[i],
-                    dense_attend(backend=self.attn_backend))
+                    dense_attend(backend=self.attn_backend), audio)
             if self.gradient_checkpointing and torch.is_grad_enabled():
                 x = torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
             else:
@@ -241,11 +298,13 @@ class CausalWanTransformer(nn.Module):
 
     # ---- mode 1 and 2: whole clip
     def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
-                chunk_frames: int | None = None) -> torch.Tensor:
+                chunk_frames: int | None = None, audio: torch.Tensor | None = None, lead_frames: int = 0) -> torch.Tensor:
         """Bidirectional (chunk_frames=None) or block-causal forward over a whole clip.
 
-        hidden_states [B, C, F, H, W]; timestep [B] or [B, F]; encoder_hidden_states [B, Lt, text_dim].
-        Returns the flow prediction [B, C, F, H, W].
+        hidden_states [B, C, F, H, W]; timestep [B] or [B, F]; encoder_hidden_states [B, Lt, text_dim];
+        audio [B, F, M, A] window features per latent frame (avatar models; None = no audio).
+        lead_frames (block-causal): the first frames form a chunk of their own (a start image committed
+        before the first chunk, as streaming does). Returns the flow prediction [B, C, F, H, W].
         """
         x, grid = self._patchify(hidden_states)
         b, f, t, _ = x.shape
@@ -253,19 +312,21 @@ class CausalWanTransformer(nn.Module):
         pos = torch.arange(f, device=x.device).expand(b, f)
         cos, sin = self.rope.cos_sin(pos, grid[1], grid[2])
         # block-causal: a BlockList (built once per shape) so sparse backends skip the masked tiles
-        block_list = None if chunk_frames is None else block_causal_block_list(f, t, chunk_frames, x.device)
+        block_list = None if chunk_frames is None else block_causal_block_list(f, t, chunk_frames, x.device, lead_frames=lead_frames)
 
         def self_attend_for(_layer: int) -> Attend:
             inner = dense_attend(None, self.attn_backend, block_list)
             return lambda q, k, v: inner(apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v)
 
-        x = self._run_blocks(x, mod, self_attend_for, self.embed_text(encoder_hidden_states))
+        x = self._run_blocks(x, mod, self_attend_for, self.embed_text(encoder_hidden_states),
+                             self._audio_tokens(audio, b, f))
         return self._head(x, temb, grid)
 
     # ---- mode 3: one chunk against the rolling cache
     def forward_stream(self, x: torch.Tensor, timestep: torch.Tensor,
                        text_kv: list[tuple[torch.Tensor, torch.Tensor]] | torch.Tensor,
-                       cache: RollingKVCache, plan: CachePlan, write: bool = False, attn: str | None = None) -> torch.Tensor:
+                       cache: RollingKVCache, plan: CachePlan, write: bool = False, attn: str | None = None,
+                       audio: torch.Tensor | None = None) -> torch.Tensor:
         """Denoise (or, with write=True, commit) one chunk of each planned row.
 
         x [B, C, c, H, W]; timestep [B] or [B, c]; text_kv from `text_kv()` for these rows, or the
@@ -275,6 +336,7 @@ class CausalWanTransformer(nn.Module):
         the chunk's K/V are stored in their ring slots after each layer has used the old ones.
         attn: attention backend for this call (default `self.attn_backend`, then $FRAMECAST_ATTN,
         then auto); `fused` reads the ring in place with RoPE on load (kernels/stream_kernel.py).
+        audio: the chunk's window features [B, c, M, A] (avatar models; None = no audio).
         Returns the flow prediction [B, C, c, H, W].
         """
         xt, grid = self._patchify(x)
@@ -305,24 +367,29 @@ class CausalWanTransformer(nn.Module):
             return attend
 
         text = self.embed_text(text_kv) if isinstance(text_kv, torch.Tensor) else text_kv
-        xt = self._run_blocks(xt, mod, self_attend_for, text)
+        xt = self._run_blocks(xt, mod, self_attend_for, text, self._audio_tokens(audio, b, f))
         return self._head(xt, temb, grid)
 
     # ---- weights
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device | None = None,
-                        checkpoint: str | Path | None = None, lora=()) -> "CausalWanTransformer":
+                        checkpoint: str | Path | None = None, lora=(), audio_adapter: str | Path | None = None
+                        ) -> "CausalWanTransformer":
         """Load a diffusers `WanTransformer3DModel` folder or an original Wan2.1 release folder
         (`WanModel` config.json + Wan-named safetensors, sharded or not); see models/wan_weights.py.
 
         checkpoint: a student's training checkpoint loaded over those weights (every tensor replaced;
         missing or unexpected keys are an error). lora: `LoraSpec`s (or "FILE[:SCALE]" strings)
-        merged into the weights, in order.
+        merged into the weights, in order. audio_adapter: a folder written by `save_audio_adapter`
+        (its config.json sizes the audio layers, its safetensors hold exactly their weights) added to
+        a plain Wan transformer: how a Wan-scale avatar model ships its adapter over the base weights.
         """
         from models.lora import LoraSpec, merge_lora, read_lora
         from models.wan_weights import check_state, read_checkpoint, read_transformer_folder
 
         cfg, state = read_transformer_folder(path)
+        if audio_adapter is not None:
+            cfg, state = _with_audio_adapter(cfg, state, Path(audio_adapter))
         with torch.device("meta"):
             model = cls(cfg)
         expected = {k: v.shape for k, v in model.state_dict().items()}
@@ -338,6 +405,30 @@ class CausalWanTransformer(nn.Module):
         model.rope = RotaryEmbedding3D(cfg.attention_head_dim).to(device or "cpu")
         return model.to(dtype=dtype) if dtype is not None else model
 
+    def audio_state_dict(self) -> dict[str, torch.Tensor]:
+        """The audio adapter's weights (audio_proj and every block's norm_audio / attn_audio)."""
+        return {k: v for k, v in self.state_dict().items() if _is_audio_key(k)}
+
+    def save_audio_adapter(self, path: str | Path) -> None:
+        """Write the audio adapter alone: config.json (audio_dim, audio_window, audio_tokens) + safetensors."""
+        from safetensors.torch import save_file
+
+        if not self.config.has_audio:
+            raise ValueError("this transformer has no audio adapter")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        sizes = {k: getattr(self.config, k) for k in AUDIO_KEYS}
+        (path / "config.json").write_text(json.dumps(sizes, indent=2) + "\n")
+        state = {k: v.detach().contiguous().cpu() for k, v in self.audio_state_dict().items()}
+        save_file(state, str(path / ADAPTER_WEIGHTS))
+
+    def init_audio_adapter_as_identity(self) -> None:
+        """Zero the audio cross-attention outputs, so a pretrained model with a fresh adapter computes
+        exactly what it did without one (where adapter training starts, as for Wan-scale avatars)."""
+        for block in self.blocks:
+            nn.init.zeros_(block.attn_audio.to_out[0].weight)
+            nn.init.zeros_(block.attn_audio.to_out[0].bias)
+
     def save_pretrained(self, path: str | Path) -> None:
         """Write a diffusers-compatible folder (config.json + diffusion_pytorch_model.safetensors)."""
         from safetensors.torch import save_file
@@ -349,3 +440,27 @@ class CausalWanTransformer(nn.Module):
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         save_file(state, str(path / "diffusion_pytorch_model.safetensors"))
 
+
+
+ADAPTER_WEIGHTS = "audio_adapter.safetensors"
+
+
+def _is_audio_key(key: str) -> bool:
+    return key.startswith("audio_proj.") or ".attn_audio." in key or ".norm_audio." in key
+
+
+def _with_audio_adapter(cfg: TransformerConfig, state: dict[str, torch.Tensor], folder: Path):
+    """(cfg, state) of a plain transformer plus the audio adapter saved in `folder`."""
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    if cfg.has_audio:
+        raise ValueError(f"the transformer already has audio layers; {folder} would replace them")
+    sizes = json.loads((folder / "config.json").read_text())
+    cfg = dataclasses.replace(cfg, **{k: int(sizes[k]) for k in AUDIO_KEYS})
+    adapter = load_file(str(folder / ADAPTER_WEIGHTS))
+    stray = [k for k in adapter if not _is_audio_key(k)]
+    if stray:
+        raise ValueError(f"{folder}: the audio adapter holds non-adapter weights: {stray[:3]}")
+    return cfg, {**state, **adapter}

@@ -1,0 +1,106 @@
+"""Talking faces: the procedural data, the avatar scorer (it must be able to fail), the avatar eval
+on random weights, and the tiny-avatar recipe end to end."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from distill.avatar_data import AvatarDataset, frame_loudness_db
+from distill.avatar_scoring import FaceMeter, lip_sync, score_avatar, stillness_ratio
+from distill.config import load_config
+
+SPF = 1000  # 16 kHz at 16 fps
+
+
+def test_samples_are_deterministic_prefixes_with_random_identities():
+    ds = AvatarDataset(3)
+    long, short = ds.sample(5, frames=40), ds.sample(5, frames=12)
+    assert np.array_equal(long.video[:12], short.video) and np.array_equal(long.audio[:12 * SPF], short.audio)
+    assert long.video.shape == (40, 64, 64, 3) and long.audio.shape == (40 * SPF,)
+    ids = [ds.identity(i) for i in range(6)]
+    assert len({i.skin for i in ids}) == 6 and len({round(i.eye_spacing, 3) for i in ids}) == 6
+    assert long.params.silent[0] and long.params.opening[0] == 0  # every sample starts in silence, mouth closed
+
+
+def test_the_mouth_follows_the_loudness_and_closes_on_silence():
+    s = AvatarDataset(0).sample(1, frames=96)
+    db = frame_loudness_db(s.audio, SPF)
+    meter = FaceMeter(s.params.identity, s.video[0])
+    opening = meter.opening(s.video)
+    assert np.corrcoef(opening, db.clip(-40, None))[0, 1] > 0.9
+    assert opening[s.params.silent].max() < 0.1 and opening[~s.params.silent].max() > 0.5
+
+
+def _scores(video, sample):
+    meter = FaceMeter(sample.params.identity, sample.video[0])
+    return score_avatar(meter.opening(video), meter.identity_scores(video), sample.audio, SPF, 32)
+
+
+def test_scorer_passes_ground_truth_and_fails_delay_noise_and_a_frozen_face():
+    s = AvatarDataset(7).sample(2, frames=128)
+    truth = _scores(s.video, s)
+    assert truth.lip_sync > 0.95 and truth.offset == 0 and truth.stillness < 0.1 and truth.identity > 0.85
+    assert truth.identity_worst_over_first > 0.9
+    late = _scores(np.concatenate([np.repeat(s.video[:1], 2, 0), s.video[:-2]]), s)
+    assert late.offset == 2 and late.lip_sync_at_zero < truth.lip_sync_at_zero - 0.2
+    noise = _scores(np.random.default_rng(0).integers(0, 256, s.video.shape, dtype=np.uint8), s)
+    assert noise.lip_sync < 0.5 and noise.identity < 0.3
+    frozen = _scores(np.repeat(s.video[:1], len(s.video), 0), s)
+    assert frozen.lip_sync < 0.1 and frozen.identity > 0.95  # identity kept, no lip-sync
+    # a mouth that moves all the time regardless of the audio fails stillness
+    chatter = np.abs(np.sin(np.arange(128) * 1.3))
+    assert stillness_ratio(chatter, s.params.silent) > 0.5
+
+
+def test_lip_sync_offset_sign():
+    target = np.random.default_rng(1).random(200)
+    mouth = np.concatenate([np.zeros(3), target[:-3]])  # the mouth lags the audio by 3 frames
+    assert lip_sync(mouth, target).offset == 3
+
+
+def test_random_weights_score_low():
+    from distill.avatar_eval import evaluate_avatar
+    from models import load_generator
+
+    gen = load_generator("tiny-avatar", device="cpu", max_batch=2)
+    report = evaluate_avatar(gen, [0, 1], seconds=3.0, window_seconds=1.0)
+    assert len(report["runs"]) == 2
+    assert report["mean"]["identity"] < 0.5
+    assert report["mean"]["lip_sync"] < 0.6
+
+
+def test_avatar_recipes_parse():
+    cfg = load_config("configs/shapes-avatar.yaml")
+    m = cfg.model_config()
+    assert m.audio is not None and m.stream.sink_frames == 1 and cfg.teacher.train_frames == 1 + 2 * m.stream.chunk_frames
+    assert cfg.self_forcing.rollout_chunks * m.stream.chunk_frames > m.stream.sink_frames + m.stream.window_frames
+    tiny = load_config("configs/tiny-avatar.yaml")
+    assert tiny.model_config().audio is not None
+
+
+@pytest.mark.slow
+def test_tiny_avatar_recipe_trains_a_model_that_listens(tmp_path):
+    from distill.pipeline import Pipeline
+    from models import load_generator
+    from models.audio import float_to_pcm_s16le
+    from models.stream_api import ChunkInput, Conditioning
+
+    cfg = load_config(Path("configs/tiny-avatar.yaml"), {"out": str(tmp_path / "model"), "work_dir": str(tmp_path / "work")})
+    Pipeline(cfg, progress=False).run_all()
+    for part in ("framecast.json", "transformer/config.json", "teacher/config.json", "vae/config.json"):
+        assert (tmp_path / "model" / part).exists(), part
+    gen = load_generator(str(tmp_path / "model"), device="cpu", max_batch=1)
+    assert gen.info.inputs == ("audio",)
+    face = AvatarDataset(0, None).sample(0, frames=1).video[0]
+    speech = AvatarDataset(0).sample(0, frames=48).audio
+
+    def run(audio):
+        s = gen.open(Conditioning("a talking face", seed=1, image=face, inputs=("audio",)))
+        try:
+            feed = [[ChunkInput("audio", 0, float_to_pcm_s16le(audio))]] if audio is not None else [[]]
+            return np.concatenate([gen.step([s], feed if k == 0 else [[]])[0].frames for k in range(3)]).astype(int)
+        finally:
+            gen.close_stream(s)
+
+    assert np.abs(run(speech) - run(None)).max() > 0

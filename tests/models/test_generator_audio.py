@@ -1,0 +1,101 @@
+"""Avatar streams: per-chunk audio through `step(streams, inputs)` (the contract in models/audio.py)."""
+
+import numpy as np
+import pytest
+
+from models import load_generator
+from models.audio import float_to_pcm_s16le
+from models.stream_api import ChunkInput, Conditioning
+
+SR = 16000
+FACE = np.full((64, 64, 3), 120, np.uint8)
+
+
+@pytest.fixture(scope="module")
+def gen():
+    return load_generator("tiny-avatar", device="cpu", max_batch=2)
+
+
+def speech(seconds, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    return (0.5 * np.sin(2 * np.pi * 180 * t) * (rng.random() + np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)
+
+
+def run(gen, feeds, chunks=3, seed=1):
+    """feeds[k]: list of (media_time_us, float samples) given with chunk k."""
+    s = gen.open(Conditioning("a talking face", seed=seed, image=FACE, inputs=("audio",)))
+    try:
+        out = []
+        for k in range(chunks):
+            pieces = [ChunkInput("audio", t, float_to_pcm_s16le(x)) for t, x in feeds.get(k, [])]
+            out.append(gen.step([s], [pieces])[0].frames)
+        return np.concatenate(out).astype(np.int16)
+    finally:
+        gen.close_stream(s)
+
+
+def test_an_audio_model_declares_its_input_and_rate(gen):
+    assert gen.info.inputs == ("audio",) and gen.info.audio_sample_rate == SR and gen.info.audio_lookahead_frames == 2
+    assert load_generator("tiny", device="cpu", max_batch=1).info.inputs == ()
+
+
+def test_audio_changes_the_frames_and_missing_audio_is_silence(gen):
+    voice = speech(2.0)
+    silent = run(gen, {})
+    assert np.array_equal(silent, run(gen, {0: [(0, np.zeros(SR * 2, np.float32))]}))
+    spoken = run(gen, {0: [(0, voice)]})
+    assert np.abs(spoken - silent).max() > 10
+
+
+def test_pieces_split_anywhere_and_sent_late_equal_one_piece(gen):
+    voice = speech(2.0, seed=3)
+    whole = run(gen, {0: [(0, voice)]})
+    cut = [0, 777, 5000, 11000, 32000]
+    pieces = [(a * 1_000_000 // SR, voice[a:b]) for a, b in zip(cut, cut[1:])]
+    # every piece arrives just before the chunk that first reads it (chunk 0 reads up to audio_until_us)
+    assert np.array_equal(whole, run(gen, {0: pieces[:2], 1: pieces[2:3], 2: pieces[3:]}))
+    # audio that arrives only after its chunk was made is silence for that chunk
+    late = run(gen, {1: [(0, voice)]})
+    assert not np.array_equal(late[:9], whole[:9])
+
+
+def test_audio_until_us_follows_the_chunks(gen):
+    s = gen.open(Conditioning("face", seed=0, image=FACE, inputs=("audio",)))
+    try:
+        # chunk of 2 latent frames after the image: frames 1..8 plus a 2-frame look-ahead -> frame 11 at 16 fps
+        assert gen.audio_until_us(s) == 11 * 1_000_000 // 16
+        gen.step([s], [[]])
+        assert gen.audio_until_us(s) == 19 * 1_000_000 // 16
+    finally:
+        gen.close_stream(s)
+
+
+def test_undeclared_or_malformed_audio_is_refused(gen):
+    s = gen.open(Conditioning("face", seed=0, image=FACE))
+    try:
+        with pytest.raises(ValueError, match="did not declare"):
+            gen.step([s], [[ChunkInput("audio", 0, b"\x00\x00")]])
+    finally:
+        gen.close_stream(s)
+    s = gen.open(Conditioning("face", seed=0, image=FACE, inputs=("audio",)))
+    try:
+        with pytest.raises(ValueError, match="even number"):
+            gen.step([s], [[ChunkInput("audio", 0, b"\x00\x00\x01")]])
+    finally:
+        gen.close_stream(s)
+    with pytest.raises(ValueError, match="takes no audio"):
+        load_generator("tiny", device="cpu", max_batch=1).open(Conditioning("x", inputs=("audio",)))
+
+
+def test_prompt_switch_recache_reuses_each_frames_audio(gen):
+    voice = speech(3.0, seed=5)
+    a = gen.open(Conditioning("face one", seed=2, image=FACE, inputs=("audio",)))
+    try:
+        gen.step([a], [[ChunkInput("audio", 0, float_to_pcm_s16le(voice))]])
+        held = set(gen.cache.cached_frames(a.row))
+        assert held <= set(a.audio_windows) and len(a.audio_windows) <= len(held) + gen.cfg.stream.chunk_frames
+        gen.set_prompt(a, "face two")
+        gen.step([a], [[]])  # the re-cache replays the held frames with their stored windows
+    finally:
+        gen.close_stream(a)

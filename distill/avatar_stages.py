@@ -169,12 +169,27 @@ def sample_avatar_ode_pairs(teacher, schedule, data: dict, cfg, directory: Path,
 class AvatarODERegression(ODERegressionMethod):
     """ODE init (CausVid eq. 4) with the image as a clean lead chunk and the pairs' audio."""
 
+    def batch(self):
+        """(x_in [B, C, F, h, w], sigma [B, F], x0, text, audio [B, F, M, A]): frame 0 the clean image, then
+        one of the student's noise levels per chunk of `chunk_frames` frames, chunks counted after it."""
+        n, (k, _, f) = len(self.pairs), self.pairs.state_shape[:3]
+        b = self.cfg.batch_size
+        g = global_batch(b)
+        idx = rank_slice(torch.randint(0, n, (g,), generator=self.gen), b)
+        chunks = -(-(f - 1) // self.chunk)
+        level = rank_slice(torch.randint(0, k, (g, chunks), generator=self.gen), b)
+        level = torch.cat([torch.zeros(b, 1, dtype=level.dtype), level.repeat_interleave(self.chunk, 1)[:, :f - 1]], 1)
+        self.last_ids = idx.tolist()
+        pairs = self.pairs.get(self.last_ids, keys=("states", "x0", "text", "audio"))
+        states = pairs["states"]  # [B, K, C, F, h, w]
+        x_in = states.gather(1, level[:, None, None, :, None, None].expand(b, 1, *states.shape[2:])).squeeze(1)
+        x_in[:, :, 0] = pairs["x0"][:, :, 0]  # the image, clean
+        sigma = lead_sigma(self.schedule.student_sigmas()[level], f)
+        return tuple(v.to(self.device) for v in (x_in, sigma, pairs["x0"], pairs["text"], pairs["audio"]))
+
     def loss(self, role, step):
         """MSE of the block-causal x0 prediction to the teacher's x0 on frames 1.."""
-        x_in, sigma, x0, text = self.batch()
-        audio = self.pairs.get(self.last_ids, keys=("audio",))["audio"].to(self.device)
-        sigma = lead_sigma(sigma, sigma.shape[1])
-        x_in = torch.cat([x0[:, :, :1], x_in[:, :, 1:]], dim=2)
+        x_in, sigma, x0, text, audio = self.batch()
         flow = self.student(x_in, self.schedule.timestep(sigma), text, chunk_frames=self.chunk, audio=audio, lead_frames=1)
         pred = self.schedule.x0_from_flow(x_in, flow.float(), sigma)
         loss = F.mse_loss(pred[:, :, 1:], x0[:, :, 1:])

@@ -173,7 +173,7 @@ class Pipeline:
         return result
 
     def run_teacher(self, resume: bool) -> dict:
-        from distill.latents import build_latent_dataset, load_or_build, null_text
+        from distill.latents import load_or_build, null_text
         from distill.teacher_stage import FlowMatchMethod
 
         if self.cfg.model_dir:

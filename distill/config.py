@@ -189,6 +189,21 @@ class SelfForcingStageConfig(StageConfig):
     shapes_prompts: int = 4096  # distinct prompts drawn from the shapes dataset when prompts = "shapes"
     real_score: str | None = None  # transformer folder of the real score (e.g. Wan2.1-T2V-14B); None = the teacher
     lora: LoraTrainConfig = field(default_factory=LoraTrainConfig)  # rank > 0: train adapters only, saved to out/lora/
+    # long rollouts (Self-Forcing++ / Rolling Forcing / LongLive streaming tuning): only the last
+    # `dmd_window_chunks` chunks of a rollout get gradient and are scored; the chunks before them
+    # run without gradient and with every step, exactly as when serving, so the cache the window
+    # starts from is the one a stream that old meets, and memory stays flat in rollout_chunks
+    dmd_window_chunks: int = 0  # 0 = every chunk (the plain Self-Forcing rollout)
+    rollout_min_chunks: int = 0  # > 0: each rollout's length is drawn uniformly in [this, rollout_chunks]
+    # prompt switches (LongLive): in this share of rollouts every stream switches to another prompt at
+    # a random chunk inside the scored chunks, through StreamingGenerator.set_prompt as the server
+    # does; frames from the switch on are scored under the new prompt
+    switch_share: float = 0.0
+    switch_transition_chunks: int = 0  # each switch blends embeddings over U{0..this} chunks (0: KV re-cache)
+    # start images: in this share of rollouts every stream starts from a frame of its prompt's shapes
+    # clip, opened as `stream(image=...)` opens it (needs prompts = "shapes"); a stage run with
+    # image_share > 0 marks the model `supports_image` in framecast.json
+    image_share: float = 0.0
 
 
 @dataclass

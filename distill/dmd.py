@@ -19,28 +19,47 @@ import torch
 import torch.nn.functional as F
 
 
-def dmd_gradient(x: torch.Tensor, real_x0: torch.Tensor, fake_x0: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+def _mean(x: torch.Tensor, mask: torch.Tensor | None, dims: tuple[int, ...] | None = None) -> torch.Tensor:
+    """Mean of x over `dims` (None: all), or over the elements where the broadcast `mask` is 1."""
+    if mask is None:
+        return x.mean() if dims is None else x.mean(dim=dims, keepdim=True)
+    mask = mask.to(x.dtype).expand_as(x)
+    if dims is None:
+        return (x * mask).sum() / mask.sum().clamp_min(1.0)
+    return (x * mask).sum(dim=dims, keepdim=True) / mask.sum(dim=dims, keepdim=True).clamp_min(1.0)
+
+
+def dmd_gradient(x: torch.Tensor, real_x0: torch.Tensor, fake_x0: torch.Tensor, eps: float = 1e-6,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
     """DMD eq. 7 direction with the eq. 8 normaliser: (fake_x0 - real_x0) / mean|x - real_x0| per sample.
 
     x, real_x0, fake_x0: [B, ...] (x the generator sample, the others the denoisers' x0 predictions).
+    mask: broadcastable to x (e.g. [B, 1, F, 1, 1]), 1 where an element is judged: the normaliser
+    is the mean over those elements only.
     """
     dims = tuple(range(1, x.ndim))
-    norm = (x.detach() - real_x0).abs().mean(dim=dims, keepdim=True).clamp_min(eps)  # [B, 1, ...]
+    norm = _mean((x.detach() - real_x0).abs(), mask, dims).clamp_min(eps)  # [B, 1, ...]
     return (fake_x0 - real_x0) / norm
 
 
-def dmd_generator_loss(x: torch.Tensor, real_x0: torch.Tensor, fake_x0: torch.Tensor) -> torch.Tensor:
+def dmd_generator_loss(x: torch.Tensor, real_x0: torch.Tensor, fake_x0: torch.Tensor,
+                       mask: torch.Tensor | None = None) -> torch.Tensor:
     """Surrogate whose gradient w.r.t. x is the DMD gradient (eq. 7/8) divided by x.numel():
-    0.5 * mean((x - sg[x - g])^2)  =>  d/dx = g / numel. real_x0 / fake_x0 are treated as constants."""
+    0.5 * mean((x - sg[x - g])^2)  =>  d/dx = g / numel. real_x0 / fake_x0 are treated as constants.
+    With a 0/1 `mask` (broadcastable to x) only the masked elements count: d/dx = mask * g / mask.sum()
+    (frames a window holds as context only, e.g. those of another prompt, get no gradient from it)."""
     with torch.no_grad():
-        target = x - dmd_gradient(x, real_x0.detach(), fake_x0.detach())
-    return 0.5 * F.mse_loss(x.float(), target.float())
+        target = x - dmd_gradient(x, real_x0.detach(), fake_x0.detach(), mask=mask)
+    return 0.5 * _mean((x.float() - target.float()) ** 2, mask)
 
 
-def flow_matching_loss(pred_flow: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+def flow_matching_loss(pred_flow: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor,
+                       mask: torch.Tensor | None = None) -> torch.Tensor:
     """The fake score's (critic's) objective on generator samples (DMD2 Sec. 4.1, in flow form):
-    || v_phi(x_t, t) - (eps - x0) ||^2 with x0 = sg[G(z)]."""
-    return F.mse_loss(pred_flow.float(), (eps - x0).float())
+    || v_phi(x_t, t) - (eps - x0) ||^2 with x0 = sg[G(z)] (mean over the masked elements with a mask)."""
+    if mask is None:
+        return F.mse_loss(pred_flow.float(), (eps - x0).float())
+    return _mean((pred_flow.float() - (eps - x0).float()) ** 2, mask)
 
 
 def cfg_flow(cond: torch.Tensor, uncond: torch.Tensor, guidance: float) -> torch.Tensor:

@@ -73,7 +73,12 @@ class Pipeline:
             from models.config import VAEConfig
 
             model_cfg = dataclasses.replace(model_cfg, vae=VAEConfig.from_dict(json.loads(vae_json.read_text())))
-        return model_cfg
+        return dataclasses.replace(model_cfg, supports_image=self._trained_with_images())
+
+    def _trained_with_images(self) -> bool:
+        """Whether out/transformer was trained with start-image rollouts (its framecast.json says so)."""
+        path = self.out / "framecast.json"
+        return path.exists() and bool(json.loads(path.read_text()).get("supports_image", False))
 
     @property
     def source_dir(self) -> Path:
@@ -269,12 +274,15 @@ class Pipeline:
         trainer = self._trainer(method, self.cfg.ode_init, "ode-init")
         result = trainer.run(resume=resume)
         trained = trainer.export("student", CausalWanTransformer(self.model_cfg.transformer).to(self.device))
+        # a fresh student from the teacher: image-led only for avatars (their clips lead with the identity image)
+        self.model_cfg = dataclasses.replace(self.model_cfg, supports_image=self.avatar)
         self._save(transformer=trained)
         return result
 
     def run_self_forcing(self, resume: bool) -> dict:
         from distill.ode_pairs import prompt_list
         from distill.self_forcing import SelfForcingDMD
+        from distill.shapes_data import StartImages
         from models.generator import StreamingGenerator
 
         sc = self.cfg.self_forcing
@@ -302,13 +310,17 @@ class Pipeline:
         else:
             prompts = prompt_list(sc.prompts, sc.shapes_prompts if sc.prompts == "shapes" else None, self.cfg.seed + 3,
                                   self.cfg.data)
+            images = StartImages(self.cfg.seed + 3, self.cfg.data) if sc.prompts == "shapes" else None  # the prompts' clips
             method = SelfForcingDMD(gen, teacher, critic, prompts, sc, seed=self.cfg.seed,
-                                    negative_prompt=self.cfg.negative_prompt)
+                                    negative_prompt=self.cfg.negative_prompt, images=images)
         trainer = self._trainer(method, sc, "self-forcing")
         result = trainer.run(resume=resume)
         if sc.lora.rank > 0:
             return {**result, "lora": self._save_lora(trainer, student)}
         trained = trainer.export("student", CausalWanTransformer(self.model_cfg.transformer).to(self.device))
+        # the flag follows the weights: trained from an image now (avatars always are), or before
+        self.model_cfg = dataclasses.replace(
+            self.model_cfg, supports_image=self.model_cfg.supports_image or sc.image_share > 0 or self.avatar)
         self._save(transformer=trained)
         return result
 

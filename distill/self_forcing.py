@@ -11,6 +11,12 @@ One step = `critic_steps` critic updates, then one student update:
   gradients only through the exit step's forward.
 - the rollout is cut into windows of `score_frames` frames (the teacher's clip length) tiling it;
   noise level sigma ~ shift(U[min_sigma, max_sigma]) per window.
+- options of the serving conditions (distill/config.py, docs/DISTILL.md): long rollouts whose
+  last `dmd_window_chunks` chunks alone get gradient and are scored (the earlier ones are a
+  served burn-in; Self-Forcing++ / Rolling Forcing), prompt switches made through the server's
+  `set_prompt` (LongLive) with the frames after the switch scored under the new prompt, and
+  streams opened from a start image (its latent is the clean first frame of the scored clip, as
+  context only).
 - student loss: DMD (distill/dmd.py, DMD eq. 7 with the eq. 8 normaliser) with
   real x0 = teacher under CFG `uncond + g (cond - uncond)`, fake x0 = critic.
 - critic loss: flow matching on fresh detached rollouts (DMD2's fake-score update).
@@ -23,23 +29,39 @@ number of forward passes (FSDP2's collectives stay in step).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from distill.config import SelfForcingStageConfig
 from distill.dmd import cfg_flow, dmd_generator_loss, flow_matching_loss
 from distill.parallel import broadcast_ints, global_batch, rank_slice
-from distill.rollout import rollout, split_windows
+from distill.rollout import Switch, labelled_windows, run_rollout
+from distill.shapes_data import StartImages
 from distill.trainer import Method, OptimSpec
 from models.generator import StreamingGenerator
 from models.schedule import FlowMatchSchedule, shift_sigma
 from models.transformer import CausalWanTransformer
 
 
+@dataclass
+class ScoredBatch:
+    """What the teacher and critic judge from one rollout (window-major: n windows x B streams)."""
+
+    windows: torch.Tensor  # [B*n, C, W, h, w] latent clips (with gradient at the exit steps in a student rollout)
+    text: torch.Tensor  # [B*n, L, D] the prompt each window is judged under
+    mask: torch.Tensor | None  # [B*n, 1, W, 1, 1] 1 where a frame is judged (None: every frame)
+    logs: dict[str, float]  # what the rollout did (options only)
+
+
 class SelfForcingDMD(Method):
     main_role = "student"
 
     def __init__(self, gen: StreamingGenerator, teacher: CausalWanTransformer, critic: CausalWanTransformer,
-                 prompts: list[str], cfg: SelfForcingStageConfig, seed: int = 0, negative_prompt: str = ""):
+                 prompts: list[str], cfg: SelfForcingStageConfig, seed: int = 0, negative_prompt: str = "",
+                 images: StartImages | None = None):
+        """images(i, j): uint8 [H, W, 3] start image for prompts[i], frame j < images.frames of its
+        shapes clip (distill/shapes_data.py); needed when cfg.image_share > 0."""
         self.gen = gen
         self.student = gen.transformer
         self.teacher = teacher.eval().requires_grad_(False)
@@ -52,8 +74,16 @@ class SelfForcingDMD(Method):
         self.rng = torch.Generator().manual_seed(seed)  # the same on every rank: draws the global batch
         self.negative_prompt = negative_prompt  # the unconditional branch of the real score's CFG
         self.last_ids: list[int] = []
+        self.images = images
         if cfg.batch_size > gen.info.max_batch:
             raise ValueError(f"batch_size {cfg.batch_size} > generator max_batch {gen.info.max_batch}")
+        shortest = cfg.rollout_min_chunks or cfg.rollout_chunks
+        if not 0 <= shortest <= cfg.rollout_chunks or cfg.dmd_window_chunks < 0:
+            raise ValueError("need 0 <= rollout_min_chunks <= rollout_chunks and dmd_window_chunks >= 0")
+        if cfg.switch_share > 0 and (shortest < 2 or len(prompts) < 2):
+            raise ValueError("prompt-switch rollouts need rollouts of >= 2 chunks and >= 2 prompts")
+        if cfg.image_share > 0 and images is None:
+            raise ValueError("start-image rollouts need start images (self_forcing.prompts: shapes)")
 
     def roles(self):
         return {"student": self.student, "critic": self.critic, "teacher": self.teacher}
@@ -68,22 +98,70 @@ class SelfForcingDMD(Method):
         return ["critic"] * self.cfg.critic_steps + ["student"]
 
     # ---- pieces
-    def _rollout(self, grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """(windows of the rollout [B*n, C, W, h, w], their text states [B*n, L, D])."""
-        b = self.cfg.batch_size
+    def _chance(self, share: float) -> bool:
+        """One draw of the shared generator: True with probability `share` (no draw when share is 0,
+        so runs without the option keep their random streams)."""
+        return share > 0 and torch.rand((), generator=self.rng).item() < share
+
+    def _rollout(self, grad: bool) -> ScoredBatch:
+        """Roll out this rank's B streams and cut the kept chunks into the windows to judge."""
+        cfg, b = self.cfg, self.cfg.batch_size
         g = global_batch(b)
-        idx = rank_slice(torch.randint(0, len(self.prompts), (g,), generator=self.rng).tolist(), b)
+        ids = torch.randint(0, len(self.prompts), (g,), generator=self.rng).tolist()  # global batch
+        idx = rank_slice(ids, b)
         prompts = [self.prompts[i] for i in idx]
         seeds = rank_slice(torch.randint(0, 2**31 - 1, (g,), generator=self.rng).tolist(), b)
         k = self.schedule.num_student_steps
-        exits = broadcast_ints(torch.randint(0, k, (self.cfg.rollout_chunks,), generator=self.rng).tolist())
+        exits = broadcast_ints(torch.randint(0, k, (cfg.rollout_chunks,), generator=self.rng).tolist())
         self.last_ids = [*idx, *seeds]
+        # the options: drawn for the global batch from the shared generator, broadcast like the exits
+        chunks = cfg.rollout_chunks
+        if cfg.rollout_min_chunks > 0:
+            chunks = int(torch.randint(cfg.rollout_min_chunks, cfg.rollout_chunks + 1, (), generator=self.rng))
+        grad_from = max(0, chunks - cfg.dmd_window_chunks) if cfg.dmd_window_chunks > 0 else 0
+        switch_at, transition, new_ids = -1, 0, ids
+        if self._chance(cfg.switch_share):
+            switch_at = int(torch.randint(max(1, grad_from), chunks, (), generator=self.rng))
+            transition = int(torch.randint(0, cfg.switch_transition_chunks + 1, (), generator=self.rng))
+            shift = torch.randint(1, len(self.prompts), (g,), generator=self.rng).tolist()  # another prompt
+            new_ids = [(i + s) % len(self.prompts) for i, s in zip(ids, shift)]
+        image_at = None
+        if self._chance(cfg.image_share):
+            image_at = torch.randint(0, self.images.frames, (g,), generator=self.rng).tolist()
+        chunks, switch_at, transition, has_image = broadcast_ints([chunks, switch_at, transition, image_at is not None])
+        switch = None
+        if switch_at >= 0:
+            switch = Switch(switch_at, [self.prompts[i] for i in rank_slice(new_ids, b)], transition)
+        images = [self.images(i, j) for i, j in rank_slice(list(zip(ids, image_at)), b)] if has_image else None
         self.student.train(grad)
-        x = rollout(self.gen, prompts, seeds, self.cfg.rollout_chunks, exit_steps=exits, grad=grad)  # [B, C, F, h, w]
-        windows = split_windows(x.float(), self.cfg.score_frames)  # [B*n, C, W, h, w]
-        n = windows.shape[0] // b
-        text = self.text.get_batch(prompts)[0].to(self.device).float().repeat(n, 1, 1)  # [B*n, L, D]
-        return windows, text
+        ro = run_rollout(self.gen, prompts, seeds, chunks, exit_steps=exits[:chunks], grad=grad, grad_from=grad_from,
+                         switch=switch, images=images)
+        x = ro.latents.float()  # [B, C, F, h, w]
+        c = self.gen.cfg.stream.chunk_frames
+        # per frame: 0 = judged under the first prompt, 1 = under the new one, -1 = context only
+        labels = [int(switch is not None and grad_from + f // c >= switch.chunk) for f in range(x.shape[2])]
+        if ro.image_latents is not None and grad_from == 0:  # the start image leads the clip, as in the VAE's video
+            x = torch.cat([ro.image_latents.to(x), x], dim=2)
+            labels = [-1, *labels]
+        texts = [self.text.get_batch(prompts)[0]]  # [B, L, D] per label
+        if switch is not None:
+            texts.append(self.text.get_batch(switch.prompts)[0])
+        w = cfg.score_frames
+        chosen = labelled_windows(labels, w)
+        windows = torch.cat([x[:, :, s:s + w] for s, _ in chosen])  # [B*n, C, W, h, w]
+        text = torch.cat([texts[lab] for _, lab in chosen]).to(self.device).float()  # [B*n, L, D]
+        mask = None
+        if any(lab != chosen_lab for s, chosen_lab in chosen for lab in labels[s:s + w]):
+            rows = [torch.tensor([float(lab == chosen_lab) for lab in labels[s:s + w]]) for s, chosen_lab in chosen]
+            mask = torch.cat([r.view(1, 1, -1, 1, 1).expand(b, 1, -1, 1, 1) for r in rows]).to(self.device)
+        logs = {}
+        if cfg.rollout_min_chunks > 0:
+            logs["rollout_chunks"] = float(chunks)
+        if cfg.switch_share > 0:
+            logs["switched"] = float(switch is not None)
+        if cfg.image_share > 0:
+            logs["image_start"] = float(has_image)
+        return ScoredBatch(windows, text, mask, logs)
 
     def _noise(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x_t, sigma [B*n], eps) with sigma = shift(U[min_sigma, max_sigma]); x: this rank's windows
@@ -114,21 +192,25 @@ class SelfForcingDMD(Method):
     def critic_loss(self):
         """DMD2 fake-score update: flow matching on a detached student rollout."""
         with torch.no_grad():
-            x, text = self._rollout(grad=False)
+            batch = self._rollout(grad=False)
+        x = batch.windows
         x_t, sigma, eps = self._noise(x)
-        pred = self.critic(x_t, self.schedule.timestep(sigma), text)
-        loss = flow_matching_loss(pred, x, eps)
+        pred = self.critic(x_t, self.schedule.timestep(sigma), batch.text)
+        loss = flow_matching_loss(pred, x, eps, mask=batch.mask)
         return loss, {"critic_loss": loss.item()}
 
     def student_loss(self):
         """DMD generator loss (DMD eq. 7, normalised as eq. 8) on a rollout with gradient at the exit steps."""
-        x, text = self._rollout(grad=True)
+        batch = self._rollout(grad=True)
+        x, text = batch.windows, batch.text
         x_t, sigma, _ = self._noise(x.detach())
         with torch.no_grad():
             real = self.real_x0(x_t, sigma, text)
             fake = self.schedule.x0_from_flow(x_t, self.critic(x_t, self.schedule.timestep(sigma), text).float(), sigma)
-        loss = dmd_generator_loss(x, real, fake)
-        return loss, {"dmd_loss": loss.item(), "real_gap": (x.detach() - real).abs().mean().item()}
+        loss = dmd_generator_loss(x, real, fake, mask=batch.mask)
+        gap = (x.detach() - real).abs()
+        gap = gap.mean() if batch.mask is None else (gap * batch.mask).sum() / (batch.mask.expand_as(gap).sum())
+        return loss, {"dmd_loss": loss.item(), "real_gap": gap.item(), **batch.logs}
 
     def state_dict(self):
         return {"rng": self.rng.get_state()}

@@ -224,6 +224,19 @@ class ShapesDataset:
         return ShapesSample(render_video(params), text, params)
 
 
+class StartImages:
+    """Start images for the prompts `prompt_list("shapes", n, seed)` draws: `images(i, j)` is frame j
+    (uint8 `[H, W, 3]`) of sample i's clip, the video whose prompt is prompt i (Self-Forcing's
+    start-image rollouts; j < `frames`, the dataset's clip length)."""
+
+    def __init__(self, seed: int, config: ShapesDataConfig | None = None):
+        self.shapes = ShapesDataset(seed, config)
+        self.frames = self.shapes.config.frames
+
+    def __call__(self, index: int, frame: int) -> np.ndarray:
+        return self.shapes.sample(index, frames=frame + 1).video[frame]  # trajectories are closed-form
+
+
 def to_model_video(video: np.ndarray) -> torch.Tensor:
     """uint8 `[T, H, W, 3]` -> float `[3, T, H, W]` in [-1, 1] (the VAE's input range)."""
     return torch.from_numpy(video).permute(3, 0, 1, 2).float().div_(127.5).sub_(1.0)

@@ -182,6 +182,9 @@ class ModelConfig:
     vae: VAEConfig = field(default_factory=VAEConfig)
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     audio: AudioConfig | None = None  # avatar models: audio input (None = no audio)
+    # the weights were trained on streams started from an image (distill self_forcing.image_share > 0);
+    # any model can be opened from an image, this says whether it learned to continue one
+    supports_image: bool = False
 
     # ---- derived sizes (the only place these are computed) ----
     @property
@@ -234,6 +237,7 @@ class ModelConfig:
             "vae": _plain(self.vae),
             "text_encoder": _plain(self.text_encoder),
             **({"audio": _plain(self.audio)} if self.audio is not None else {}),
+            "supports_image": self.supports_image,
         }
 
     @classmethod
@@ -248,6 +252,7 @@ class ModelConfig:
             vae=VAEConfig.from_dict({**_plain(base.vae), **d.get("vae", {})}),
             text_encoder=merge(base.text_encoder, d.get("text_encoder", {})),
             audio=merge(AudioConfig(), d["audio"]) if d.get("audio") is not None else None,
+            supports_image=bool(d.get("supports_image", base.supports_image)),
         ).validate()
 
     def save_json(self, path: str | Path) -> None:

@@ -53,7 +53,7 @@ class ModelInfo:
     max_prompt_chars: int  # longest prompt a stream accepts
     device: str  # where the model runs ("cpu", "cuda:0", ...)
     inputs: tuple[str, ...] = ()  # per-chunk input kinds a stream can be fed: ("audio",) for avatar models
-    supports_image: bool = True  # every model can start a stream from an image (VAE-encoded into the sink)
+    supports_image: bool = False  # trained to continue a start image (any stream can start from one: VAE-encoded into the sink)
     audio_sample_rate: int = 0  # audio models: the PCM rate they take (s16le mono, models/audio.py); 0 = none
     audio_lookahead_frames: int = 0  # audio models: video frames of audio a chunk reads past its last frame
 
@@ -101,7 +101,7 @@ class StreamingGenerator:
         self.info = ModelInfo(
             name=cfg.name, family=cfg.family, width=cfg.stream.width, height=cfg.stream.height, fps=cfg.stream.fps,
             chunk_frames=cfg.stream.chunk_frames, steps=self.schedule.num_student_steps, max_batch=max_batch,
-            max_prompt_chars=cfg.stream.max_prompt_chars, device=str(self.device),
+            max_prompt_chars=cfg.stream.max_prompt_chars, device=str(self.device), supports_image=cfg.supports_image,
         )
         self.audio: AudioConditioner | None = None
         if cfg.audio is not None:  # an avatar model: audio windows per latent frame (models/audio.py)

@@ -121,6 +121,9 @@ async def drain(state: ServerState) -> None:
 
 
 async def _stop(state: ServerState) -> None:
-    await asyncio.to_thread(state.engine.stop, state.settings.shutdown_grace_s)
+    """Release everything. The device thread is waited for however long its step in flight takes:
+    a (daemon) thread still inside a torch op when the interpreter exits aborts the whole process
+    ("terminate called without an active exception", exit code 134) once its output is written."""
+    await asyncio.to_thread(state.engine.stop)
     state.pool.shutdown(wait=True, cancel_futures=True)
     state.store.close()

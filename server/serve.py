@@ -112,6 +112,7 @@ class ServerThread:
         return f"ws://127.0.0.1:{self.server.port}/v1/realtime"
 
     def __exit__(self, *exc) -> None:
+        """Stop and wait for the server to be gone, its device thread included (see app._stop)."""
         self.server.should_exit = True
-        self.thread.join(60)
+        self.thread.join()
 

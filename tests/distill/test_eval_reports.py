@@ -1,8 +1,8 @@
 """`framecast eval`'s long-horizon slope, switch report (distill/switch_eval.py) and image-start report
 (distill/image_eval.py).
 
-Measured with the code broken: a switch report that never calls `set_prompt` scores ratio ~0.3 and
-fails; an image report that opens its streams without the image gives first_chunk == without_image
+Measured with the code broken: a switch report that never calls `set_prompt` scores ratio ~0.1 and
+fails; an image report that opens its streams without the image (a 9-frame first chunk, no image frame)
 and fails; a slope with the sign or the minutes wrong fails its exact value.
 """
 

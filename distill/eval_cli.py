@@ -384,7 +384,7 @@ def print_switch(console, switch: dict) -> None:
     chunks = ", ".join(f"chunk {c['chunk']} {num(c['ratio'])}" for c in s["per_chunk"])
     console.print(f"switch before chunk {switch['switch_at_chunk']} (transition {switch['transition_chunks']}): next "
                   f"{switch['within_chunks']} chunks score {num(s['switched_overall'])} vs fresh {num(s['fresh_overall'])} "
-                  f"(ratio {num(s['ratio'])}, objects {num(s['objects_ratio'])}; {chunks})")
+                  f"(ratio {num(s['ratio'])}; objects {num(s['switched_objects'])} vs {num(s['fresh_objects'])}; {chunks})")
     console.print(f"  jump across the switch {num(s['jump_switched'], '.1f')} levels (fresh stream, same boundary: "
                   f"{num(s['jump_fresh'], '.1f')}; frame to frame after it: {num(s['steady_after'], '.1f')})")
 

@@ -52,7 +52,7 @@ def lip_sync(opening: np.ndarray, target: np.ndarray, max_offset: int = 4) -> Li
     """Best correlation of `opening[t]` with `target[t - k]` over k in [-max_offset, max_offset]."""
     best, best_k, at_zero = -2.0, 0, 0.0
     n = len(opening)
-    for k in range(-max_offset, max_offset + 1):
+    for k in sorted(range(-max_offset, max_offset + 1), key=abs):  # ties (e.g. a still mouth: all 0) -> smallest |k|
         a = opening[max(k, 0):n + min(k, 0)]
         b = target[max(-k, 0):n - max(k, 0)]
         r = pearson(a, b)

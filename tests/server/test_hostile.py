@@ -19,11 +19,8 @@ import pytest
 import websockets
 from PIL import Image
 
-from models.vae import StreamingDecoder
-from server.engine import EngineStream
+from server.bench_hostile import live_objects
 from server.outbox import Outbox
-from server.routes.realtime import RealtimeConnection
-from server.session import Session
 from tests.server_harness import connect, http, next_chunks, next_event, send, start_server
 
 MAX_CONNECTIONS = 4
@@ -54,18 +51,6 @@ def run(coro):
 
 def state_of(srv):
     return srv.app.state.framecast
-
-
-def live_objects() -> dict[str, int]:
-    """Instances of the per-session classes that are still alive (no collection is run)."""
-    kinds = {kind: kind.__name__ for kind in (Session, EngineStream, RealtimeConnection, Outbox, StreamingDecoder)}
-    counts = dict.fromkeys([*kinds.values(), "StreamState"], 0)
-    for obj in gc.get_objects():
-        kind = type(obj)  # not isinstance: a dead weakref proxy raises on it
-        name = kinds.get(kind) or ("StreamState" if kind.__name__ == "StreamState" else None)
-        if name:
-            counts[name] += 1
-    return counts
 
 
 def wait_for(check, what: str, timeout: float = 60.0, interval: float = 0.05):

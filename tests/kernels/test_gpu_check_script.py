@@ -19,13 +19,12 @@ def test_dry_run_runs_every_step(tmp_path):
                           capture_output=True, text=True, timeout=1800)
     results = json.loads((tmp_path / "results.json").read_text())
     steps = {s["name"]: s["exit"] for s in results["steps"]}
-    # `bench serve` on the CPU has been seen to abort at interpreter exit ("terminate called without
-    # an active exception", exit 134) after writing its JSON: tolerated here, reported, not hidden
-    serve_exit = steps.pop("serve")
-    assert serve_exit in ("0", "134") and "serve" in results
+    # `bench serve` once aborted at interpreter exit (exit 134) after its JSON: its device thread was
+    # still in a torch op; the server now waits for it (tests/server/test_bench_cli.py)
     assert steps == {name: "0" for name in ("env", "gpu-tests", "attention", "stream-b1", "stream-b2",
-                                            "stream-b1-fused", "memory-24gb")}, proc.stdout[-4000:]
-    assert proc.returncode == int(serve_exit != "0"), proc.stdout[-4000:] + proc.stderr[-2000:]  # = failed steps
+                                            "stream-b1-fused", "serve", "memory-24gb")}, proc.stdout[-4000:]
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "serve" in results
     assert results["dry"] is True
     stream_rows = results["attention"]["stream"]
     assert stream_rows and all(r["fused_rel_error"] < 1e-4 for r in stream_rows if "fused_rel_error" in r)

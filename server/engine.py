@@ -8,6 +8,14 @@ the device idles until the earliest due time. Every generator call (open, set_pr
 close) happens on the device thread, because the generator is not thread-safe; other threads send commands and get futures.
 Chunks are handed to each stream's `on_chunk` callback on the device thread; callbacks must only
 enqueue (encoding happens elsewhere).
+
+Streams with audio input (avatar models) keep it in an AudioTrack (server/audio_track.py): before
+each chunk the engine feeds the model the audio up to the chunk's end plus the model's look-ahead
+(silence where none arrived: a stream never waits past its deadline for audio), and hands the audio
+under the chunk's frames to `on_chunk` as a third argument, for the muxer. A live audio stream's
+first chunk waits until the audio it needs has arrived (or as long as that audio takes to arrive
+in real time), which sets the session's audio-to-screen delay so that later chunks find their audio
+already there at their usual due time (docs/PROTOCOL.md, "Audio and video timing").
 """
 
 from __future__ import annotations
@@ -24,10 +32,12 @@ from typing import Any
 
 from models.generator import Chunk, StreamState
 from models.stream_api import ChunkInput, Conditioning, StreamingModel
+from server.audio_track import AudioFormat, AudioTrack, model_audio
 from server.metrics import Metrics
 from server.pacing import Pacer, UpdateApplied, plan_step
 
 log = logging.getLogger("framecast.engine")
+VAE_TEMPORAL_STRIDE = 4  # video frames per latent frame (Wan VAE): a chunk's length before one was seen
 
 
 class EngineCapacityError(Exception):
@@ -53,6 +63,10 @@ class EngineStream:
     pending_prompts: deque = field(default_factory=deque)  # (prompt, transition_chunks, on_applied, play position s)
     pacer: Pacer | None = None  # live streams: playback clock and due time; None for (unpaced) jobs
     pending_inputs: list[ChunkInput] = field(default_factory=list)  # arrived since its last chunk
+    audio: AudioTrack | None = None  # streamed audio input, lined up with chunks by media time
+    opened_at: float = 0.0  # engine clock when it was opened (a live audio stream's first deadline)
+    frames_out: int = 0  # video frames delivered so far (the next chunk's media start = frames_out / fps)
+    max_chunk_frames: int = 0  # frames of the largest chunk so far (0: none yet)
 
 
 class Engine:
@@ -74,6 +88,9 @@ class Engine:
         self._commands: deque[Callable[[], None]] = deque()
         self._cond = threading.Condition()
         self._stopping = False
+        info = generator.info
+        self.audio_rate, self.audio_lookahead_s = model_audio(info)  # what the model's audio input wants
+        self._default_chunk_frames = VAE_TEMPORAL_STRIDE * info.chunk_frames  # video frames of a full chunk
         self._thread = threading.Thread(target=self._loop, name="framecast-device-loop", daemon=True)
 
     # ---- lifecycle ----
@@ -113,9 +130,14 @@ class Engine:
         on_error: Callable[[str], None],
         max_lead_s: float | None = None,
         resume: Any = None,
+        audio: AudioFormat | None = None,
+        audio_window_s: float = 10.0,
     ) -> Future:
         """Future[EngineStream]. Raises EngineCapacityError / EngineStopped at once when full.
         A live stream is paced to real time with at most `max_lead_s` (default: the engine's) of lead.
+
+        audio: the PCM format of the stream's audio input (its Conditioning declares "audio"); up to
+        `audio_window_s` of it past what the model has heard is buffered, the rest dropped.
 
         resume: continue a stream instead of starting one: a `models.ResumeState`, or uint8 frames
         `[T, H, W, 3]` of a clip made elsewhere (its last frames become the context)."""
@@ -130,7 +152,9 @@ class Engine:
                 self._reserved_live += 1
             else:
                 self._reserved_jobs += 1
-        stream = EngineStream(live=live, on_chunk=on_chunk, on_error=on_error)
+        stream = EngineStream(live=live, on_chunk=on_chunk, on_error=on_error, opened_at=self.clock())
+        if audio is not None:
+            stream.audio = AudioTrack(audio, self.audio_rate, max_ahead_s=audio_window_s)
         if live:
             stream.pacer = Pacer(self.gen.info.fps, margin_s=self.lead_margin_s,
                                  max_lead_s=self.max_lead_s if max_lead_s is None else max_lead_s)
@@ -161,9 +185,14 @@ class Engine:
             self._cond.notify_all()
 
     def feed(self, stream: EngineStream, piece: ChunkInput) -> None:
-        """A per-chunk input for the stream's next chunk (any thread)."""
+        """A per-chunk input for the stream's next chunk (any thread). Audio goes on the stream's
+        track by its media time (BadRequestError if it is not whole samples)."""
         with self._cond:
-            stream.pending_inputs.append(piece)
+            if piece.kind == "audio" and stream.audio is not None:
+                stream.audio.put(piece.media_time_us, piece.data)
+                self._cond.notify_all()  # the audio a waiting stream needs may be here now
+            else:
+                stream.pending_inputs.append(piece)
 
     def pause(self, stream: EngineStream) -> None:
         stream.paused = True
@@ -241,9 +270,39 @@ class Engine:
         runnable = [s for s in self._streams if not s.paused and not s.closing]
         live = [s for s in runnable if s.live]
         jobs = [s for s in runnable if not s.live][:max(self.max_sessions - len(live), 0)]
-        picked, wake_at = plan_step(self.clock(), [s.pacer.due_at() for s in live], bool(jobs), self._step_s)
+        picked, wake_at = plan_step(self.clock(), [self._due_at(s) for s in live], bool(jobs), self._step_s)
         batch = [live[i] for i in picked] + jobs
         return batch, wake_at
+
+    def _chunk_s(self, stream: EngineStream) -> float:
+        """Length of the stream's next chunk, s (a full chunk until one was seen)."""
+        return (stream.max_chunk_frames or self._default_chunk_frames) / self.gen.info.fps
+
+    def _audio_horizon_s(self, stream: EngineStream) -> float:
+        """Media time up to which the model must have heard the audio to make the next chunk."""
+        return stream.frames_out / self.gen.info.fps + self._chunk_s(stream) + self.audio_lookahead_s
+
+    def _due_at(self, stream: EngineStream) -> float:
+        """When a live stream's next chunk should start. With audio: at its pacing due time once
+        the audio it needs has arrived, else at the latest start that still keeps the player fed
+        (the missing audio is then silence). The first chunk waits for its audio plus the pacing
+        margin, or as long as that audio would take to arrive in real time."""
+        due = stream.pacer.due_at()
+        track = stream.audio
+        if track is None:
+            return due
+        if not stream.pacer.clock.started:
+            wait_s = self._audio_horizon_s(stream) + self.lead_margin_s
+            return due if track.received_s >= wait_s else stream.opened_at + wait_s
+        if track.received_s >= self._audio_horizon_s(stream):
+            return due
+        return max(due, stream.pacer.latest_start())
+
+    def _feed_audio(self, stream: EngineStream, inputs: list[ChunkInput]) -> None:
+        """Append the audio the next chunk needs (frozen now) to the stream's inputs for the step."""
+        start_us, pcm = stream.audio.take(self._audio_horizon_s(stream))
+        if pcm:
+            inputs.append(ChunkInput("audio", start_us, pcm))
 
     def _loop(self) -> None:
         while True:
@@ -289,8 +348,10 @@ class Engine:
                     _call_quietly(on_applied, applied)
         with self._cond:
             inputs = [s.pending_inputs for s in batch]
-            for stream in batch:
+            for stream, pieces in zip(batch, inputs):
                 stream.pending_inputs = []
+                if stream.audio is not None:
+                    self._feed_audio(stream, pieces)
         started = self.clock()
         try:
             chunks = self.gen.step([s.state for s in batch], inputs)
@@ -310,12 +371,19 @@ class Engine:
             self.metrics.step_seconds.observe(elapsed)
             self.metrics.generated_frames.inc(frames)
             self.metrics.generated_fps.set(frames / max(elapsed, 1e-9))
+        fps = self.gen.info.fps
         for stream, chunk in zip(batch, chunks):
             if stream.pacer:
                 stream.pacer.record_step(elapsed)
                 if stream.pacer.delivered(len(chunk.frames), landed) and self.metrics:
                     self.metrics.underruns.inc()
-            _call_quietly(stream.on_chunk, chunk, started)
+            stream.frames_out += len(chunk.frames)
+            stream.max_chunk_frames = max(stream.max_chunk_frames, len(chunk.frames))
+            if stream.audio is None:
+                _call_quietly(stream.on_chunk, chunk, started)
+            else:  # the audio under the chunk's frames, as the model heard it: int16 mono [N]
+                audio = stream.audio.output(chunk.first_frame_index / fps, stream.frames_out / fps)
+                _call_quietly(stream.on_chunk, chunk, started, audio)
 
 
 def _ignore_chunk(chunk: Any, started: float) -> None:

@@ -44,17 +44,6 @@ def find_box(data: bytes, path: list[bytes], start: int = 0, end: int | None = N
     return None
 
 
-def media_timescale(data: bytes) -> int:
-    """The video track's timescale from moov/trak/mdia/mdhd."""
-    found = find_box(data, [b"moov", b"trak", b"mdia", b"mdhd"])
-    if found is None:
-        raise ValueError("no mdhd box in MP4 output")
-    pos, _ = found
-    version = data[pos + 8]
-    offset = pos + 12 + (16 if version == 1 else 8)  # after version/flags and creation/modification times
-    return struct.unpack_from(">I", data, offset)[0]
-
-
 def split_init_and_fragment(data: bytes) -> tuple[bytes, bytes]:
     """(ftyp + moov, moof + mdat ...) of one muxer output."""
     init, fragment = bytearray(), bytearray()
@@ -63,17 +52,41 @@ def split_init_and_fragment(data: bytes) -> tuple[bytes, bytes]:
     return bytes(init), bytes(fragment)
 
 
-def restamp_fragment(fragment: bytes, *, sequence_number: int, decode_time: int) -> bytes:
-    """Copy of a moof+mdat fragment with mfhd.sequence_number and tfdt.baseMediaDecodeTime set."""
+def track_timescales(data: bytes) -> dict[int, int]:
+    """{track_ID: timescale} of every track in moov (from tkhd and mdhd)."""
+    moov = find_box(data, [b"moov"])
+    if moov is None:
+        raise ValueError("no moov box in MP4 output")
+    scales = {}
+    for kind, pos, size in iter_boxes(data, moov[0] + 8, moov[0] + moov[1]):
+        if kind != b"trak":
+            continue
+        tkhd, mdhd = find_box(data, [b"tkhd"], pos + 8, pos + size), find_box(data, [b"mdia", b"mdhd"], pos + 8, pos + size)
+        track_id = struct.unpack_from(">I", data, tkhd[0] + 12 + (16 if data[tkhd[0] + 8] == 1 else 8))[0]
+        scales[track_id] = struct.unpack_from(">I", data, mdhd[0] + 12 + (16 if data[mdhd[0] + 8] == 1 else 8))[0]
+    return scales
+
+
+def restamp_fragment(fragment: bytes, *, sequence_number: int, decode_time: int | dict[int, int]) -> bytes:
+    """Copy of a moof+mdat fragment with mfhd.sequence_number and each traf's
+    tfdt.baseMediaDecodeTime set: `decode_time` for every track, or {track_ID: time}."""
     out = bytearray(fragment)
     mfhd = find_box(out, [b"moof", b"mfhd"])
-    tfdt = find_box(out, [b"moof", b"traf", b"tfdt"])
-    if mfhd is None or tfdt is None:
-        raise ValueError("fragment has no mfhd/tfdt box")
+    moof = find_box(out, [b"moof"])
+    if mfhd is None or moof is None:
+        raise ValueError("fragment has no moof/mfhd box")
     struct.pack_into(">I", out, mfhd[0] + 12, sequence_number)
-    pos = tfdt[0]
-    if out[pos + 8] == 1:  # version 1: 64-bit time
-        struct.pack_into(">Q", out, pos + 12, decode_time)
-    else:
-        struct.pack_into(">I", out, pos + 12, decode_time)
+    trafs = [(pos, size) for kind, pos, size in iter_boxes(out, moof[0] + 8, moof[0] + moof[1]) if kind == b"traf"]
+    if not trafs:
+        raise ValueError("fragment has no traf box")
+    for pos, size in trafs:
+        tfhd, tfdt = find_box(out, [b"tfhd"], pos + 8, pos + size), find_box(out, [b"tfdt"], pos + 8, pos + size)
+        if tfhd is None or tfdt is None:
+            raise ValueError("traf without tfhd/tfdt")
+        track_id = struct.unpack_from(">I", out, tfhd[0] + 12)[0]
+        time = decode_time if isinstance(decode_time, int) else decode_time[track_id]
+        if out[tfdt[0] + 8] == 1:  # version 1: 64-bit time
+            struct.pack_into(">Q", out, tfdt[0] + 12, time)
+        else:
+            struct.pack_into(">I", out, tfdt[0] + 12, time)
     return bytes(out)

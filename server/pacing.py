@@ -135,6 +135,15 @@ class Pacer:
         start_lead = max(self.max_lead_s - self.chunk_s, self.margin_s) + step
         return clock.start + clock.frames / clock.fps - start_lead
 
+    def latest_start(self) -> float:
+        """The latest the next chunk may start and still land `margin_s` before the player runs dry
+        (a live audio stream waiting for late audio starts then at the latest)."""
+        clock = self.clock
+        if clock.start is None:
+            return -math.inf
+        step = min(self.step_s, max(self.chunk_s - self.margin_s, 0.0))
+        return clock.start + clock.frames / clock.fps - step - self.margin_s
+
     def record_step(self, seconds: float) -> None:
         """A step this stream was part of took `seconds`."""
         self.step_s = seconds if self.step_s == 0 else (1 - STEP_EMA_WEIGHT) * self.step_s + STEP_EMA_WEIGHT * seconds

@@ -39,7 +39,7 @@ class Session:
         self.inputs: tuple[str, ...] = ()  # per-chunk input kinds declared in session.start
         self.started_at = time.monotonic()
         self.done = False
-        self._raw: DropOldestQueue = DropOldestQueue(max_raw_chunks)  # (chunk, step_started)
+        self._raw: DropOldestQueue = DropOldestQueue(max_raw_chunks)  # (chunk, step_started, audio or None)
         self._first_encoded = False
         self._first_sent = False
         self._frames_generated = 0
@@ -53,17 +53,18 @@ class Session:
         outbox.on_chunk_sent = self._chunk_sent
 
     # ---- producer side (device thread) ----
-    def deliver(self, chunk, step_started: float) -> None:
-        """Engine callback: hand a generated chunk to the event loop (never blocks)."""
-        self.loop.call_soon_threadsafe(self._accept_raw, chunk, step_started)
+    def deliver(self, chunk, step_started: float, audio=None) -> None:
+        """Engine callback: hand a generated chunk (and, with audio input, the int16 audio under
+        its frames) to the event loop (never blocks)."""
+        self.loop.call_soon_threadsafe(self._accept_raw, chunk, step_started, audio)
 
-    def _accept_raw(self, chunk, step_started: float) -> None:
+    def _accept_raw(self, chunk, step_started: float, audio=None) -> None:
         if self.done:
             return
         self._frames_generated += len(chunk.frames)
         self._report_if_behind()
         must_keep = chunk.index == 0 and self.format == "fmp4"  # the init segment travels with it
-        dropped = self._raw.put((chunk, step_started), droppable=not must_keep)
+        dropped = self._raw.put((chunk, step_started, audio), droppable=not must_keep)
         self.metrics.dropped_chunks.inc(dropped)
 
     # ---- pipeline ----
@@ -87,9 +88,9 @@ class Session:
             item = await self._raw.get()
             if item is _DONE:
                 return
-            chunk, step_started = item
+            chunk, step_started, audio = item
             payload = await self.loop.run_in_executor(
-                self.pool, self.encoder.encode, chunk.frames, chunk.first_frame_index
+                self.pool, self.encoder.encode, chunk.frames, chunk.first_frame_index, audio
             )
             first = not self._first_encoded
             self._first_encoded = True

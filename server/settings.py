@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     send_queue_chunks: int = Field(default=2, ge=1)  # per-session send queue, oldest dropped
     max_lead_s: float = Field(default=1.0, gt=0)  # most video a live session holds ahead of its viewer (one 12-frame chunk at 16 fps + margin); session.start may ask for more
     lead_margin_s: float = Field(default=0.25, ge=0)  # a live chunk is meant to land this long before its viewer needs it
+    max_audio_ahead_s: float = Field(default=10.0, gt=0)  # streamed audio buffered past what the model heard; later audio is dropped
     stats_interval_s: float = Field(default=1.0, gt=0)  # how often `stats` events are sent
     shutdown_grace_s: float = Field(default=10.0, ge=0)  # time given to sessions on shutdown
     log_level: str = "info"

@@ -23,7 +23,7 @@ from client.protocol.errors import (
 MAX_SEED = 2**63 - 1
 MAX_TRANSITION_CHUNKS = 64
 MAX_SESSION_LEAD_S = 60.0  # the largest `max_lead_s` a session may ask for
-AUDIO_FORMATS = ("pcm_s16le",)  # streamed audio input: mono PCM, 16-bit little-endian
+AUDIO_FORMATS = ("pcm_s16le",)  # streamed audio input: PCM, 16-bit little-endian, channels interleaved
 
 
 class _Message(BaseModel):
@@ -46,7 +46,8 @@ class AudioInput(_Message):
     """`session.start.audio`: the session will stream audio input messages in this format."""
 
     format: str = "pcm_s16le"  # checked against AUDIO_FORMATS by the server (unknown -> `unsupported`)
-    sample_rate: int = Field(default=16000, ge=1000, le=192000)
+    sample_rate: int = Field(default=16000, ge=8000, le=96000)
+    channels: int = Field(default=1, ge=1, le=2)  # interleaved; the model hears their mean
 
 
 class SessionStart(_Message):

@@ -15,11 +15,12 @@ from client.protocol.errors import (
     UnauthorizedError, UnsupportedError,
 )
 from client.protocol.events import (
-    Pong, SessionDone, SessionPause, SessionPing, SessionResume, SessionStart, SessionStarted, SessionStop,
+    AUDIO_FORMATS, Pong, SessionDone, SessionPause, SessionPing, SessionResume, SessionStart, SessionStarted, SessionStop,
     SessionUpdate, SessionUpdateApplied, parse_client_message,
 )
 from models.generator import CapacityError as ModelCapacityError
 from models.stream_api import ChunkInput, Conditioning
+from server.audio_track import AudioFormat
 from server.encoders import make_encoder
 from server.engine import EngineCapacityError, EngineStopped
 from server.images import decode_image
@@ -192,6 +193,12 @@ class RealtimeConnection:
                                    param="format")
         inputs = message.declared_inputs()
         check_model_request(info, message.model, inputs)
+        audio = None
+        if message.audio is not None:
+            if message.audio.format not in AUDIO_FORMATS:
+                raise UnsupportedError(f"field 'audio.format': {message.audio.format[:32]!r} is not one of "
+                                       f"{list(AUDIO_FORMATS)}", param="audio.format")
+            audio = AudioFormat(message.audio.sample_rate, message.audio.channels)
         image = None
         if message.image is not None:
             settings = state.settings
@@ -201,13 +208,15 @@ class RealtimeConnection:
             )
         if not state.admitting:
             raise CapacityError("the server is shutting down")
-        encoder = make_encoder(message.format, fps=info.fps, jpeg_quality=state.settings.jpeg_quality)
+        encoder = make_encoder(message.format, fps=info.fps, jpeg_quality=state.settings.jpeg_quality,
+                               audio_rate=audio.sample_rate if audio else None)
         session = Session(fmt=message.format, encoder=encoder, outbox=self.outbox, pool=state.pool,
                           metrics=state.metrics, max_raw_chunks=state.settings.send_queue_chunks)
         try:
             conditioning = Conditioning(message.prompt, seed=message.seed, image=image, inputs=inputs)
             future = state.engine.open(conditioning, live=True, on_chunk=session.deliver,
-                                       on_error=self._on_generation_error, max_lead_s=message.max_lead_s)
+                                       on_error=self._on_generation_error, max_lead_s=message.max_lead_s,
+                                       audio=audio, audio_window_s=state.settings.max_audio_ahead_s)
             session.stream = await asyncio.wrap_future(future)
         except (EngineCapacityError, EngineStopped) as exc:
             raise CapacityError(str(exc)) from None

@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, str] = {
     "eval": "distill.eval_cli",
     "stream": "client.stream_cli",
     "videos": "client.videos_cli",
+    "avatar": "client.avatar_cli",
 }
 
 # (module, class): the domain errors a user can cause, one per package, printed as one line

@@ -6,6 +6,7 @@
     jobs.download(video.id, "clip.mp4")
     longer = jobs.wait(jobs.extend("now it turns green", 2, video_id=video.id).id)  # 4 s in all
     other = jobs.remix(video.id, "a blue square bouncing")                        # same seed and length
+    talk = jobs.create("a face speaking", image="face.png", audio="speech.wav", model="shapes-avatar")
 
 `AsyncJobsClient` has the same methods as coroutines. Errors raise the typed FramecastError
 subclasses (NotFoundError, UnauthorizedError, ...); `wait` raises JobFailedError for a job that
@@ -15,6 +16,7 @@ ended `failed` or `cancelled`.
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -84,9 +86,11 @@ class VideoPage:
     last_id: str | None  # pass as `after` to get the next page
 
 
-def create_body(prompt: str, seconds: float | None, seed: int | None, model: str | None,
-                image: str | Path | bytes | None) -> dict:
-    """The JSON body of `POST /v1/videos` (image becomes a data URL)."""
+def create_request(prompt: str, seconds: float | None, seed: int | None, model: str | None,
+                   image: str | Path | bytes | None, audio: str | Path | bytes | None = None) -> dict:
+    """httpx keyword arguments of `POST /v1/videos`: a JSON body (image as a data URL), or with
+    `audio` (a path or the file's bytes: WAV, MP3, OGG, ...) multipart, as the OpenAI SDK sends
+    files: `audio` and `input_reference` file parts."""
     body: dict[str, Any] = {"prompt": prompt}
     if seconds is not None:
         body["seconds"] = seconds
@@ -94,9 +98,17 @@ def create_body(prompt: str, seconds: float | None, seed: int | None, model: str
         body["seed"] = int(seed)
     if model is not None:
         body["model"] = model
-    if image is not None:
-        body["image"] = image_data_url(image)
-    return body
+    if audio is None:
+        if image is not None:
+            body["image"] = image_data_url(image)
+        return {"json": body}
+    audio_part = ("audio.wav", audio, "application/octet-stream") if isinstance(audio, bytes) else (
+        Path(audio).name, Path(audio).read_bytes(), "application/octet-stream")
+    files = {"audio": audio_part}
+    if image is not None:  # the content type the server checks comes from the decoded image
+        mime, data = image_data_url(image)[len("data:"):].split(";base64,", 1)
+        files["input_reference"] = ("face." + mime.split("/")[-1], base64.b64decode(data), mime)
+    return {"data": {k: str(v) for k, v in body.items()}, "files": files}
 
 
 def extend_request(prompt: str, seconds: float, video_id: str | None, clip: str | Path | bytes | None) -> dict:
@@ -166,10 +178,12 @@ class JobsClient:
             raise unreachable(self.base_url, exc) from exc
 
     def create(self, prompt: str, seconds: float | None = None, seed: int | None = None,
-               model: str | None = None, image: str | Path | bytes | None = None) -> Video:
-        """Queue a clip; `image` (path, bytes or data URL) makes it start from that picture."""
-        body = create_body(prompt, seconds, seed, model, image)
-        return Video.from_dict(json_body(self._request("POST", VIDEOS_PATH, json=body)))
+               model: str | None = None, image: str | Path | bytes | None = None,
+               audio: str | Path | bytes | None = None) -> Video:
+        """Queue a clip; `image` (path, bytes or data URL) makes it start from that picture; `audio`
+        (an audio file's path or bytes) drives an avatar model (`seconds` then defaults to its length)."""
+        request = create_request(prompt, seconds, seed, model, image, audio)
+        return Video.from_dict(json_body(self._request("POST", VIDEOS_PATH, **request)))
 
     def get(self, video_id: str) -> Video:
         """The job's current state."""
@@ -270,9 +284,10 @@ class AsyncJobsClient:
             raise unreachable(self.base_url, exc) from exc
 
     async def create(self, prompt: str, seconds: float | None = None, seed: int | None = None,
-                     model: str | None = None, image: str | Path | bytes | None = None) -> Video:
-        body = create_body(prompt, seconds, seed, model, image)
-        return Video.from_dict(json_body(await self._request("POST", VIDEOS_PATH, json=body)))
+                     model: str | None = None, image: str | Path | bytes | None = None,
+                     audio: str | Path | bytes | None = None) -> Video:
+        request = create_request(prompt, seconds, seed, model, image, audio)
+        return Video.from_dict(json_body(await self._request("POST", VIDEOS_PATH, **request)))
 
     async def get(self, video_id: str) -> Video:
         return Video.from_dict(json_body(await self._request("GET", f"{VIDEOS_PATH}/{video_id}")))

@@ -2,6 +2,8 @@
 
 A writer can also start with the packets of an MP4 it wrote earlier, copied without re-encoding
 (`continue_from`): an extended video keeps its first part bit-exact and costs nothing to stitch.
+Given the audio of the whole video (`audio`: int16 mono at `audio_rate`), it also writes an AAC
+track, interleaved with the frames and cut (or padded with silence) to the video's length.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 # process may use: the same frames encoded on another machine, or under another CPU affinity,
 # decode to frames differing by up to ~16 levels. A fixed count makes every encode reproducible.
 X264_THREADS = "4"
+AAC_BITRATE = 96_000
 
 
 class Mp4Writer:
@@ -29,9 +32,15 @@ class Mp4Writer:
     """
 
     def __init__(self, path: str | Path, fps: float, crf: int = 20, preset: str = "veryfast",
-                 continue_from: str | Path | None = None):
+                 continue_from: str | Path | None = None, audio: np.ndarray | None = None, audio_rate: int = 48000):
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
+        if audio is not None and continue_from is not None:
+            raise ValueError("a continued video cannot take an audio track")
+        self._audio = None if audio is None else np.asarray(audio, np.int16).reshape(-1)  # [N] int16 mono
+        self._audio_rate = audio_rate
+        self._audio_stream = None
+        self._audio_written = 0  # samples encoded so far
         self.path = Path(path)
         self.fps = fps
         self.frames_written = 0
@@ -64,6 +73,24 @@ class Mp4Writer:
         self._stream.options = {"crf": str(self._crf), "preset": self._preset, "threads": X264_THREADS}
         self._codec = self._stream.codec_context
         self._size = (height, width)
+        if self._audio is not None:
+            self._audio_stream = self._container.add_stream("aac", rate=self._audio_rate)
+            self._audio_stream.codec_context.layout = "mono"
+            self._audio_stream.codec_context.bit_rate = AAC_BITRATE
+
+    def _write_audio(self, until_s: float) -> None:
+        """Encode the audio up to media time `until_s` (silence past its end)."""
+        end = round(until_s * self._audio_rate)
+        if self._audio_stream is None or end <= self._audio_written:
+            return
+        samples = np.zeros(end - self._audio_written, np.float32)
+        part = self._audio[self._audio_written:end]
+        samples[: len(part)] = part / 32768.0
+        frame = av.AudioFrame.from_ndarray(samples[None], format="fltp", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = self._audio_rate, self._audio_written, Fraction(1, self._audio_rate)
+        for packet in self._audio_stream.encode(frame):
+            self._container.mux(packet)
+        self._audio_written = end
 
     def _copy_packets(self, source: Path) -> None:
         """Open the file with `source`'s video stream and packets; our encoder continues after them."""
@@ -114,6 +141,7 @@ class Mp4Writer:
             video_frame.pts, video_frame.time_base = self.frames_written, 1 / self._rate
             self._mux(self._codec.encode(video_frame))
             self.frames_written += 1
+        self._write_audio(self.frames_written / self.fps)
 
     def close(self) -> None:
         """Flush the encoder and finish the file (no file is written if no frame was)."""
@@ -121,6 +149,10 @@ class Mp4Writer:
             return
         if self.frames_written:
             self._mux(self._codec.encode(None))
+            if self._audio_stream is not None:
+                self._write_audio(self.frames_written / self.fps)
+                for packet in self._audio_stream.encode(None):
+                    self._container.mux(packet)
         self._container.close()
         self._container = None
 

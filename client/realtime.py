@@ -10,6 +10,14 @@
     with RealtimeClient().connect("a red ball", seed=1) as session:
         session.save_mp4("out.mp4", seconds=3)
 
+Avatar models take streamed audio: declare its rate in `connect(..., audio_rate=16000)`, then
+send PCM as it is captured (`send_audio`), or a whole file / array / live source paced to real
+time in the background (`stream_audio`); chunks come back with the face speaking it:
+
+    async with AsyncRealtimeClient().connect("a face", image="face.png", audio_rate=16000) as session:
+        feeder = asyncio.create_task(session.stream_audio("speech.wav"))
+        await session.save_mp4("talk.mp4", seconds=5, audio=session.audio_sent())
+
 With an API key the client first mints a short-lived client token with
 `POST /v1/realtime/sessions` and passes it as `?token=`. permessage-deflate is disabled: video
 chunks are already compressed and deflate makes the socket ~20x slower.
@@ -34,6 +42,7 @@ import numpy as np
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from client.audio_file import load_audio, pcm_pieces
 from client.data_url import image_data_url
 from client.frame_decode import ChunkDecoder
 from client.http_common import (
@@ -45,7 +54,7 @@ from client.http_common import (
     websocket_url,
 )
 from client.mp4_writer import Mp4Writer
-from client.protocol.chunks import FORMATS, ChunkFormatError, parse_chunk
+from client.protocol.chunks import FORMATS, ChunkFormatError, pack_input, parse_chunk
 from client.protocol.errors import (
     ConnectionLostError, FramecastError, ProtocolError, error_from_close, error_from_code, error_from_http,
 )
@@ -130,6 +139,9 @@ class AsyncRealtimeSession:
         self._last_chunk_at = started_at
         self._decoder = ChunkDecoder()
         self._stop_sent = False
+        self.audio_rate: int | None = None  # declared in session.start (set by connect)
+        self._audio_next_us = 0  # media time right after the last audio sent
+        self._audio_log: list[tuple[int, np.ndarray]] = []  # (media time µs, int16 samples) sent, for saving
 
     # ---- control messages -------------------------------------------------------------------
 
@@ -145,6 +157,63 @@ class AsyncRealtimeSession:
         await self._send(SessionUpdate.unchecked(prompt=prompt, transition_chunks=int(transition_chunks),
                                                  event_id=event_id))
         return event_id
+
+    async def send_audio(self, pcm: bytes | np.ndarray, media_time_s: float | None = None) -> None:
+        """Send one piece of audio (int16 mono samples, or s16le bytes, at the declared rate) whose
+        first sample is at `media_time_s` (default: right after the previous piece)."""
+        if self.audio_rate is None:
+            raise ValueError("this session declared no audio: connect with audio_rate=...")
+        samples = np.frombuffer(pcm, "<i2") if isinstance(pcm, bytes) else np.asarray(pcm, np.int16).reshape(-1)
+        start_us = self._audio_next_us if media_time_s is None else round(media_time_s * 1e6)
+        try:
+            await self.ws.send(pack_input("audio", samples.astype("<i2").tobytes(), media_time_us=start_us))
+        except ConnectionClosed as exc:
+            raise self._closed_error(exc) from exc
+        self._audio_log.append((start_us, samples))
+        self._audio_next_us = start_us + len(samples) * 1_000_000 // self.audio_rate
+
+    async def stream_audio(self, source: Any, *, realtime: bool = True, piece_s: float = 0.02,
+                           start_s: float = 0.0) -> float:
+        """Send audio from media time `start_s` on: `source` is an audio file (path or bytes, any
+        format, resampled to the declared rate), an int16 array, or a live source (an iterable or
+        async iterable of int16 arrays, sent as they come). Files and arrays go out in `piece_s`
+        pieces paced to real time (as a microphone would send them) unless `realtime=False`.
+        Returns the seconds of audio sent. Run it as a task beside reading chunks."""
+        if self.audio_rate is None:
+            raise ValueError("this session declared no audio: connect with audio_rate=...")
+        rate, sent = self.audio_rate, 0
+        if isinstance(source, (str, Path, bytes)):
+            source = load_audio(source, rate=rate)[0]
+        if isinstance(source, np.ndarray):
+            began = time.monotonic()
+            for start_us, pcm in pcm_pieces(source, rate, piece_s):
+                if realtime:  # a piece is sent once it would have been captured
+                    await asyncio.sleep(max(0.0, began + (start_us + len(pcm) * 500_000 // rate) / 1e6 - time.monotonic()))
+                await self.send_audio(pcm, start_s + start_us / 1e6)
+                sent += len(pcm) // 2
+            return sent / rate
+        self._audio_next_us = round(start_s * 1e6)
+        if hasattr(source, "__aiter__"):
+            async for piece in source:
+                await self.send_audio(piece)
+                sent += len(piece)
+        else:
+            for piece in source:
+                await self.send_audio(piece)
+                sent += len(piece)
+        return sent / rate
+
+    def audio_sent(self) -> np.ndarray:
+        """Every sample sent so far on the media timeline (int16 mono at the declared rate, silence
+        in gaps): what to mux under the frames to play the session back in sync."""
+        if not self._audio_log or self.audio_rate is None:
+            return np.zeros(0, np.int16)
+        end = max(t * self.audio_rate // 1_000_000 + len(s) for t, s in self._audio_log)
+        out = np.zeros(end, np.int16)
+        for t, samples in self._audio_log:
+            start = t * self.audio_rate // 1_000_000
+            out[start:start + len(samples)] = samples
+        return out
 
     async def pause(self) -> None:
         """Stop generating (the cache is kept)."""
@@ -227,15 +296,19 @@ class AsyncRealtimeSession:
         max_frames: int | None = None,
         on_chunk: Callable[[Chunk], None] | None = None,
         stop: bool = True,
+        audio: np.ndarray | None = None,
     ) -> int:
         """Write the stream to an H.264 MP4 at the session's fps until `seconds` of video (or
         `max_frames` frames) were written or the session ends; returns the frame count.
 
         With neither limit it records until the session ends. `stop` ends the session afterwards.
+        audio: int16 mono at the declared rate from media time 0 (e.g. `audio_sent()` once sent),
+        muxed as an AAC track under the frames.
         """
         if seconds is not None:
             max_frames = round(seconds * self.info.fps)
-        with Mp4Writer(path, self.info.fps) as writer:
+        audio_args = {} if audio is None else {"audio": audio, "audio_rate": self.audio_rate or 16000}
+        with Mp4Writer(path, self.info.fps, **audio_args) as writer:
             async for chunk in self:
                 frames = chunk.frames
                 if max_frames is not None:
@@ -361,19 +434,24 @@ class AsyncRealtimeClient:
         image: str | Path | bytes | None = None,
         model: str | None = None,
         on_event: Callable[[dict], None] | None = None,
+        audio_rate: int | None = None,
     ) -> _SessionOpener:
-        """Start a session; `image` (path, bytes or data URL) starts the stream from a picture.
+        """Start a session; `image` (path, bytes or data URL) starts the stream from a picture;
+        `audio_rate` declares a streamed audio input (mono s16le at that rate, avatar models).
 
         Await the result, or use it with `async with`. Raises the typed FramecastError when the
         server refuses (capacity, unauthorized, bad_request, ...).
         """
         if format not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+        audio = None if audio_rate is None else {"format": "pcm_s16le", "sample_rate": int(audio_rate), "channels": 1}
         start = SessionStart.unchecked(prompt=prompt, format=format, seed=None if seed is None else int(seed),
-                                       image=None if image is None else image_data_url(image), model=model)
-        return _SessionOpener(lambda: self._open(start, on_event))
+                                       image=None if image is None else image_data_url(image), model=model,
+                                       audio=audio)
+        return _SessionOpener(lambda: self._open(start, on_event, audio_rate))
 
-    async def _open(self, start: dict, on_event: Callable[[dict], None] | None) -> AsyncRealtimeSession:
+    async def _open(self, start: dict, on_event: Callable[[dict], None] | None,
+                    audio_rate: int | None = None) -> AsyncRealtimeSession:
         url = websocket_url(self.base_url, REALTIME_PATH)
         if self.api_key:
             url += "?" + urlencode({"token": await self.mint_token()})
@@ -400,7 +478,9 @@ class AsyncRealtimeClient:
         except BaseException:
             await ws.close()
             raise
-        return AsyncRealtimeSession(ws, info, started_at, on_event)
+        session = AsyncRealtimeSession(ws, info, started_at, on_event)
+        session.audio_rate = audio_rate
+        return session
 
 
 async def _wait_started(ws: Any, on_event: Callable[[dict], None] | None) -> SessionInfo:
@@ -486,9 +566,19 @@ class RealtimeSession:
             yield chunk
 
     def save_mp4(self, path: str | Path, seconds: float | None = None, max_frames: int | None = None,
-                 on_chunk: Callable[[Chunk], None] | None = None, stop: bool = True) -> int:
+                 on_chunk: Callable[[Chunk], None] | None = None, stop: bool = True,
+                 audio: np.ndarray | None = None) -> int:
         """See AsyncRealtimeSession.save_mp4."""
-        return self._runner.run(self._session.save_mp4(path, seconds, max_frames, on_chunk, stop))
+        return self._runner.run(self._session.save_mp4(path, seconds, max_frames, on_chunk, stop, audio))
+
+    def send_audio(self, pcm: bytes | np.ndarray, media_time_s: float | None = None) -> None:
+        """See AsyncRealtimeSession.send_audio."""
+        self._runner.run(self._session.send_audio(pcm, media_time_s))
+
+    def stream_audio_in_background(self, source: Any, **options: Any):
+        """Start AsyncRealtimeSession.stream_audio on the session's loop; returns a
+        concurrent.futures.Future of the seconds sent (iterate chunks meanwhile)."""
+        return asyncio.run_coroutine_threadsafe(self._session.stream_audio(source, **options), self._runner.loop)
 
     def stop(self, timeout: float = 10.0) -> str | None:
         """End the session and close; returns the done reason (idempotent)."""

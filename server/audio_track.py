@@ -28,11 +28,13 @@ from client.protocol.errors import BadRequestError
 
 BYTES_PER_SAMPLE = 2  # pcm_s16le
 DEFAULT_MODEL_RATE = 16000  # a model that names no audio rate hears 16 kHz
+JOB_AUDIO_RATE = 48000  # a job's uploaded audio is decoded (and muxed) at this rate
 
 
 def model_audio(info) -> tuple[int, float]:
-    """(sample rate, look-ahead in s) of the audio a model's streams take (`ModelInfo`)."""
-    return int(getattr(info, "audio_sample_rate", 0) or DEFAULT_MODEL_RATE), float(getattr(info, "audio_lookahead_s", 0.0) or 0.0)
+    """(sample rate, look-ahead in s) of the audio a model's streams take (`ModelInfo`, models/audio.py)."""
+    rate = getattr(info, "audio_sample_rate", None) or DEFAULT_MODEL_RATE
+    return int(rate), (getattr(info, "audio_lookahead_frames", None) or 0) / info.fps
 
 
 @dataclass(frozen=True)
@@ -142,35 +144,3 @@ class AudioTrack:
     def buffered_samples(self) -> int:
         """Samples held (window + history): bounded by construction."""
         return len(self._window) + len(self._history)
-
-
-def decode_audio(raw: bytes, *, rate: int, max_seconds: float) -> np.ndarray:
-    """An audio file (WAV, MP3, OGG, FLAC, ... anything FFmpeg reads) as int16 mono `[N]` at `rate`.
-    BadRequestError when it is not decodable audio; TooLargeError past `max_seconds`."""
-    import io
-
-    from client.protocol.errors import FramecastError, TooLargeError
-
-    pieces: list[np.ndarray] = []
-    total = 0
-    limit = round(max_seconds * rate)
-    try:
-        with av.open(io.BytesIO(raw), mode="r") as container:
-            if not container.streams.audio:
-                raise BadRequestError("field 'audio': the file has no audio stream")
-            resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
-            for frame in container.decode(container.streams.audio[0]):
-                for out in resampler.resample(frame):
-                    pieces.append(out.to_ndarray()[0])
-                    total += out.samples
-                if total > limit:
-                    raise TooLargeError(f"field 'audio': longer than {max_seconds:g} s")
-            for out in resampler.resample(None):
-                pieces.append(out.to_ndarray()[0])
-    except FramecastError:
-        raise
-    except Exception:  # PyAV raises many types for data that is not audio
-        raise BadRequestError("field 'audio': not a decodable audio file") from None
-    if not pieces or sum(len(p) for p in pieces) == 0:
-        raise BadRequestError("field 'audio': the file holds no audio")
-    return np.concatenate(pieces).astype(np.int16)

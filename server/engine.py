@@ -132,12 +132,14 @@ class Engine:
         resume: Any = None,
         audio: AudioFormat | None = None,
         audio_window_s: float = 10.0,
+        audio_preload: bytes = b"",
     ) -> Future:
         """Future[EngineStream]. Raises EngineCapacityError / EngineStopped at once when full.
         A live stream is paced to real time with at most `max_lead_s` (default: the engine's) of lead.
 
         audio: the PCM format of the stream's audio input (its Conditioning declares "audio"); up to
-        `audio_window_s` of it past what the model has heard is buffered, the rest dropped.
+        `audio_window_s` of it past what the model has heard is buffered, the rest dropped;
+        `audio_preload`: PCM from media time 0 that is there before the first chunk (a job's audio).
 
         resume: continue a stream instead of starting one: a `models.ResumeState`, or uint8 frames
         `[T, H, W, 3]` of a clip made elsewhere (its last frames become the context)."""
@@ -155,6 +157,7 @@ class Engine:
         stream = EngineStream(live=live, on_chunk=on_chunk, on_error=on_error, opened_at=self.clock())
         if audio is not None:
             stream.audio = AudioTrack(audio, self.audio_rate, max_ahead_s=audio_window_s)
+            stream.audio.put(0, audio_preload)
         if live:
             stream.pacer = Pacer(self.gen.info.fps, margin_s=self.lead_margin_s,
                                  max_lead_s=self.max_lead_s if max_lead_s is None else max_lead_s)
@@ -279,7 +282,11 @@ class Engine:
         return (stream.max_chunk_frames or self._default_chunk_frames) / self.gen.info.fps
 
     def _audio_horizon_s(self, stream: EngineStream) -> float:
-        """Media time up to which the model must have heard the audio to make the next chunk."""
+        """Media time up to which the model must have heard the audio to make the next chunk: what
+        the model says (`audio_until_us`), else the next chunk's end plus the model's look-ahead."""
+        until_us = getattr(self.gen, "audio_until_us", None)
+        if until_us is not None and stream.state is not None:
+            return until_us(stream.state) / 1e6
         return stream.frames_out / self.gen.info.fps + self._chunk_s(stream) + self.audio_lookahead_s
 
     def _due_at(self, stream: EngineStream) -> float:

@@ -19,12 +19,15 @@ from client.mp4_writer import Mp4Writer
 class Mp4FileWriter:
     """Append frames chunk by chunk; `finish()` publishes the file, `abort()` removes it."""
 
-    def __init__(self, path: str | Path, *, width: int, height: int, fps: int, continue_from: Path | None = None):
-        """continue_from: a video this class wrote, whose packets open the new file unchanged."""
+    def __init__(self, path: str | Path, *, width: int, height: int, fps: int, continue_from: Path | None = None,
+                 audio: np.ndarray | None = None, audio_rate: int = 48000):
+        """continue_from: a video this class wrote, whose packets open the new file unchanged;
+        audio: int16 mono `[N]` at `audio_rate`, muxed under the frames (cut to their length)."""
         self.path = Path(path)
         self.partial_path = self.path.with_name(f"{self.path.name}.{uuid.uuid4().hex[:8]}.partial")
         self.size = (height, width)
-        self._writer = Mp4Writer(self.partial_path, fps=fps, preset="veryfast", continue_from=continue_from)
+        self._writer = Mp4Writer(self.partial_path, fps=fps, preset="veryfast", continue_from=continue_from,
+                                 audio=audio, audio_rate=audio_rate)
 
     @property
     def frames_written(self) -> int:

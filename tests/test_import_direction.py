@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "client": set(),
 }
 # the only client modules another package may import: torch-free, shared by both ends of the wire
-CLIENT_SHARED = ("client.protocol", "client.mp4_writer")
+CLIENT_SHARED = ("client.protocol", "client.mp4_writer", "client.audio_file")
 # modules no package may import (the `framecast` shell loads subcommands by name; nothing imports it)
 NOBODY_IMPORTS = ("client.cli", "client.bench_cli")
 # packages whose modules must never import torch (the SDK runs where torch is not installed)

@@ -12,6 +12,7 @@ DELETE flips the stored status or removes the record; the runner notices at the 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -19,7 +20,9 @@ from concurrent.futures import Executor
 
 import numpy as np
 
+from client.audio_file import decode_audio
 from models.resume import ResumeState
+from server.audio_track import JOB_AUDIO_RATE, AudioFormat
 from server.engine import Engine, EngineCapacityError, EngineStopped
 from server.images import decode_image_bytes
 from server.jobs.files import JobFiles
@@ -122,22 +125,35 @@ class JobRunner:
     async def _render(self, job: Job) -> None:
         loop = asyncio.get_running_loop()
         target = max(1, round(job.seconds * self.fps))  # frames to write
+        # the audio is a streamed input, not a Conditioning field: the engine preloads the stream's audio
+        # track with it (the model hears it chunk by chunk, as a live session's) and the MP4 carries it
+        audio_file = job.conditioning.files.get("audio")
+        media = dataclasses.replace(job.conditioning, files={k: v for k, v in job.conditioning.files.items() if k != "audio"})
         conditioning = await loop.run_in_executor(  # media read and decoded off the loop and the device thread
-            self.pool, job.conditioning.decode, self._decoders(), lambda name: self.files.upload(name).read_bytes())
+            self.pool, media.decode, self._decoders(), lambda name: self.files.upload(name).read_bytes())
         prefix, resume = await self._prefix(job)
+        audio = None  # int16 mono [N] at JOB_AUDIO_RATE: heard by the model, muxed into the MP4
+        if audio_file:
+            raw = await loop.run_in_executor(self.pool, self.files.upload(audio_file).read_bytes)
+            audio = await loop.run_in_executor(self.pool, lambda: decode_audio(
+                raw, rate=JOB_AUDIO_RATE, max_seconds=self.max_clip_seconds))
         chunks: asyncio.Queue = asyncio.Queue()  # Chunk | Exception
 
-        def on_chunk(chunk, _started: float) -> None:
+        def on_chunk(chunk, _started: float, _audio=None) -> None:  # the MP4 takes the job's audio whole
             loop.call_soon_threadsafe(chunks.put_nowait, chunk)
 
         def on_error(message: str) -> None:
             loop.call_soon_threadsafe(chunks.put_nowait, RuntimeError(message))
 
-        future = self.engine.open(conditioning, live=False, on_chunk=on_chunk, on_error=on_error, resume=resume)
+        audio_args = {} if audio is None else dict(
+            audio=AudioFormat(JOB_AUDIO_RATE), audio_window_s=job.seconds + 1.0, audio_preload=audio.tobytes())
+        future = self.engine.open(conditioning, live=False, on_chunk=on_chunk, on_error=on_error, resume=resume,
+                                  **audio_args)
         stream = await asyncio.wrap_future(future)
         source = self.files.video(job.extends_video_id) if job.extends_video_id else None
         writer = await loop.run_in_executor(self.pool, lambda: Mp4FileWriter(
-            self.files.video(job.id), width=self.width, height=self.height, fps=self.fps, continue_from=source))
+            self.files.video(job.id), width=self.width, height=self.height, fps=self.fps, continue_from=source,
+            audio=audio, audio_rate=JOB_AUDIO_RATE))
         pending = [] if prefix is None or not len(prefix) else [prefix]  # frames received, not yet written
         try:
             while True:

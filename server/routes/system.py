@@ -59,7 +59,10 @@ def list_models(state: ServerState = Depends(get_state)) -> dict:
         "id": info.name, "object": "model", "family": info.family, "width": info.width, "height": info.height,
         "fps": info.fps, "chunk_frames": info.chunk_frames, "steps": info.steps,
         "max_sessions": state.settings.max_sessions, "supports_image": info.supports_image,
+        "inputs": list(info.inputs),  # per-chunk inputs a session may declare ("audio": avatar models)
     }
+    if "audio" in info.inputs:  # what the model hears (any session rate is resampled to it) and how far ahead
+        model["audio_sample_rate"], model["audio_lookahead_frames"] = info.audio_sample_rate, info.audio_lookahead_frames
     return {"object": "list", "data": [model]}
 
 

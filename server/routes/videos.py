@@ -14,6 +14,8 @@ from fastapi.responses import FileResponse
 
 from client.protocol.errors import FramecastError
 from client.protocol.events import MAX_SEED
+from client.audio_file import decode_audio
+from server.audio_track import JOB_AUDIO_RATE
 from server.images import data_url_bytes, decode_image_bytes
 from server.jobs.conditioning import JobConditioning
 from server.jobs.files import VARIANTS
@@ -116,21 +118,31 @@ async def create_video(request: Request, state: ServerState = Depends(get_state)
     fields, files = await read_body(request)
     body = parse(CreateRequest, fields)
     settings, info = state.settings, state.info
-    seconds = body.seconds if body.seconds is not None else settings.default_job_seconds
-    _check_prompt_and_seconds(state, body.prompt, seconds)
+    audio = files.get("audio")  # avatar models: the speech that drives the video (multipart file)
     size = f"{info.width}x{info.height}"
     if body.size is not None and body.size != size:
         raise invalid("size", f"model {info.name!r} renders {size}", code="unsupported")
     try:
-        check_model_request(info, body.model)
+        check_model_request(info, body.model, ("audio",) if audio is not None else ())
     except FramecastError as exc:  # what the socket refuses the same way: a 422 naming the field
         exc.status = 422
         raise
+    seconds = body.seconds if body.seconds is not None else settings.default_job_seconds
+    if audio is not None:  # decoded now (off the event loop): an undecodable file is a 400 at once
+        samples = await asyncio.to_thread(_media, "audio", lambda: decode_audio(
+            audio.data, rate=JOB_AUDIO_RATE, max_seconds=settings.max_job_seconds))
+        seconds = body.seconds if body.seconds is not None else len(samples) / JOB_AUDIO_RATE
+    _check_prompt_and_seconds(state, body.prompt, seconds)
     image = await asyncio.to_thread(_reference_image, state, body, files)  # decoding: off the event loop
     _admit(state)
     seed = body.seed if body.seed is not None else secrets.randbelow(2**31)  # fixed now: a re-run matches
-    conditioning = JobConditioning(body.prompt, seed=seed, media={"image": image} if image else {})
-    return _queue(state, Job(id=Job.new_id(), conditioning=conditioning, seconds=seconds, model=info.name, size=size))
+    job_id = Job.new_id()
+    files = {}  # the audio is kept as sent, by reference (JobConditioning.files), decoded again by the runner
+    if audio is not None:
+        files["audio"] = await asyncio.to_thread(state.runner.files.save_upload, job_id, audio.data, ".audio")
+    conditioning = JobConditioning(body.prompt, seed=seed, media={"image": image} if image else {}, files=files,
+                                   inputs=("audio",) if audio is not None else ())
+    return _queue(state, Job(id=job_id, conditioning=conditioning, seconds=seconds, model=info.name, size=size))
 
 
 @router.get("")
@@ -156,6 +168,8 @@ async def extend_video(request: Request, state: ServerState = Depends(get_state)
               seconds=0.0, model=info.name, size=f"{info.width}x{info.height}")
     if upload is None:
         source = _get_job(state, str(body.video.get("id", "")))
+        if "audio" in source.conditioning.inputs:
+            raise api_error(400, "a video made from audio cannot be extended", code="unsupported", param="video")
         if source.status != "completed" or not state.runner.files.state(source.id).is_file():
             raise api_error(409, f"video {source.id!r} is {source.status}; only a completed video can be extended",
                            code="conflict", param="video")
@@ -199,6 +213,9 @@ async def remix_video(video_id: str, request: Request, state: ServerState = Depe
     source = _get_job(state, video_id)
     if source.extends_video_id or source.upload:
         raise api_error(400, "an extension cannot be remixed; remix the video it extends", code="unsupported",
+                       param="video_id")
+    if "audio" in source.conditioning.inputs:
+        raise api_error(400, "a video made from audio cannot be remixed; create it again", code="unsupported",
                        param="video_id")
     _check_prompt_and_seconds(state, body.prompt, source.seconds)
     _admit(state)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from client.protocol.errors import BadRequestError, TooLargeError
-from server.audio_track import AudioFormat, AudioTrack, decode_audio
+from client.audio_file import decode_audio
+from server.audio_track import AudioFormat, AudioTrack
 from server.encoders import Fmp4ChunkEncoder
 
 

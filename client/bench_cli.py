@@ -16,6 +16,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "soak": ("server.soak", "RSS, fds, threads and chunk gaps over time under careless and hostile clients"),
     "extend": ("server.bench_extend", "a job extended by N s against rendering the clip and the whole from scratch"),
     "hostile": ("server.bench_hostile", "memory after N closed/aborted sessions, a ping flood, image attackers"),
+    "avatar": ("server.bench_avatar", "live avatar sessions: audio burst sent -> its frame playable / on screen, FPS"),
 }
 
 

@@ -78,6 +78,13 @@ class Mp4Writer:
             self._audio_stream.codec_context.layout = "mono"
             self._audio_stream.codec_context.bit_rate = AAC_BITRATE
 
+    def set_audio(self, audio: np.ndarray) -> None:
+        """Replace the audio still to be muxed (int16 mono from media time 0; what was already
+        encoded stays): a live recording passes the audio sent so far before each write."""
+        if self._audio is None:
+            raise ValueError("this writer was opened without an audio track")
+        self._audio = np.asarray(audio, np.int16).reshape(-1)
+
     def _write_audio(self, until_s: float) -> None:
         """Encode the audio up to media time `until_s` (silence past its end)."""
         end = round(until_s * self._audio_rate)

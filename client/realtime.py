@@ -16,7 +16,7 @@ time in the background (`stream_audio`); chunks come back with the face speaking
 
     async with AsyncRealtimeClient().connect("a face", image="face.png", audio_rate=16000) as session:
         feeder = asyncio.create_task(session.stream_audio("speech.wav"))
-        await session.save_mp4("talk.mp4", seconds=5, audio=session.audio_sent())
+        await session.save_mp4("talk.mp4", seconds=5, audio=True)  # with the audio sent, in sync
 
 With an API key the client first mints a short-lived client token with
 `POST /v1/realtime/sessions` and passes it as `?token=`. permessage-deflate is disabled: video
@@ -296,23 +296,29 @@ class AsyncRealtimeSession:
         max_frames: int | None = None,
         on_chunk: Callable[[Chunk], None] | None = None,
         stop: bool = True,
-        audio: np.ndarray | None = None,
+        audio: np.ndarray | bool | None = None,
     ) -> int:
         """Write the stream to an H.264 MP4 at the session's fps until `seconds` of video (or
         `max_frames` frames) were written or the session ends; returns the frame count.
 
         With neither limit it records until the session ends. `stop` ends the session afterwards.
-        audio: int16 mono at the declared rate from media time 0 (e.g. `audio_sent()` once sent),
-        muxed as an AAC track under the frames.
+        audio: an AAC track under the frames: int16 mono at the declared rate from media time 0, or
+        True for the audio this session sends (`audio_sent()`, read as the frames come: an avatar's
+        frames come after the audio that drives them).
         """
         if seconds is not None:
             max_frames = round(seconds * self.info.fps)
-        audio_args = {} if audio is None else {"audio": audio, "audio_rate": self.audio_rate or 16000}
+        live_audio = audio is True
+        if live_audio:
+            audio = np.zeros(0, np.int16)
+        audio_args = {} if audio is None or audio is False else {"audio": audio, "audio_rate": self.audio_rate or 16000}
         with Mp4Writer(path, self.info.fps, **audio_args) as writer:
             async for chunk in self:
                 frames = chunk.frames
                 if max_frames is not None:
                     frames = frames[: max_frames - writer.frames_written]
+                if live_audio:
+                    writer.set_audio(self.audio_sent())
                 writer.write(frames)
                 if on_chunk:
                     on_chunk(chunk)
@@ -567,7 +573,7 @@ class RealtimeSession:
 
     def save_mp4(self, path: str | Path, seconds: float | None = None, max_frames: int | None = None,
                  on_chunk: Callable[[Chunk], None] | None = None, stop: bool = True,
-                 audio: np.ndarray | None = None) -> int:
+                 audio: np.ndarray | bool | None = None) -> int:
         """See AsyncRealtimeSession.save_mp4."""
         return self._runner.run(self._session.save_mp4(path, seconds, max_frames, on_chunk, stop, audio))
 

@@ -1,7 +1,8 @@
 """The one server harness of the tests: in-process servers, `framecast serve` processes, WS helpers.
 
 - `start_server(tmp_path, **settings)`: a real uvicorn in a thread on a free port, model `tiny`
-  (one shared random-weight generator), used as a context manager.
+  (one shared random-weight generator; `tiny_avatar_generator()` for the audio path), used as a
+  context manager.
 - `running_server(data_dir, ...)`: a `framecast serve` subprocess, waited for until `/healthz`,
   yields its base URL and stops it (SIGINT, then kill). `spawn_serve` / `wait_healthy` /
   `stop_process` are its parts, for tests that kill and restart servers.
@@ -49,6 +50,14 @@ def tiny_generator():
     from models import load_generator
 
     return load_generator("tiny", device="cpu", max_batch=MAX_BATCH)
+
+
+@functools.lru_cache(maxsize=1)
+def tiny_avatar_generator():
+    """One random-weight `tiny-avatar` generator (audio input, audio cross-attention) for the avatar tests."""
+    from models import load_generator
+
+    return load_generator("tiny-avatar", device="cpu", max_batch=MAX_BATCH)
 
 
 def start_server(tmp_path, generator=None, **overrides):

@@ -168,8 +168,7 @@
   document.querySelectorAll(".tab").forEach((tab) =>
     tab.addEventListener("click", () => {
       document.querySelectorAll(".tab").forEach((t) => t.classList.toggle("active", t === tab));
-      $("panel-studio").classList.toggle("hidden", tab.dataset.tab !== "studio");
-      $("panel-jobs").classList.toggle("hidden", tab.dataset.tab !== "jobs");
+      ["studio", "jobs", "avatar"].forEach((name) => $(`panel-${name}`).classList.toggle("hidden", tab.dataset.tab !== name));
       if (tab.dataset.tab === "jobs") refreshJobs();
     }),
   );

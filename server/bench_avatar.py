@@ -1,0 +1,203 @@
+"""`framecast bench avatar --model shapes-avatar --sessions 1,2`: audio-to-screen latency and FPS of
+live avatar sessions.
+
+Starts an in-process server (or uses `--url`); each of N sessions streams microphone-like audio in
+real time (20 ms PCM pieces of silence, with `--bursts` short tone bursts at random moments) and
+plays the stream on a real-time `PlaybackClock`, as a viewer would. For each burst:
+
+- **playable latency**: burst sent -> arrival of the chunk whose frames cover the burst's media
+  time (the first moment a player holds the frame the burst drives);
+- **screen latency**: burst sent -> that frame's time on the player's clock (later than playable
+  when the player holds some lead).
+
+Reports p50/p95 of both, per-session FPS and underruns. Table + optional JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import platform
+import random
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from models.load_args import add_load_arguments
+
+RATE = 16000  # what the bench's clients send
+PIECE_S = 0.02
+BURST_S = 0.2
+WARMUP_S = 2.0  # no burst before this much audio
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sessions", default="1", help="comma-separated session counts (default 1)")
+    parser.add_argument("--model", default=None, help="an avatar preset or model directory (default: the server's)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: first GPU, else CPU)")
+    add_load_arguments(parser)
+    parser.add_argument("--seconds", type=float, default=20.0, help="seconds of audio per session")
+    parser.add_argument("--bursts", type=int, default=10, help="tone bursts per session")
+    parser.add_argument("--format", default="fmp4", choices=["jpeg", "fmp4"])
+    parser.add_argument("--url", default=None, help="benchmark a running server (ws://host:port/v1/realtime)")
+    parser.add_argument("--json", dest="json_path", default=None, help="write the results here")
+
+
+@dataclass
+class AvatarResult:
+    """What one client measured."""
+
+    frames: int = 0
+    fps: float = 0.0  # frames / (last chunk - first chunk), after the first chunk
+    playable_s: list[float] = field(default_factory=list)  # per burst: sent -> its chunk arrived
+    screen_s: list[float] = field(default_factory=list)  # per burst: sent -> its frame on the player's clock
+    underruns: int = 0
+    ttff_s: float | None = None
+
+
+async def _one_session(url: str, index: int, seconds: float, bursts: int, fmt: str) -> AvatarResult:
+    import websockets
+
+    from client.protocol.chunks import pack_input, parse_chunk
+    from client.protocol.events import SessionStart, SessionStop
+    from server.pacing import PlaybackClock
+
+    rng = random.Random(index)
+    starts = sorted(rng.uniform(WARMUP_S, max(seconds - 1.0, WARMUP_S)) for _ in range(bursts))
+    sent_at: dict[float, float] = {}  # burst media time -> wall time its first piece was sent
+    result = AvatarResult()
+    async with websockets.connect(url, compression=None, max_size=None) as ws:
+        began = time.perf_counter()
+        await ws.send(json.dumps(SessionStart.unchecked(prompt="a face speaking", seed=index, format=fmt,
+                                                        audio={"format": "pcm_s16le", "sample_rate": RATE})))
+        clock: PlaybackClock | None = None
+        while clock is None:
+            event = json.loads(await ws.recv())
+            if event["type"] == "session.started":
+                clock = PlaybackClock(event["fps"])
+            elif event["type"] == "error":
+                raise RuntimeError(f"session {index}: {event}")
+
+        async def feed() -> None:
+            t0, piece = time.perf_counter(), round(PIECE_S * RATE)
+            t = np.arange(round(seconds * RATE)) / RATE
+            loud = np.zeros_like(t, dtype=bool)
+            for s in starts:
+                loud |= (t >= s) & (t < s + BURST_S)
+            audio = (np.sin(2 * np.pi * 220 * t) * 20000 * loud).astype("<i2")
+            for i in range(0, len(audio), piece):
+                await asyncio.sleep(max(0.0, t0 + (i + piece) / RATE - time.perf_counter()))  # captured, then sent
+                await ws.send(pack_input("audio", audio[i:i + piece].tobytes(), media_time_us=i * 1_000_000 // RATE))
+                for s in starts:
+                    if s not in sent_at and i / RATE <= s < (i + piece) / RATE:
+                        sent_at[s] = time.perf_counter()
+
+        async def read() -> None:
+            first_at = last_at = None
+            first_frames = 0
+            pending = list(starts)
+            deadline = time.perf_counter() + seconds + 30
+            while pending and time.perf_counter() < deadline:
+                try:
+                    message = await asyncio.wait_for(ws.recv(), deadline - time.perf_counter())
+                except asyncio.TimeoutError:
+                    break
+                now = time.perf_counter()
+                if not isinstance(message, bytes):
+                    if json.loads(message)["type"] == "error":
+                        raise RuntimeError(f"session {index}: {message}")
+                    continue
+                chunk = parse_chunk(message)
+                if first_at is None:
+                    first_at, first_frames, result.ttff_s = now, chunk.frame_count, now - began
+                last_at = now
+                result.frames += chunk.frame_count
+                result.underruns += clock.deliver(chunk.frame_count, now)
+                end_s = (chunk.first_frame_index + chunk.frame_count) / clock.fps
+                for s in [s for s in pending if s < end_s and s in sent_at]:
+                    pending.remove(s)
+                    result.playable_s.append(round(now - sent_at[s], 3))
+                    result.screen_s.append(round(max(clock.start + s, now) - sent_at[s], 3))
+            if last_at is not None and last_at > first_at:
+                result.fps = round((result.frames - first_frames) / (last_at - first_at), 2)
+
+        await asyncio.gather(feed(), read())
+        await ws.send(json.dumps(SessionStop().dump()))
+    return result
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 3) if values else None
+
+
+async def _measure(url: str, n: int, args: argparse.Namespace) -> dict:
+    results = await asyncio.gather(*(_one_session(url, i, args.seconds, args.bursts, args.format) for i in range(n)))
+    playable = [x for r in results for x in r.playable_s]
+    screen = [x for r in results for x in r.screen_s]
+    return {
+        "sessions": n, "per_session_fps": [r.fps for r in results], "bursts_seen": len(playable),
+        "playable_s_p50": _pct(playable, 50), "playable_s_p95": _pct(playable, 95),
+        "screen_s_p50": _pct(screen, 50), "screen_s_p95": _pct(screen, 95),
+        "underruns": sum(r.underruns for r in results), "raw": [asdict(r) for r in results],
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from server.settings import ServeError
+
+    try:
+        counts = [int(x) for x in args.sessions.split(",") if x.strip()]
+    except ValueError:
+        raise ServeError(f"--sessions must be comma-separated integers, got {args.sessions!r}") from None
+    if not counts or min(counts) < 1:
+        raise ServeError("--sessions needs at least one count >= 1")
+    if args.url:
+        rows = [asyncio.run(_measure(args.url, n, args)) for n in counts]
+        device = model = "remote"
+    else:
+        from server.app import load_model
+        from server.serve import ServerThread
+        from server.settings import Settings
+
+        with tempfile.TemporaryDirectory(prefix="framecast-bench-") as data_dir:
+            overrides = {"model": args.model} if args.model else {}
+            overrides.update({"lora": args.lora} if args.lora else {}, text_device=args.text_device)
+            settings = Settings(**overrides, host="127.0.0.1", port=0, device=args.device,
+                                max_sessions=max(counts), max_running_jobs=0, data_dir=data_dir)
+            generator = load_model(settings)
+            if "audio" not in generator.info.inputs:
+                raise ServeError(f"model {generator.info.name!r} takes no audio: bench avatar needs an avatar model")
+            with ServerThread(settings, generator=generator) as server:
+                rows = [asyncio.run(_measure(server.ws_url, n, args)) for n in counts]
+            device, model = generator.info.device, generator.info.name
+    report = {
+        "benchmark": "avatar", "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "command": " ".join(["framecast"] + sys.argv[1:]), "device": device, "model": model,
+        "host": platform.node(), "seconds": args.seconds, "bursts": args.bursts, "format": args.format, "results": rows,
+    }
+    _print_table(report)
+    if args.json_path:
+        with open(args.json_path, "w") as f:
+            json.dump(report, f, indent=2)
+    return 0
+
+
+def _print_table(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"framecast bench avatar — {report['model']} on {report['device']}, "
+                        f"{report['seconds']:g} s of audio per session")
+    for column in ("sessions", "per-session FPS", "bursts", "audio→playable s p50/p95", "audio→screen s p50/p95",
+                   "underruns"):
+        table.add_column(column, justify="right")
+    for r in report["results"]:
+        table.add_row(str(r["sessions"]), ", ".join(f"{x:.1f}" for x in r["per_session_fps"]), str(r["bursts_seen"]),
+                      f"{r['playable_s_p50']}/{r['playable_s_p95']}", f"{r['screen_s_p50']}/{r['screen_s_p95']}",
+                      str(r["underruns"]))
+    Console().print(table)

@@ -1,0 +1,121 @@
+"""The studio page's Avatar tab in Debian's headless Chromium, with a fake microphone fed from a WAV
+(a 300 Hz tone, half a second on, half a second off), against an in-process server running the
+real audio model path (`tiny-avatar`, random weights).
+
+The page captures the microphone through its AudioWorklet, sends PCM input messages stamped by
+media time, and plays the fMP4 avatar stream (H.264 + the AAC track of the audio the model heard)
+through MediaSource. The test reads the socket's frames both ways: the tone the page sent sits at
+the same media times in the audio track the page was sent back, and the browser decodes and plays
+both tracks.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import struct
+import wave
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.client.test_web_page import CHROMIUM, CHROMIUM_FLAGS
+from tests.server_harness import start_server, tiny_avatar_generator
+
+RATE = 48000
+BEEP_S = 0.5  # the fake microphone: BEEP_S of tone, BEEP_S of silence, looped by Chromium
+
+
+def beeps_wav(path, seconds: float = 4.0) -> None:
+    t = np.arange(round(seconds * RATE)) / RATE
+    on = (t % (2 * BEEP_S)) < BEEP_S
+    samples = (np.sin(2 * np.pi * 300 * t) * 16000 * on).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(RATE)
+        w.writeframes(samples.tobytes())
+
+
+def onsets(samples: np.ndarray, rate: int, threshold: float = 0.15) -> np.ndarray:
+    """Times (s) where the signal turns loud after at least 0.2 s of quiet."""
+    loud = np.abs(samples.astype(np.float32)) / 32768 > threshold
+    idx = np.nonzero(loud)[0]
+    if not len(idx):
+        return np.zeros(0)
+    starts = idx[np.concatenate([[True], np.diff(idx) > 0.2 * rate])]
+    return starts / rate
+
+
+@pytest.fixture(scope="module")
+def avatar_page(tmp_path_factory):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    if not shutil.which(CHROMIUM):
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    tmp = tmp_path_factory.mktemp("web-avatar")
+    mic = tmp / "mic.wav"
+    beeps_wav(mic)
+    flags = CHROMIUM_FLAGS + ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                              f"--use-file-for-fake-audio-capture={mic}", "--autoplay-policy=no-user-gesture-required"]
+    with start_server(tmp / "data", generator=tiny_avatar_generator()) as server, sync_api.sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(str(tmp / "profile"), executable_path=CHROMIUM, headless=True,
+                                                        args=flags, viewport={"width": 1280, "height": 800})
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        frames = {"sent": [], "received": []}
+
+        def on_socket(ws):
+            ws.on("framesent", lambda payload: frames["sent"].append(payload))
+            ws.on("framereceived", lambda payload: frames["received"].append(payload))
+
+        page.on("websocket", on_socket)
+        page.goto(server.url + "/")
+        yield page, errors, frames, tmp
+        context.close()
+
+
+def avatar(page, key):
+    return page.evaluate(f"() => window.framecastAvatar.{key}")
+
+
+def test_avatar_tab_talks_through_the_microphone_in_sync(avatar_page):
+    page, errors, frames, tmp = avatar_page
+    assert avatar(page, "mseSupported"), "this chromium cannot play H.264 + AAC through MediaSource"
+    page.click("#tab-avatar")
+    face = tmp / "face.png"
+    Image.new("RGB", (64, 64), (210, 160, 130)).save(face)
+    page.set_input_files("#avatar-face", str(face))
+    page.wait_for_function("() => window.framecastAvatar.faceDataUrl !== null")
+    page.click("#avatar-mic")
+    page.wait_for_function("() => window.framecastAvatar.status === 'streaming'", timeout=60_000)
+    page.wait_for_function("() => window.framecastAvatar.chunksReceived >= 8 && window.framecastAvatar.audioSentS >= 4",
+                           timeout=120_000)
+    played = page.evaluate("""() => { const v = document.getElementById('avatar-video');
+        return {t: v.currentTime, audio: v.webkitAudioDecodedByteCount, video: v.webkitVideoDecodedByteCount,
+                paused: v.paused, error: v.error && v.error.message}; }""")
+    assert played["error"] is None and not played["paused"], played
+    assert played["t"] > 0.5 and played["audio"] > 0 and played["video"] > 0, played  # both tracks decoded, playing
+    page.click("#avatar-stop")
+    page.wait_for_function("() => window.framecastAvatar.status === 'done'", timeout=30_000)
+    assert not errors and not avatar(page, "errors")
+
+    # what the page sent: PCM input messages, stamped by media time
+    sent = [f for f in frames["sent"] if isinstance(f, bytes) and f[:4] == b"FCI1"]
+    assert len(sent) >= 100
+    end = max(struct.unpack_from("<Q", f, 8)[0] * RATE // 1_000_000 + (len(f) - 20) // 2 for f in sent)
+    mic = np.zeros(end, np.int16)
+    for f in sent:
+        start = struct.unpack_from("<Q", f, 8)[0] * RATE // 1_000_000
+        mic[start:start + (len(f) - 20) // 2] = np.frombuffer(f[20:], "<i2")
+    # what came back: fMP4 fragments with the audio the model heard under the frames
+    stream = b"".join(f[20:] for f in frames["received"] if isinstance(f, bytes) and f[:4] == b"FCS1")
+    with av.open(io.BytesIO(stream)) as container:
+        back = np.concatenate([fr.to_ndarray()[0] for fr in container.decode(audio=0)])
+    back = (np.clip(back, -1, 1) * 32767).astype(np.int16)
+    sent_onsets, back_onsets = onsets(mic, RATE), onsets(back, RATE)
+    assert len(sent_onsets) >= 3 and len(back_onsets) >= 2
+    # every beep the video carries starts where the page said it did (the audio track is in sync
+    # with the frames by construction: both on the fragments' media times)
+    for t in back_onsets:
+        assert np.min(np.abs(sent_onsets - t)) < 1 / 16, (t, sent_onsets)

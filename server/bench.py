@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import tempfile
 import time
@@ -194,15 +195,39 @@ async def _measure(url: str, n: int, seconds: float, fmt: str, switches: int = 0
     }
 
 
-def run(args: argparse.Namespace) -> int:
+def session_counts(text: str) -> list[int]:
+    """`--sessions 1,2,4` as [1, 2, 4] (ServeError when it is not)."""
     from server.settings import ServeError
 
     try:
-        counts = [int(x) for x in args.sessions.split(",") if x.strip()]
+        counts = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise ServeError(f"--sessions must be comma-separated integers, got {args.sessions!r}") from None
+        raise ServeError(f"--sessions must be comma-separated integers, got {text!r}") from None
     if not counts or min(counts) < 1:
         raise ServeError("--sessions needs at least one count >= 1")
+    return counts
+
+
+@contextlib.contextmanager
+def local_server(args: argparse.Namespace, max_sessions: int):
+    """An in-process server on 127.0.0.1 for `--model` / `--device` / `--lora` / `--text-device`,
+    no job slots; yields (its ws URL, the loaded generator)."""
+    from server.app import load_model
+    from server.serve import ServerThread
+    from server.settings import Settings
+
+    with tempfile.TemporaryDirectory(prefix="framecast-bench-") as data_dir:
+        overrides = {"model": args.model} if args.model else {}
+        overrides.update({"lora": args.lora} if args.lora else {}, text_device=args.text_device)
+        settings = Settings(**overrides, host="127.0.0.1", port=0, device=args.device,
+                            max_sessions=max_sessions, max_running_jobs=0, data_dir=data_dir)
+        generator = load_model(settings)
+        with ServerThread(settings, generator=generator) as server:
+            yield server.ws_url, generator
+
+
+def run(args: argparse.Namespace) -> int:
+    counts = session_counts(args.sessions)
     if args.url:
         rows, trace = _run_all(args.url, args, counts)
         device = model = "remote"
@@ -232,18 +257,8 @@ def _run_all(url: str, args: argparse.Namespace, counts: list[int]) -> tuple[lis
 
 
 def _run_local(args: argparse.Namespace, counts: list[int]) -> tuple[list[dict], dict | None, str, str]:
-    from server.app import load_model
-    from server.serve import ServerThread
-    from server.settings import Settings
-
-    with tempfile.TemporaryDirectory(prefix="framecast-bench-") as data_dir:
-        overrides = {"model": args.model} if args.model else {}
-        overrides.update({"lora": args.lora} if args.lora else {}, text_device=args.text_device)
-        settings = Settings(**overrides, host="127.0.0.1", port=0, device=args.device,
-                            max_sessions=max(counts), max_running_jobs=0, data_dir=data_dir)
-        generator = load_model(settings)
-        with ServerThread(settings, generator=generator) as server:
-            rows, trace = _run_all(server.ws_url, args, counts)
+    with local_server(args, max(counts)) as (url, generator):
+        rows, trace = _run_all(url, args, counts)
     return rows, trace, generator.info.device, generator.info.name
 
 

@@ -17,12 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import json
-import platform
 import random
-import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -148,42 +144,24 @@ async def _measure(url: str, n: int, args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from server import bench_report
+    from server.bench import local_server, session_counts
     from server.settings import ServeError
 
-    try:
-        counts = [int(x) for x in args.sessions.split(",") if x.strip()]
-    except ValueError:
-        raise ServeError(f"--sessions must be comma-separated integers, got {args.sessions!r}") from None
-    if not counts or min(counts) < 1:
-        raise ServeError("--sessions needs at least one count >= 1")
+    counts = session_counts(args.sessions)
     if args.url:
         rows = [asyncio.run(_measure(args.url, n, args)) for n in counts]
         device = model = "remote"
     else:
-        from server.app import load_model
-        from server.serve import ServerThread
-        from server.settings import Settings
-
-        with tempfile.TemporaryDirectory(prefix="framecast-bench-") as data_dir:
-            overrides = {"model": args.model} if args.model else {}
-            overrides.update({"lora": args.lora} if args.lora else {}, text_device=args.text_device)
-            settings = Settings(**overrides, host="127.0.0.1", port=0, device=args.device,
-                                max_sessions=max(counts), max_running_jobs=0, data_dir=data_dir)
-            generator = load_model(settings)
+        with local_server(args, max(counts)) as (url, generator):
             if "audio" not in generator.info.inputs:
                 raise ServeError(f"model {generator.info.name!r} takes no audio: bench avatar needs an avatar model")
-            with ServerThread(settings, generator=generator) as server:
-                rows = [asyncio.run(_measure(server.ws_url, n, args)) for n in counts]
-            device, model = generator.info.device, generator.info.name
-    report = {
-        "benchmark": "avatar", "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": " ".join(["framecast"] + sys.argv[1:]), "device": device, "model": model,
-        "host": platform.node(), "seconds": args.seconds, "bursts": args.bursts, "format": args.format, "results": rows,
-    }
+            rows = [asyncio.run(_measure(url, n, args)) for n in counts]
+        device, model = generator.info.device, generator.info.name
+    report = bench_report.report("avatar", device=device, model=model, seconds=args.seconds, bursts=args.bursts,
+                                 format=args.format, results=rows)
     _print_table(report)
-    if args.json_path:
-        with open(args.json_path, "w") as f:
-            json.dump(report, f, indent=2)
+    bench_report.write_report(report, args.json_path)
     return 0
 
 

@@ -700,6 +700,9 @@
     }
   }
 
+  // helpers the Avatar tab (web/avatar.js) shares: reading a picture, the socket URL (with a token)
+  window.framecastShared = { readDataUrl, realtimeUrl };
+
   // ---------------------------------------------------------------- boot
 
   if (apiKey) $("api-key").value = apiKey;

@@ -54,15 +54,7 @@
     $("avatar-error").classList.remove("hidden");
   }
 
-  function readDataUrl(file) {
-    return new Promise((resolve, reject) => {
-      const reader = new FileReader();
-      reader.onload = () => resolve(reader.result);
-      reader.onerror = () => reject(reader.error);
-      reader.readAsDataURL(file);
-    });
-  }
-
+  const { readDataUrl, realtimeUrl } = window.framecastShared; // web/app.js: file reading, auth token
   $("avatar-face").addEventListener("change", async () => {
     const file = $("avatar-face").files[0];
     state.faceDataUrl = file ? await readDataUrl(file) : null;
@@ -179,17 +171,6 @@
   }
 
   // ---------------------------------------------------------------- the session
-
-  async function realtimeUrl() {
-    const url = new URL("v1/realtime", location.href);
-    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-    const key = localStorage.getItem("framecast.apiKey");
-    if (key) {
-      const response = await fetch("v1/realtime/sessions", { method: "POST", headers: { Authorization: `Bearer ${key}`, "Content-Type": "application/json" }, body: "{}" });
-      url.searchParams.set("token", (await response.json()).token);
-    }
-    return url.toString();
-  }
 
   async function start(kind) {
     $("avatar-error").classList.add("hidden");

@@ -48,3 +48,10 @@ def test_unreachable_server_is_a_one_line_error(capsys, tmp_path):
 def test_missing_image_is_reported(capsys, tmp_path):
     assert main(["videos", "create", "p", "--image", str(tmp_path / "nope.png")]) == 2
     assert "image not found" in capsys.readouterr().err
+
+
+def test_avatar_needs_its_files(capsys, tmp_path):
+    (tmp_path / "face.png").write_bytes(b"png")
+    assert main(["avatar", "--image", str(tmp_path / "face.png"), "--audio", str(tmp_path / "nope.wav"),
+                 "-o", str(tmp_path / "o.mp4")]) == 2
+    assert "audio not found" in capsys.readouterr().err

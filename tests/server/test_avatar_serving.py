@@ -138,7 +138,7 @@ def test_a_live_stream_waits_for_its_first_audio_and_never_for_late_audio(gen):
         gen.close_stream(stream.state)
 
 
-async def _session(server, seconds_of_audio: float, *, media_s: float, timeout_s: float = 180.0):
+async def _session(server, seconds_of_audio: float, *, media_s: float, timeout_s: float = 600.0):
     """An fMP4 avatar session that sends `seconds_of_audio` of `speech` in 20 ms pieces at real time,
     then nothing, and reads until it has `media_s` of video (a loaded machine may be slower than
     real time); returns (session.started, chunks, the stream's bytes, events)."""
@@ -171,12 +171,12 @@ async def _session(server, seconds_of_audio: float, *, media_s: float, timeout_s
 
 def test_live_audio_reaches_the_model_and_the_fmp4_in_sync(gen, server):
     with Spy(gen) as spy:
-        started, chunks, stream, events = asyncio.run(_session(server, 2.0, media_s=3.5))
+        started, chunks, stream, events = asyncio.run(_session(server, 1.2, media_s=1.8))
     assert not [e for e in events if e["type"] == "error"]
     fps, model_rate = started["fps"], gen.info.audio_sample_rate
     # the model heard one contiguous stream at its rate, the tone where it was sent
     starts = [p.media_time_us for p in spy.pieces]
-    assert starts == sorted(starts) and len(spy.pieces) >= 3
+    assert starts == sorted(starts) and len(spy.pieces) >= 3  # one per chunk
     heard_on, heard_off = loud_span(spy.heard(), model_rate)
     assert heard_on == pytest.approx(TONE_START_S, abs=0.01) and heard_off == pytest.approx(TONE_END_S, abs=0.01)
     # the fMP4 plays the same audio under the frames it drove: same media times, one track each
@@ -185,8 +185,8 @@ def test_live_audio_reaches_the_model_and_the_fmp4_in_sync(gen, server):
     assert [c.chunk_index for c in chunks] == list(range(len(chunks)))
     on, off = loud_span(audio, rate)
     assert on == pytest.approx(TONE_START_S, abs=1 / fps) and off == pytest.approx(TONE_END_S, abs=1 / fps)
-    # audio stopped after 2 s: the stream went on (silence), it did not wait for more
-    assert sum(c.frame_count for c in chunks) / fps > 2.0 + 1.0
+    # audio stopped after 1.2 s: the stream went on (silence), it did not wait for more
+    assert sum(c.frame_count for c in chunks) / fps > 1.2 + 0.5
 
 
 def test_a_session_that_sends_no_audio_still_streams_and_bad_audio_is_refused(server):

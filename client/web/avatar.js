@@ -143,7 +143,7 @@
     const context = new AudioContext();
     await context.audioWorklet.addModule("web/pcm-worklet.js");
     const tap = new AudioWorkletNode(context, "pcm-tap");
-    tap.port.onmessage = (event) => state.status === "streaming" && sendAudio(event.data);
+    tap.port.onmessage = (event) => audio && state.status === "streaming" && sendAudio(event.data);
     tap.connect(context.destination); // the tap outputs silence; the <video> plays the voice, in sync
     audio = { context, nodes: [tap], stream: null };
     if (kind === "microphone") {
@@ -164,6 +164,7 @@
 
   function closeAudio() {
     if (!audio) return;
+    audio.nodes[0].port.onmessage = null; // the tap: blocks already in flight are dropped
     audio.nodes.forEach((node) => node.disconnect());
     if (audio.stream) audio.stream.getTracks().forEach((track) => track.stop());
     audio.context.close();

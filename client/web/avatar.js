@@ -173,11 +173,11 @@
 
   // ---------------------------------------------------------------- the session
 
-  async function start(kind) {
+  async function start(kind, file = null) {
     $("avatar-error").classList.add("hidden");
     if (!state.mseSupported) return fail("unsupported", `this browser cannot play ${MIME}`);
-    const file = kind === "file" ? $("avatar-file").files[0] : null;
     if (kind === "file" && !file) return;
+    if (state.status === "streaming" || state.status === "connecting") return;
     Object.assign(state, { source: kind, session: null, audioSentS: 0, audioMessages: 0, chunksReceived: 0, framesReceived: 0, bytesAppended: 0 });
     pending = new Float32Array(0);
     setStatus("connecting");
@@ -229,7 +229,21 @@
   }
 
   $("avatar-mic").addEventListener("click", () => start("microphone"));
-  $("avatar-file").addEventListener("change", () => start("file"));
+  $("avatar-file").addEventListener("change", () => start("file", $("avatar-file").files[0]));
+  // or drop an audio file (or a face picture) on the stage
+  $("avatar-panel").addEventListener("dragover", (event) => event.preventDefault());
+  $("avatar-panel").addEventListener("drop", async (event) => {
+    event.preventDefault();
+    const file = event.dataTransfer.files[0];
+    if (!file) return;
+    if (file.type.startsWith("image/")) {
+      state.faceDataUrl = await readDataUrl(file);
+      $("avatar-face-thumb").src = state.faceDataUrl;
+      $("avatar-face-thumb").classList.remove("hidden");
+    } else {
+      start("file", file);
+    }
+  });
   $("avatar-stop").addEventListener("click", stop);
   setStatus("idle");
 })();

@@ -141,6 +141,7 @@
 
   async function openAudio(kind, file) {
     const context = new AudioContext();
+    context.resume().catch(() => {}); // started from a click, a file choice or a drop: allowed to run
     await context.audioWorklet.addModule("web/pcm-worklet.js");
     const tap = new AudioWorkletNode(context, "pcm-tap");
     tap.port.onmessage = (event) => audio && state.status === "streaming" && sendAudio(event.data);

@@ -79,8 +79,29 @@ def avatar(page, key):
     return page.evaluate(f"() => window.framecastAvatar.{key}")
 
 
+def sent_audio(frames) -> np.ndarray:
+    """The PCM the page sent (FCI1 messages), placed by their media time (int16 at RATE)."""
+    sent = [f for f in frames["sent"] if isinstance(f, bytes) and f[:4] == b"FCI1"]
+    assert len(sent) >= 50
+    end = max(struct.unpack_from("<Q", f, 8)[0] * RATE // 1_000_000 + (len(f) - 20) // 2 for f in sent)
+    out = np.zeros(end, np.int16)
+    for f in sent:
+        start = struct.unpack_from("<Q", f, 8)[0] * RATE // 1_000_000
+        out[start:start + (len(f) - 20) // 2] = np.frombuffer(f[20:], "<i2")
+    return out
+
+
+def received_audio(frames) -> np.ndarray:
+    """The audio track of the fMP4 fragments the page was sent (int16 at RATE)."""
+    stream = b"".join(f[20:] for f in frames["received"] if isinstance(f, bytes) and f[:4] == b"FCS1")
+    with av.open(io.BytesIO(stream)) as container:
+        back = np.concatenate([fr.to_ndarray()[0] for fr in container.decode(audio=0)])
+    return (np.clip(back, -1, 1) * 32767).astype(np.int16)
+
+
 def test_avatar_tab_talks_through_the_microphone_in_sync(avatar_page):
     page, errors, frames, tmp = avatar_page
+    frames["sent"].clear(), frames["received"].clear()
     assert avatar(page, "mseSupported"), "this chromium cannot play H.264 + AAC through MediaSource"
     page.click("#tab-avatar")
     face = tmp / "face.png"
@@ -100,22 +121,31 @@ def test_avatar_tab_talks_through_the_microphone_in_sync(avatar_page):
     page.wait_for_function("() => window.framecastAvatar.status === 'done'", timeout=30_000)
     assert not errors and not avatar(page, "errors")
 
-    # what the page sent: PCM input messages, stamped by media time
-    sent = [f for f in frames["sent"] if isinstance(f, bytes) and f[:4] == b"FCI1"]
-    assert len(sent) >= 100
-    end = max(struct.unpack_from("<Q", f, 8)[0] * RATE // 1_000_000 + (len(f) - 20) // 2 for f in sent)
-    mic = np.zeros(end, np.int16)
-    for f in sent:
-        start = struct.unpack_from("<Q", f, 8)[0] * RATE // 1_000_000
-        mic[start:start + (len(f) - 20) // 2] = np.frombuffer(f[20:], "<i2")
-    # what came back: fMP4 fragments with the audio the model heard under the frames
-    stream = b"".join(f[20:] for f in frames["received"] if isinstance(f, bytes) and f[:4] == b"FCS1")
-    with av.open(io.BytesIO(stream)) as container:
-        back = np.concatenate([fr.to_ndarray()[0] for fr in container.decode(audio=0)])
-    back = (np.clip(back, -1, 1) * 32767).astype(np.int16)
-    sent_onsets, back_onsets = onsets(mic, RATE), onsets(back, RATE)
+    # what the page sent (PCM input messages stamped by media time) and what came back (fMP4
+    # fragments with the audio the model heard under the frames)
+    sent_onsets, back_onsets = onsets(sent_audio(frames), RATE), onsets(received_audio(frames), RATE)
     assert len(sent_onsets) >= 3 and len(back_onsets) >= 2
     # every beep the video carries starts where the page said it did (the audio track is in sync
     # with the frames by construction: both on the fragments' media times)
     for t in back_onsets:
         assert np.min(np.abs(sent_onsets - t)) < 1 / 16, (t, sent_onsets)
+
+
+def test_avatar_tab_speaks_a_dropped_file(avatar_page):
+    """An audio file starts playing into the tap at session.started: media time 0 is the file's
+    first sample, so its beeps are sent (and come back) at 0, 1, 2 s."""
+    page, errors, frames, tmp = avatar_page
+    frames["sent"].clear(), frames["received"].clear()
+    speech = tmp / "speech.wav"
+    beeps_wav(speech, seconds=3.0)
+    page.set_input_files("#avatar-file", str(speech))
+    page.wait_for_function("() => window.framecastAvatar.source === 'file' && "
+                           "window.framecastAvatar.chunksReceived >= 5 && window.framecastAvatar.audioSentS >= 2.5",
+                           timeout=600_000)
+    page.click("#avatar-stop")
+    page.wait_for_function("() => window.framecastAvatar.status === 'done'", timeout=30_000)
+    assert not errors and not avatar(page, "errors")
+    sent = onsets(sent_audio(frames), RATE)
+    np.testing.assert_allclose(sent[:3], [0.0, 1.0, 2.0], atol=1 / 16)  # sample k of the file at k / RATE s
+    back = onsets(received_audio(frames), RATE)
+    assert len(back) >= 2 and all(np.min(np.abs(sent - t)) < 1 / 16 for t in back)

@@ -304,3 +304,17 @@ def test_python_client_streams_a_wav_and_records_it_with_its_audio(gen, server, 
     assert n == frames and rate == 16000
     on, off = loud_span(audio, rate)
     assert on == pytest.approx(TONE_START_S, abs=1 / gen.info.fps) and off == pytest.approx(TONE_END_S, abs=1 / gen.info.fps)
+
+
+def test_bench_avatar_reports_audio_to_screen_latency(tmp_path):
+    """`framecast bench avatar` end to end on tiny-avatar (the figures themselves are for BENCHMARKS.md)."""
+    from client.cli import main
+
+    out = tmp_path / "bench.json"
+    assert main(["bench", "avatar", "--model", "tiny-avatar", "--device", "cpu", "--seconds", "4", "--bursts", "2",
+                 "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    row = report["results"][0]
+    assert report["benchmark"] == "avatar" and report["model"] == "tiny-avatar" and row["bursts_seen"] == 2
+    # a burst can only be playable after it was sent, and on screen no earlier than playable
+    assert 0 < row["playable_s_p50"] <= row["playable_s_p95"] and row["screen_s_p50"] >= row["playable_s_p50"]

@@ -24,6 +24,7 @@
     source: null, // "microphone" | "file"
     session: null, // session.started
     faceDataUrl: null,
+    audioRate: null, // the capture's sample rate (declared in session.start.audio)
     audioSentS: 0, // media seconds of audio sent
     audioMessages: 0,
     chunksReceived: 0,
@@ -185,6 +186,7 @@
     let rate;
     try {
       rate = await openAudio(kind, file);
+      state.audioRate = rate;
     } catch (err) {
       setStatus("error");
       return fail("audio", err.message);

@@ -79,24 +79,27 @@ def avatar(page, key):
     return page.evaluate(f"() => window.framecastAvatar.{key}")
 
 
-def sent_audio(frames) -> np.ndarray:
-    """The PCM the page sent (FCI1 messages), placed by their media time (int16 at RATE)."""
+def sent_onsets(page, frames) -> np.ndarray:
+    """Beep onsets (s) of the PCM the page sent (FCI1 messages), placed by their media time at the
+    rate it declared (its AudioContext's, not necessarily the WAV's)."""
+    rate = avatar(page, "audioRate")
     sent = [f for f in frames["sent"] if isinstance(f, bytes) and f[:4] == b"FCI1"]
     assert len(sent) >= 50
-    end = max(struct.unpack_from("<Q", f, 8)[0] * RATE // 1_000_000 + (len(f) - 20) // 2 for f in sent)
+    end = max(struct.unpack_from("<Q", f, 8)[0] * rate // 1_000_000 + (len(f) - 20) // 2 for f in sent)
     out = np.zeros(end, np.int16)
     for f in sent:
-        start = struct.unpack_from("<Q", f, 8)[0] * RATE // 1_000_000
+        start = struct.unpack_from("<Q", f, 8)[0] * rate // 1_000_000
         out[start:start + (len(f) - 20) // 2] = np.frombuffer(f[20:], "<i2")
-    return out
+    return onsets(out, rate)
 
 
-def received_audio(frames) -> np.ndarray:
-    """The audio track of the fMP4 fragments the page was sent (int16 at RATE)."""
+def received_onsets(frames) -> np.ndarray:
+    """Beep onsets (s) of the audio track of the fMP4 fragments the page was sent."""
     stream = b"".join(f[20:] for f in frames["received"] if isinstance(f, bytes) and f[:4] == b"FCS1")
     with av.open(io.BytesIO(stream)) as container:
+        rate = container.streams.audio[0].rate
         back = np.concatenate([fr.to_ndarray()[0] for fr in container.decode(audio=0)])
-    return (np.clip(back, -1, 1) * 32767).astype(np.int16)
+    return onsets((np.clip(back, -1, 1) * 32767).astype(np.int16), rate)
 
 
 def test_avatar_tab_talks_through_the_microphone_in_sync(avatar_page):
@@ -123,12 +126,12 @@ def test_avatar_tab_talks_through_the_microphone_in_sync(avatar_page):
 
     # what the page sent (PCM input messages stamped by media time) and what came back (fMP4
     # fragments with the audio the model heard under the frames)
-    sent_onsets, back_onsets = onsets(sent_audio(frames), RATE), onsets(received_audio(frames), RATE)
-    assert len(sent_onsets) >= 3 and len(back_onsets) >= 2
+    sent, back = sent_onsets(page, frames), received_onsets(frames)
+    assert len(sent) >= 3 and len(back) >= 2
     # every beep the video carries starts where the page said it did (the audio track is in sync
     # with the frames by construction: both on the fragments' media times)
-    for t in back_onsets:
-        assert np.min(np.abs(sent_onsets - t)) < 1 / 16, (t, sent_onsets)
+    for t in back:
+        assert np.min(np.abs(sent - t)) < 1 / 16, (t, sent)
 
 
 def test_avatar_tab_speaks_a_dropped_file(avatar_page):
@@ -145,7 +148,7 @@ def test_avatar_tab_speaks_a_dropped_file(avatar_page):
     page.click("#avatar-stop")
     page.wait_for_function("() => window.framecastAvatar.status === 'done'", timeout=30_000)
     assert not errors and not avatar(page, "errors")
-    sent = onsets(sent_audio(frames), RATE)
-    np.testing.assert_allclose(sent[:3], [0.0, 1.0, 2.0], atol=1 / 16)  # sample k of the file at k / RATE s
-    back = onsets(received_audio(frames), RATE)
+    sent = sent_onsets(page, frames)
+    np.testing.assert_allclose(sent[:3], [0.0, 1.0, 2.0], atol=1 / 16)  # the file's second s at media time s
+    back = received_onsets(frames)
     assert len(back) >= 2 and all(np.min(np.abs(sent - t)) < 1 / 16 for t in back)

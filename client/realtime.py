@@ -59,7 +59,7 @@ from client.protocol.errors import (
     ConnectionLostError, FramecastError, ProtocolError, error_from_close, error_from_code, error_from_http,
 )
 from client.protocol.events import (
-    SessionPause, SessionPing, SessionResume, SessionStart, SessionStop, SessionUpdate, parse_server_event,
+    AudioInput, SessionPause, SessionPing, SessionResume, SessionStart, SessionStop, SessionUpdate, parse_server_event,
 )
 
 REALTIME_PATH = "/v1/realtime"
@@ -450,7 +450,7 @@ class AsyncRealtimeClient:
         """
         if format not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
-        audio = None if audio_rate is None else {"format": "pcm_s16le", "sample_rate": int(audio_rate), "channels": 1}
+        audio = None if audio_rate is None else AudioInput.model_construct(sample_rate=int(audio_rate), channels=1)
         start = SessionStart.unchecked(prompt=prompt, format=format, seed=None if seed is None else int(seed),
                                        image=None if image is None else image_data_url(image), model=model,
                                        audio=audio)

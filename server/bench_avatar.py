@@ -60,7 +60,7 @@ async def _one_session(url: str, index: int, seconds: float, bursts: int, fmt: s
     import websockets
 
     from client.protocol.chunks import pack_input, parse_chunk
-    from client.protocol.events import SessionStart, SessionStop
+    from client.protocol.events import AudioInput, SessionStart, SessionStop
     from server.pacing import PlaybackClock
 
     rng = random.Random(index)
@@ -70,7 +70,7 @@ async def _one_session(url: str, index: int, seconds: float, bursts: int, fmt: s
     async with websockets.connect(url, compression=None, max_size=None) as ws:
         began = time.perf_counter()
         await ws.send(json.dumps(SessionStart.unchecked(prompt="a face speaking", seed=index, format=fmt,
-                                                        audio={"format": "pcm_s16le", "sample_rate": RATE})))
+                                                        audio=AudioInput(sample_rate=RATE))))
         clock: PlaybackClock | None = None
         while clock is None:
             event = json.loads(await ws.recv())

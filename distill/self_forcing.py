@@ -197,7 +197,7 @@ class SelfForcingDMD(Method):
         x_t, sigma, eps = self._noise(x)
         pred = self.critic(x_t, self.schedule.timestep(sigma), batch.text)
         loss = flow_matching_loss(pred, x, eps, mask=batch.mask)
-        return loss, {"critic_loss": loss.item()}
+        return loss, {"critic_loss": loss.item(), **batch.logs}
 
     def student_loss(self):
         """DMD generator loss (DMD eq. 7, normalised as eq. 8) on a rollout with gradient at the exit steps."""

@@ -80,9 +80,9 @@ def test_rollout_gradient_only_through_the_exit_step(parts):
     calls = []
     forward_stream = student.forward_stream
 
-    def recording(x, t, text_kv, cache, plan, write=False):
+    def recording(x, t, text_kv, cache, plan, write=False, **kw):  # kw: audio (avatar models)
         calls.append({"x": x, "t": t, "grad": torch.is_grad_enabled(), "write": write})
-        return forward_stream(x, t, text_kv, cache, plan, write)
+        return forward_stream(x, t, text_kv, cache, plan, write, **kw)
 
     student.forward_stream = recording
     x0 = rollout(gen, ["a red circle"], [3], 1, exit_steps=[2], grad=True)  # one chunk: the cache is empty

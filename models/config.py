@@ -327,6 +327,11 @@ def _tiny() -> ModelConfig:
     )
 
 
+# The small shapes DiT (width 128, 4 layers): the previous shapes student's size, kept for the
+# avatar family, whose faces need less capacity than the shapes prompts.
+_SMALL_SHAPES_DIT = dict(num_attention_heads=4, ffn_dim=512, num_layers=4)
+
+
 def _shapes() -> ModelConfig:
     """The `shapes` family architecture (random weights; the trained model is checkpoints/shapes).
 
@@ -334,16 +339,18 @@ def _shapes() -> ModelConfig:
     a latent frame is 16x16, so the smallest object (10 px across) still spans 2-3 latent pixels
     (at 8x, as Wan's, objects were about one latent pixel and came back blurred and off-hue).
     The DiT patch is (1, 4, 4): 16 tokens per latent frame of 16 px each, the same token count
-    (and training / streaming cost) as patch 2 over an 8x latent. A 4-layer width-128 DiT;
-    MiniLM text (384-d) with 32 tokens (at 16, a third of the training prompts lost their ends).
-    Sized to train on a 2-core CPU within 90 minutes and to stream faster than real time there.
+    (and training / streaming cost) as patch 2 over an 8x latent. Each token predicts
+    4 x 4 x 16 = 256 numbers, so the DiT is width 256 (8 heads x 32), FFN 1024, 6 layers: at width
+    128 its output head has rank <= 128 and the teacher plateaued (flow-matching loss 0.83 against
+    0.44 at width 256; docs/DISTILL.md). MiniLM text (384-d) with 32 tokens (at 16, a third of the
+    training prompts lost their ends). Streams faster than real time on a 2-core CPU.
     """
     return ModelConfig(
         family="shapes",
         name="shapes",
         transformer=TransformerConfig(
-            patch_size=(1, 4, 4), num_attention_heads=4, attention_head_dim=32, in_channels=16, out_channels=16,
-            text_dim=384, freq_dim=64, ffn_dim=512, num_layers=4, rope_max_seq_len=64,
+            patch_size=(1, 4, 4), num_attention_heads=8, attention_head_dim=32, in_channels=16, out_channels=16,
+            text_dim=384, freq_dim=64, ffn_dim=1024, num_layers=6, rope_max_seq_len=64,
         ),
         schedule=ScheduleConfig(shift=3.0, teacher_steps=32, teacher_shift=3.0, guidance_scale=4.0),
         stream=StreamConfig(chunk_frames=3, sink_frames=3, window_frames=6, fps=16, width=64, height=64),
@@ -369,7 +376,8 @@ def _shapes_avatar() -> ModelConfig:
     """The `shapes-avatar` architecture (random weights; trained: checkpoints/shapes-avatar): the shapes
     DiT and VAE plus a mel audio adapter. The sink is one latent frame: the start image (identity)."""
     cfg = _shapes()
-    cfg = dataclasses.replace(cfg, stream=dataclasses.replace(cfg.stream, sink_frames=1, window_frames=6))
+    cfg = dataclasses.replace(cfg, transformer=dataclasses.replace(cfg.transformer, **_SMALL_SHAPES_DIT),
+                              stream=dataclasses.replace(cfg.stream, sink_frames=1, window_frames=6))
     return _with_audio(cfg, "shapes-avatar", AudioConfig(n_mels=20, mel_sub_frames=4), audio_tokens=4)
 
 

@@ -22,6 +22,7 @@ import pytest
 from PIL import Image
 
 from tests.client.test_web_page import CHROMIUM, CHROMIUM_FLAGS
+from tests.server.test_avatar_serving import placed_audio
 from tests.server_harness import start_server, tiny_avatar_generator
 
 RATE = 48000
@@ -79,9 +80,16 @@ def avatar(page, key):
     return page.evaluate(f"() => window.framecastAvatar.{key}")
 
 
-def sent_onsets(page, frames) -> np.ndarray:
-    """Beep onsets (s) of the PCM the page sent (FCI1 messages), placed by their media time at the
-    rate it declared (its AudioContext's, not necessarily the WAV's)."""
+def loud(samples: np.ndarray, rate: int, frame_s: float = 0.01, threshold: float = 0.15) -> np.ndarray:
+    """Per 10 ms of media time: whether the audio is loud there."""
+    n = round(frame_s * rate)
+    frames = np.abs(samples[: len(samples) // n * n].astype(np.float32)).reshape(-1, n).max(axis=1) / 32768
+    return frames > threshold
+
+
+def sent_audio(page, frames) -> tuple[np.ndarray, int]:
+    """(the PCM the page sent (FCI1 messages) placed by their media time, the rate it declared: its
+    AudioContext's, not necessarily the WAV's)."""
     rate = avatar(page, "audioRate")
     sent = [f for f in frames["sent"] if isinstance(f, bytes) and f[:4] == b"FCI1"]
     assert len(sent) >= 50
@@ -90,16 +98,25 @@ def sent_onsets(page, frames) -> np.ndarray:
     for f in sent:
         start = struct.unpack_from("<Q", f, 8)[0] * rate // 1_000_000
         out[start:start + (len(f) - 20) // 2] = np.frombuffer(f[20:], "<i2")
-    return onsets(out, rate)
+    return out, rate
 
 
-def received_onsets(frames) -> np.ndarray:
-    """Beep onsets (s) of the audio track of the fMP4 fragments the page was sent."""
+def received_audio(frames) -> tuple[np.ndarray, int]:
+    """(the audio track of the fMP4 fragments the page was sent, its rate)."""
     stream = b"".join(f[20:] for f in frames["received"] if isinstance(f, bytes) and f[:4] == b"FCS1")
-    with av.open(io.BytesIO(stream)) as container:
-        rate = container.streams.audio[0].rate
-        back = np.concatenate([fr.to_ndarray()[0] for fr in container.decode(audio=0)])
-    return onsets((np.clip(back, -1, 1) * 32767).astype(np.int16), rate)
+    return placed_audio(stream)
+
+
+def assert_same_timeline(page, frames) -> None:
+    """Wherever the audio that came back is loud, the audio the page sent is loud at the same media
+    time (10 ms resolution). Sent audio may be missing from what came back (it arrived after its
+    chunk was made: silence), never shifted."""
+    (sent, rate), (back, back_rate) = sent_audio(page, frames), received_audio(frames)
+    assert back_rate == rate
+    sent_loud, back_loud = loud(sent, rate), loud(back, rate)
+    n = min(len(sent_loud), len(back_loud))
+    assert back_loud[:n].sum() >= 50, "the video's audio track has (almost) no beeps"  # >= 0.5 s of tone
+    assert (sent_loud[:n] & back_loud[:n]).sum() >= 0.95 * back_loud[:n].sum()
 
 
 def test_avatar_tab_talks_through_the_microphone_in_sync(avatar_page):
@@ -126,12 +143,9 @@ def test_avatar_tab_talks_through_the_microphone_in_sync(avatar_page):
 
     # what the page sent (PCM input messages stamped by media time) and what came back (fMP4
     # fragments with the audio the model heard under the frames)
-    sent, back = sent_onsets(page, frames), received_onsets(frames)
-    assert len(sent) >= 3 and len(back) >= 2
-    # every beep the video carries starts where the page said it did (the audio track is in sync
-    # with the frames by construction: both on the fragments' media times)
-    for t in back:
-        assert np.min(np.abs(sent - t)) < 1 / 16, (t, sent)
+    # every beep the video carries sits where the page said it did (the audio track is in sync with
+    # the frames by construction: both on the fragments' media times)
+    assert_same_timeline(page, frames)
 
 
 def test_avatar_tab_speaks_a_dropped_file(avatar_page):
@@ -148,7 +162,6 @@ def test_avatar_tab_speaks_a_dropped_file(avatar_page):
     page.click("#avatar-stop")
     page.wait_for_function("() => window.framecastAvatar.status === 'done'", timeout=30_000)
     assert not errors and not avatar(page, "errors")
-    sent = sent_onsets(page, frames)
-    np.testing.assert_allclose(sent[:3], [0.0, 1.0, 2.0], atol=1 / 16)  # the file's second s at media time s
-    back = received_onsets(frames)
-    assert len(back) >= 2 and all(np.min(np.abs(sent - t)) < 1 / 16 for t in back)
+    sent, rate = sent_audio(page, frames)
+    np.testing.assert_allclose(onsets(sent, rate)[:3], [0.0, 1.0, 2.0], atol=1 / 16)  # the file's second s at media time s
+    assert_same_timeline(page, frames)

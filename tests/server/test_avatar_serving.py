@@ -48,14 +48,23 @@ def loud_span(samples: np.ndarray, rate: int, threshold: float = 0.3) -> tuple[f
     return loud[0] / rate, loud[-1] / rate
 
 
-def decode_av(data: bytes) -> tuple[int, np.ndarray, int]:
-    """(video frames, int16 mono audio, audio rate) of an MP4 / concatenated fMP4."""
-    with av.open(io.BytesIO(data)) as container:
-        frames = sum(1 for _ in container.decode(video=0))
+def placed_audio(data: bytes) -> tuple[np.ndarray, int]:
+    """(int16 mono audio, rate) of an MP4 / concatenated fMP4, each decoded frame placed at its own
+    timestamp (so a track shifted against the video shows), silence where none."""
     with av.open(io.BytesIO(data)) as container:
         rate = container.streams.audio[0].rate
-        audio = np.concatenate([f.to_ndarray()[0] for f in container.decode(audio=0)])
-    return frames, (np.clip(audio, -1, 1) * 32767).astype(np.int16), rate
+        pieces = [(round(f.time * rate), f.to_ndarray()[0]) for f in container.decode(audio=0)]
+    out = np.zeros(max(start + len(x) for start, x in pieces), np.float32)
+    for start, x in pieces:
+        out[start:start + len(x)] = x
+    return (np.clip(out, -1, 1) * 32767).astype(np.int16), rate
+
+
+def decode_av(data: bytes) -> tuple[int, np.ndarray, int]:
+    """(video frames, int16 mono audio placed by its timestamps, audio rate) of an MP4 / concatenated fMP4."""
+    with av.open(io.BytesIO(data)) as container:
+        frames = sum(1 for _ in container.decode(video=0))
+    return frames, *placed_audio(data)
 
 
 class Spy:

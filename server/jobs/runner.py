@@ -49,6 +49,10 @@ class JobRunner:
         self.max_clip_seconds = max_clip_seconds  # uploaded clips an extension continues
         self._wake = asyncio.Event()
         self._running: dict[str, asyncio.Task] = {}
+        # claimed jobs whose engine slot is not reserved yet (their media is still being read and
+        # decoded): no further job is claimed until it is, or a worker would claim more jobs than
+        # it has room for and hand them back to the queue (each a wasted render attempt)
+        self._starting: set[str] = set()
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -72,13 +76,13 @@ class JobRunner:
             try:
                 for job_id in list(self._running):  # renew claims: a shared store re-queues unrenewed jobs
                     self.store.heartbeat(job_id)
-                while self.engine.has_room_for_job():
+                while not self._starting and self.engine.has_room_for_job():
                     job = self.store.claim_next()
                     if job is None:
                         break
+                    self._starting.add(job.id)
                     task = asyncio.create_task(self._render_guarded(job), name=f"job-{job.id}")
                     self._running[job.id] = task
-                    await asyncio.sleep(0)  # let the job reserve its engine slot
             except Exception:  # e.g. Redis unreachable: keep the loop alive, retry after the wait
                 log.exception("job store error")
             self._wake.clear()
@@ -100,6 +104,7 @@ class JobRunner:
             log.exception("job %s failed", job.id)
             self.store.update(job.id, only_if=("in_progress",), status="failed", error=f"render failed: {exc}")
         finally:
+            self._starting.discard(job.id)
             self._running.pop(job.id, None)
             self.wake()
 
@@ -149,6 +154,8 @@ class JobRunner:
             audio=AudioFormat(JOB_AUDIO_RATE), audio_window_s=job.seconds + 1.0, audio_preload=audio.tobytes())
         future = self.engine.open(conditioning, live=False, on_chunk=on_chunk, on_error=on_error, resume=resume,
                                   **audio_args)
+        self._starting.discard(job.id)  # its engine slot is reserved: the claim loop may take the next job
+        self.wake()
         stream = await asyncio.wrap_future(future)
         source = self.files.video(job.extends_video_id) if job.extends_video_id else None
         writer = await loop.run_in_executor(self.pool, lambda: Mp4FileWriter(

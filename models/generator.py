@@ -48,6 +48,7 @@ class ModelInfo:
     height: int
     fps: int
     chunk_frames: int  # latent frames per chunk
+    chunk_video_frames: int  # video frames of every chunk after the first (the VAE's temporal stride x chunk_frames)
     steps: int  # denoising steps per chunk
     max_batch: int  # streams that can be open at once
     max_prompt_chars: int  # longest prompt a stream accepts
@@ -100,7 +101,8 @@ class StreamingGenerator:
         self.free_rows = list(range(max_batch))
         self.info = ModelInfo(
             name=cfg.name, family=cfg.family, width=cfg.stream.width, height=cfg.stream.height, fps=cfg.stream.fps,
-            chunk_frames=cfg.stream.chunk_frames, steps=self.schedule.num_student_steps, max_batch=max_batch,
+            chunk_frames=cfg.stream.chunk_frames, chunk_video_frames=vae.temporal_compression * cfg.stream.chunk_frames,
+            steps=self.schedule.num_student_steps, max_batch=max_batch,
             max_prompt_chars=cfg.stream.max_prompt_chars, device=str(self.device), supports_image=cfg.supports_image,
         )
         self.audio: AudioConditioner | None = None

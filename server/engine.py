@@ -37,7 +37,6 @@ from server.metrics import Metrics
 from server.pacing import Pacer, UpdateApplied, plan_step
 
 log = logging.getLogger("framecast.engine")
-VAE_TEMPORAL_STRIDE = 4  # video frames per latent frame (Wan VAE): a chunk's length before one was seen
 
 
 class EngineCapacityError(Exception):
@@ -90,7 +89,6 @@ class Engine:
         self._stopping = False
         info = generator.info
         self.audio_rate, self.audio_lookahead_s = model_audio(info)  # what the model's audio input wants
-        self._default_chunk_frames = VAE_TEMPORAL_STRIDE * info.chunk_frames  # video frames of a full chunk
         self._thread = threading.Thread(target=self._loop, name="framecast-device-loop", daemon=True)
 
     # ---- lifecycle ----
@@ -279,7 +277,7 @@ class Engine:
 
     def _chunk_s(self, stream: EngineStream) -> float:
         """Length of the stream's next chunk, s (a full chunk until one was seen)."""
-        return (stream.max_chunk_frames or self._default_chunk_frames) / self.gen.info.fps
+        return (stream.max_chunk_frames or self.gen.info.chunk_video_frames) / self.gen.info.fps
 
     def _audio_horizon_s(self, stream: EngineStream) -> float:
         """Media time up to which the model must have heard the audio to make the next chunk: what

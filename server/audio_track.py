@@ -31,10 +31,9 @@ DEFAULT_MODEL_RATE = 16000  # a model that names no audio rate hears 16 kHz
 JOB_AUDIO_RATE = 48000  # a job's uploaded audio is decoded (and muxed) at this rate
 
 
-def model_audio(info) -> tuple[int, float]:
-    """(sample rate, look-ahead in s) of the audio a model's streams take (`ModelInfo`, models/audio.py)."""
-    rate = getattr(info, "audio_sample_rate", None) or DEFAULT_MODEL_RATE
-    return int(rate), (getattr(info, "audio_lookahead_frames", None) or 0) / info.fps
+def model_audio_rate(info) -> int:
+    """The sample rate of the audio a model's streams take (`ModelInfo.audio_sample_rate`, models/audio.py)."""
+    return int(info.audio_sample_rate or DEFAULT_MODEL_RATE)
 
 
 @dataclass(frozen=True)

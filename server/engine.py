@@ -32,7 +32,7 @@ from typing import Any
 
 from models.generator import Chunk, StreamState
 from models.stream_api import ChunkInput, Conditioning, StreamingModel
-from server.audio_track import AudioFormat, AudioTrack, model_audio
+from server.audio_track import AudioFormat, AudioTrack, model_audio_rate
 from server.metrics import Metrics
 from server.pacing import Pacer, UpdateApplied, plan_step
 
@@ -65,7 +65,6 @@ class EngineStream:
     audio: AudioTrack | None = None  # streamed audio input, lined up with chunks by media time
     opened_at: float = 0.0  # engine clock when it was opened (a live audio stream's first deadline)
     frames_out: int = 0  # video frames delivered so far (the next chunk's media start = frames_out / fps)
-    max_chunk_frames: int = 0  # frames of the largest chunk so far (0: none yet)
 
 
 class Engine:
@@ -88,7 +87,7 @@ class Engine:
         self._cond = threading.Condition()
         self._stopping = False
         info = generator.info
-        self.audio_rate, self.audio_lookahead_s = model_audio(info)  # what the model's audio input wants
+        self.audio_rate = model_audio_rate(info)  # the PCM rate the model's audio input takes
         self._thread = threading.Thread(target=self._loop, name="framecast-device-loop", daemon=True)
 
     # ---- lifecycle ----
@@ -275,17 +274,10 @@ class Engine:
         batch = [live[i] for i in picked] + jobs
         return batch, wake_at
 
-    def _chunk_s(self, stream: EngineStream) -> float:
-        """Length of the stream's next chunk, s (a full chunk until one was seen)."""
-        return (stream.max_chunk_frames or self.gen.info.chunk_video_frames) / self.gen.info.fps
-
     def _audio_horizon_s(self, stream: EngineStream) -> float:
-        """Media time up to which the model must have heard the audio to make the next chunk: what
-        the model says (`audio_until_us`), else the next chunk's end plus the model's look-ahead."""
-        until_us = getattr(self.gen, "audio_until_us", None)
-        if until_us is not None and stream.state is not None:
-            return until_us(stream.state) / 1e6
-        return stream.frames_out / self.gen.info.fps + self._chunk_s(stream) + self.audio_lookahead_s
+        """Media time up to which the model must have heard the audio to make the next chunk
+        (StreamingModel.audio_until_us)."""
+        return self.gen.audio_until_us(stream.state) / 1e6
 
     def _due_at(self, stream: EngineStream) -> float:
         """When a live stream's next chunk should start. With audio: at its pacing due time once
@@ -383,7 +375,6 @@ class Engine:
                 if stream.pacer.delivered(len(chunk.frames), landed) and self.metrics:
                     self.metrics.underruns.inc()
             stream.frames_out += len(chunk.frames)
-            stream.max_chunk_frames = max(stream.max_chunk_frames, len(chunk.frames))
             if stream.audio is None:
                 _call_quietly(stream.on_chunk, chunk, started)
             else:  # the audio under the chunk's frames, as the model heard it: int16 mono [N]

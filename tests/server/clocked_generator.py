@@ -2,7 +2,7 @@
 computing), so "the device is N times faster than real time" holds however loaded the test
 machine is, and every frame is one flat colour derived from the stream's prompt, so a prompt
 switch is visible in the frames themselves. It implements models.stream_api.StreamingModel (`info`,
-`open`, `set_prompt`, `step`, `close_stream`), all the engine sees; the server around it is real.
+`open`, `set_prompt`, `step`, `close_stream`; `audio_until_us` is the protocol's default), all the engine sees; the server around it is real.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.generator import Chunk, ModelInfo
-from models.stream_api import Conditioning
+from models.stream_api import Conditioning, StreamingModel
 
 FPS = 16
 FIRST_FRAMES, CHUNK_FRAMES = 5, 8  # frames of a stream's first chunk and of every later one (0.5 s)
@@ -34,7 +34,7 @@ class _Stream:
     frames_emitted: int = 0
 
 
-class ClockedGenerator:
+class ClockedGenerator(StreamingModel):  # no audio input: the protocol's audio_until_us default
     """`step` sleeps `step_s` (whatever the batch size) and returns flat-colour chunks."""
 
     def __init__(self, step_s: float, size: int = 32, max_batch: int = 4):

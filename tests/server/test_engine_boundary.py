@@ -15,8 +15,9 @@ from server.engine import Engine
 from tests.server_harness import tiny_generator
 
 
-class RecordingModel:
-    """A two-frame-per-chunk model that records what the engine hands it."""
+class RecordingModel(StreamingModel):
+    """A two-frame-per-chunk model that records what the engine hands it; its chunk n reads audio up
+    to (n + 1) * 0.25 s (`audio_until_us`)."""
 
     def __init__(self):
         self.info = ModelInfo(name="recording", family="test", width=4, height=2, fps=8, chunk_frames=1, chunk_video_frames=2, steps=1,
@@ -44,10 +45,55 @@ class RecordingModel:
     def close_stream(self, stream) -> None:
         pass
 
+    def audio_until_us(self, stream) -> int:
+        return (stream["index"] + 1) * 250_000
+
 
 def test_the_real_generator_implements_the_protocol():
     assert isinstance(tiny_generator(), StreamingModel)
     assert not isinstance(object(), StreamingModel)
+
+
+def test_audio_until_us_is_part_of_the_protocol_with_a_default_for_models_without_audio():
+    from tests.server.clocked_generator import ClockedGenerator
+
+    class NoAudio:  # every member but audio_until_us, not subclassing the protocol
+        info = RecordingModel().info
+        open = step = set_prompt = close_stream = RecordingModel.close_stream
+
+    assert not isinstance(NoAudio(), StreamingModel)
+    clocked = ClockedGenerator(step_s=0.0)
+    assert isinstance(clocked, StreamingModel) and clocked.audio_until_us(clocked.open(Conditioning("x"))) == 0
+    gen = tiny_generator()
+    stream = gen.open(Conditioning("x", seed=1))
+    try:
+        assert gen.audio_until_us(stream) == 0  # the real generator without audio: the same answer
+    finally:
+        gen.close_stream(stream)
+
+
+def test_the_engine_feeds_audio_up_to_the_models_audio_until_us():
+    """The engine asks the model (StreamingModel.audio_until_us) how far each chunk reads: the audio
+    pieces `step` receives end exactly there, chunk after chunk."""
+    from server.audio_track import AudioFormat
+
+    model = RecordingModel()
+    engine = Engine(model, max_sessions=1, max_running_jobs=1, lead_margin_s=0.1, max_lead_s=1.0)
+    rate = 16000  # the track's rate = the model's (ModelInfo.audio_sample_rate 0: the default 16 kHz)
+    pcm = np.arange(rate, dtype="<i2")  # 1 s, every sample distinct
+    three = threading.Event()
+    engine.start()
+    try:
+        stream = engine.open(Conditioning("x", inputs=("audio",)), live=False, audio=AudioFormat(rate),
+                             audio_preload=pcm.tobytes(),
+                             on_chunk=lambda c, s, a=None: c.index >= 2 and three.set(), on_error=print).result(10)
+        assert three.wait(10)
+        engine.close(stream).result(10)
+    finally:
+        engine.stop(10)
+    fed = [p for step in model.steps[:3] for pieces in step for p in pieces]
+    assert [(p.media_time_us, len(p.data) // 2) for p in fed] == [(0, 4000), (250_000, 4000), (500_000, 4000)]
+    np.testing.assert_array_equal(np.frombuffer(b"".join(p.data for p in fed), "<i2"), pcm[:12000])
 
 
 def test_conditioning_and_inputs_reach_the_model_through_the_engine():

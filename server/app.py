@@ -21,6 +21,7 @@ from server.engine import Engine
 from server.jobs.files import JobFiles
 from server.jobs.runner import JobRunner
 from server.jobs.open_store import open_job_store
+from server.limits import ClientBudgets
 from server.metrics import Metrics
 from server.mp4_writer import remove_stale_partials
 from server.routes import realtime, system, tokens, videos
@@ -102,7 +103,8 @@ async def _start(settings: Settings, generator: StreamingModel | None) -> Server
     if not auth.enabled and not settings.is_loopback:
         log.warning("listening on %s without FRAMECAST_API_KEYS: anyone who can reach it can use it", settings.host)
     return ServerState(settings=settings, info=info, engine=engine, store=store, runner=runner, auth=auth,
-                       metrics=metrics, pool=pool)
+                       metrics=metrics, pool=pool,
+                       budgets=ClientBudgets(settings.refused_bytes_per_s, settings.refused_bytes_burst))
 
 
 async def drain(state: ServerState) -> None:

@@ -16,7 +16,9 @@ One in-process server (the model and `--max-sessions` given) and three checks (`
   attackers (in a process of their own) send `session.start` with a 1x16,000,000 PNG (31 KB: legal
   by pixel count, refused by its aspect ratio) over and over (reconnecting when cut off), then
   alone again. Its p95 gap between chunks with the attackers over the p95 of both phases without
-  them (interleaved, so a change in the machine's load hits both). Target: <= 1.5.
+  them (interleaved, so a change in the machine's load hits both), and per phase the messages the
+  server refused, the reads it left out because the attackers' refusal budget was spent
+  (server/limits.py) and the load average. Target: <= 1.5.
 
 The other clients run in the server's process, so the RSS figures are the process's: a client-side
 leak would count against the server, never for it. Prints a table and writes JSON.
@@ -30,6 +32,7 @@ import base64
 import gc
 import io
 import json
+import os
 import tempfile
 import threading
 import time
@@ -274,7 +277,14 @@ def _attack_process(url: str, attacking, stop, replies) -> None:
     replies.put(asyncio.run(attack()))
 
 
-async def _image_attack(url: str, phase_s: float) -> dict:
+def _server_counts(state) -> dict[str, float]:
+    """The server's refusal counters now (messages refused, reads left out for a spent budget)."""
+    registry = state.metrics.registry
+    return {key: registry.get_sample_value(name) or 0.0 for key, name in (
+        ("refused", "framecast_refused_messages_total"), ("throttled", "framecast_throttled_reads_total"))}
+
+
+async def _image_attack(url: str, phase_s: float, state) -> dict:
     import multiprocessing
 
     import numpy as np
@@ -282,6 +292,7 @@ async def _image_attack(url: str, phase_s: float) -> dict:
     context = multiprocessing.get_context("spawn")
     gaps: dict[str, list[float]] = {"alone": [], "attacked": []}
     attacks: dict[str, int] = {}
+    phases = []  # per phase: the server's refusal counters and the machine's load average
     async with _connect(url) as ws:
         await ws.send(json.dumps({"type": "session.start", "prompt": "the victim: a red circle", "seed": 1}))
         while not isinstance(await _next(ws), bytes):  # the first chunk: warm from here
@@ -294,13 +305,16 @@ async def _image_attack(url: str, phase_s: float) -> dict:
                 attacker.start()
                 if not await asyncio.to_thread(attacking.wait, 300):
                     raise RuntimeError("the attackers got no answer in 300 s")
-            deadline, last = time.monotonic() + phase_s, None
+            deadline, last, counts = time.monotonic() + phase_s, None, _server_counts(state)
             while time.monotonic() < deadline:
                 if isinstance(await _next(ws), bytes):
                     now = time.monotonic()
                     if last is not None:
                         gaps[phase].append((now - last) * 1000)
                     last = now
+            after = _server_counts(state)
+            phases.append({"phase": phase, **{f"server_{k}": int(after[k] - counts[k]) for k in after},
+                           "load_average_1m": round(os.getloadavg()[0], 1)})
             if attacker is not None:
                 stop.set()
                 attacks = await asyncio.to_thread(replies.get, True, 120)
@@ -312,7 +326,8 @@ async def _image_attack(url: str, phase_s: float) -> dict:
     return {"phase_seconds": phase_s, "attackers": ATTACKERS, "chunks": {k: len(v) for k, v in gaps.items()},
             "gap_ms_p95": p95, "gap_ms_median": {k: round(float(np.median(v)), 1) if v else None
                                                  for k, v in gaps.items()},
-            "attacker_replies": attacks, "p95_ratio": ratio, "pass": ratio is not None and ratio <= GAP_TARGET_RATIO}
+            "attacker_replies": attacks, "phases": phases, "p95_ratio": ratio,
+            "pass": ratio is not None and ratio <= GAP_TARGET_RATIO}
 
 
 # ---- command ------------------------------------------------------------------------------------
@@ -344,7 +359,7 @@ def run(args: argparse.Namespace) -> int:
                 elif check == "ping-flood":
                     results[check] = asyncio.run(_ping_flood(server.ws_url, args.flood_seconds))
                 else:
-                    results[check] = asyncio.run(_image_attack(server.ws_url, args.phase_seconds))
+                    results[check] = asyncio.run(_image_attack(server.ws_url, args.phase_seconds, state))
                 print(check, json.dumps(results[check]), flush=True)
     report = bench_report.report("hostile", device=generator.info.device, model=generator.info.name,
                                  max_sessions=args.max_sessions, results=results)

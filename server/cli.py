@@ -18,6 +18,8 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "--device": ("device", str, "cpu, cuda, cuda:1, ... (default: first GPU, else CPU)"),
     "--max-sessions": ("max_sessions", int, "live sessions per device (default: 4)"),
     "--max-connections": ("max_connections", int, "open sockets, HTTP and WebSocket (default: 64)"),
+    "--max-connections-per-client": ("max_connections_per_client", int,
+                                      "WebSockets open from one client address (default: 16)"),
     "--data-dir": ("data_dir", str, "job database and videos (default: ./data)"),
     "--api-keys": ("api_keys", str, "comma-separated API keys; enables auth"),
     "--cors-origins": ("cors_origins", str, "comma-separated allowed browser origins"),

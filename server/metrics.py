@@ -30,6 +30,11 @@ class Metrics:
         self.generated_fps = Gauge("framecast_generated_fps", "Frames generated per second (last tick)", registry=r)
         self.send_queue_depth = Gauge("framecast_send_queue_depth", "Chunks waiting in send queues", registry=r)
         self.dropped_chunks = Counter("framecast_dropped_chunks", "Chunks dropped for slow readers", registry=r)
+        self.refused_messages = Counter("framecast_refused_messages", "Client messages answered with an error",
+                                        registry=r)
+        self.throttled_reads = Counter("framecast_throttled_reads",
+                                       "Times a socket was left unread because its client's refusal budget was spent",
+                                       registry=r)
         self.underruns = Counter("framecast_underruns", "Live chunks that landed after the viewer ran dry", registry=r)
         self.switch_latency = Histogram(
             "framecast_switch_latency_seconds", "session.update arrival to the media time it shows at",

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     protect_docs: bool = False  # with API keys set, /docs, /redoc and /openapi.json need the key too
     max_message_bytes: int = Field(default=1 << 20, ge=1024)  # larger client messages: too_large
     max_connections: int = Field(default=64, ge=1)  # open sockets (HTTP + WebSocket); beyond: 503 / capacity
+    max_connections_per_client: int = Field(default=16, ge=1)  # WebSockets open from one client address; beyond: capacity
+    refused_bytes_per_s: float = Field(default=64 << 10, gt=0)  # refusal budget per client address, refilled per second
+    refused_bytes_burst: int = Field(default=1 << 20, ge=1)  # refusal budget at once (a refused message costs its size + 4 KiB)
     idle_timeout_s: float = Field(default=30.0, gt=0)  # a WebSocket without session.start this long is closed
     max_messages_per_s: float = Field(default=20.0, gt=0)  # sustained control messages per connection
     max_message_burst: int = Field(default=60, ge=1)  # control messages per connection at once

@@ -8,6 +8,7 @@ from models.generator import ModelInfo
 from server.auth import Authenticator
 from server.engine import Engine
 from server.jobs.runner import JobRunner
+from server.limits import ClientBudgets
 from server.jobs.store import JobStore
 from server.metrics import Metrics
 from server.session import Session
@@ -24,6 +25,7 @@ class ServerState:
     auth: Authenticator
     metrics: Metrics
     pool: ThreadPoolExecutor  # encoders and MP4 writers
+    budgets: ClientBudgets  # refusal budgets per client address (server/limits.py)
     connections: set = field(default_factory=set)  # open RealtimeConnection objects
     admitting: bool = True  # False once shutdown began
 

@@ -60,6 +60,8 @@ class RealtimeConnection:
         self.expires_at: float | None = None  # unix time the client token (and so the session) ends
         self.opened_at = time.monotonic()
         self.loop = asyncio.get_running_loop()
+        self.client = ws.client.host if ws.client else None  # the address (uvicorn: from X-Forwarded-For of trusted proxies)
+        self.refused = False  # a message of this socket was refused: it is throttled with its client's budget
 
     async def run(self) -> None:
         sender = asyncio.create_task(self.outbox.run())
@@ -90,6 +92,8 @@ class RealtimeConnection:
             return CapacityError("the server is shutting down")
         if len(state.connections) > settings.max_connections:
             return CapacityError(f"over {settings.max_connections} open connections")
+        if sum(c.client == self.client for c in state.connections) > settings.max_connections_per_client:
+            return CapacityError(f"over {settings.max_connections_per_client} open connections from one client")
         if not state.engine.has_room_for_live():
             return CapacityError(f"all {settings.max_sessions} session slots are busy")
         return None
@@ -122,6 +126,17 @@ class RealtimeConnection:
         budget = RateBudget(settings.max_messages_per_s, settings.max_message_burst)
         while not self.ending:
             timeout, timeout_error = self._deadline_error()
+            if timeout is not None and timeout <= 0:
+                self._fail(timeout_error)
+                return
+            pause = self._throttle_s()
+            if pause > 0:  # leave the socket unread: its client's refused messages used up their budget
+                self.state.metrics.throttled_reads.inc()
+                try:
+                    await asyncio.wait_for(self.outbox.closed.wait(), min(pause, timeout) if timeout is not None else pause)
+                    return  # the socket closed meanwhile
+                except asyncio.TimeoutError:
+                    continue
             receive = asyncio.create_task(self.ws.receive())
             closed = asyncio.create_task(self.outbox.closed.wait())
             done, _ = await asyncio.wait({receive, closed}, timeout=max(timeout, 0) if timeout is not None else None,
@@ -151,10 +166,25 @@ class RealtimeConnection:
                 parsed = parse_client_message(text, max_prompt_chars=self.state.max_prompt_chars)
                 await self._handle(parsed)
             except FramecastError as error:
+                self._refuse(len(text) if text is not None else len(data or b""))
                 if isinstance(error, (UnauthorizedError, CapacityError, InternalError)):
                     self._fail(error)
                 else:  # the session goes on
                     self.outbox.event(error.event())
+
+    def _throttle_s(self) -> float:
+        """Seconds to leave the socket unread: while its client address's refusal budget is spent,
+        for sockets that had a message refused or have no session yet (a session in progress
+        that was never refused is not slowed by others behind the same address)."""
+        if not self.refused and self.session is not None:
+            return 0.0
+        return self.state.budgets.wait_s(self.client)
+
+    def _refuse(self, size: int) -> None:
+        """A message of `size` bytes was answered with an error: charge the client's budget."""
+        self.refused = True
+        self.state.metrics.refused_messages.inc()
+        self.state.budgets.charge(self.client, size)
 
     async def _handle(self, message) -> None:
         if isinstance(message, SessionPing):

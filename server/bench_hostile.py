@@ -13,7 +13,7 @@ One in-process server (the model and `--max-sessions` given) and three checks (`
   until the server disconnects it (or `--flood-seconds` pass). RSS before, its peak while (sampled
   every 50 ms) and after; pings sent, close code. Target: growth <= 20 MB, then disconnected.
 - `image-attack`: one live session reads chunks for `--phase-seconds` alone, then as long while 3
-  attackers (in a process of their own) send `session.start` with a 1x16,000,000 PNG (31 KB: legal
+  attackers (in a process of their own) send `session.start` with a 1x16,000,000 PNG (16 KB: legal
   by pixel count, refused by its aspect ratio) over and over (reconnecting when cut off), then
   alone again. Its p95 gap between chunks with the attackers over the p95 of both phases without
   them (interleaved, so a change in the machine's load hits both), and per phase the messages the

@@ -7,7 +7,7 @@ message, so a flood costs the server a bounded amount of work and memory. The re
 (`ClientBudgets`) is shared by every connection from one client address and is spent in bytes by
 the messages the server refused: once it is spent, the server stops reading that client's
 suspect sockets until it has refilled, so a client sending input that is refused over and over
-(a 31 KB image refused at its header, 90 times a second) is answered at the budget's pace and
+(a 16 KB image refused at its header, 90 times a second) is answered at the budget's pace and
 costs the server nothing while it waits (TCP backpressure).
 """
 

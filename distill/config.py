@@ -224,6 +224,7 @@ class DistillConfig:
     data: ShapesDataConfig = field(default_factory=ShapesDataConfig)
     avatar: AvatarDataConfig = field(default_factory=AvatarDataConfig)  # the data of models with audio (avatars)
     vae_from: str | None = None  # a model directory whose trained VAE the `vae` stage copies instead of training one
+    vae_init: str | None = None  # a model directory whose VAE (same architecture) the `vae` stage starts from and fine-tunes
     vae: VAEStageConfig = field(default_factory=VAEStageConfig)
     vae_decoder: VAEDecoderStageConfig = field(default_factory=VAEDecoderStageConfig)
     teacher: TeacherStageConfig = field(default_factory=TeacherStageConfig)

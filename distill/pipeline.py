@@ -154,6 +154,8 @@ class Pipeline:
         base_vae_cfg = dataclasses.replace(self.cfg.model_config().vae, latents_mean=None, latents_std=None)
         torch.manual_seed(self.cfg.seed)
         vae = VideoVAE.from_config(base_vae_cfg).to(self.device)
+        if self.cfg.vae_init:  # fine-tune a trained VAE (its latent statistics are measured again below)
+            vae.load_state_dict(VideoVAE.from_pretrained(Path(self.cfg.vae_init) / "vae").state_dict())
         method = VAEMethod(vae, self.cfg.vae, self.video_data, seed=rank_seed(self.cfg.seed))  # each rank its own clips
         trainer = self._trainer(method, self.cfg.vae, "vae")
         result = trainer.run(resume=resume)

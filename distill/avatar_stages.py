@@ -10,8 +10,15 @@ audio), with two conditions added to every clip the models see:
 - **audio**: per latent frame, the window of audio features (models/audio.py `AudioConditioner`)
   read by the transformer's audio cross-attention.
 
-Teacher: flow matching on such clips (loss on frames 1..). ODE pairs: the teacher's ODE with frame 0
-held clean (no classifier-free guidance: `guidance` 1 is the conditional model; the text is constant).
+Teacher: flow matching on such clips (loss on frames 1..), with text dropout (the prompt replaced by "")
+and, drawn independently, audio dropout: a share `audio_dropout` of the clips are seen with the audio
+layers skipped (`audio=None`), which is the null audio of audio guidance. Not zero features: the mel
+encoder maps silence to zero, and a silent clip must keep its closed mouth, not learn the average one.
+Guided scores (`guided_flow`, used by the ODE pairs and the DMD real score): text and audio guidance
+with separate scales, nested as MultiTalk (Kong et al. 2025) guides text and audio and as
+InstructPix2Pix (Brooks et al. 2023, eq. 3) guides two conditions:
+    v = v(x, 0, 0) + s_t (v(x, c, 0) - v(x, 0, 0)) + s_a (v(x, c, a) - v(x, c, 0))
+(c the text, a the audio, 0 the null of each). ODE pairs: the teacher's ODE with frame 0 held clean.
 ODE init: CausVid's regression with the image as a lead chunk of its own (`lead_frames=1`).
 Self-forcing: rollouts through the streaming generator from the sample's first frame with its audio
 fed to the stream; teacher and critic judge windows [image | rollout frames] with the windows' audio.
@@ -28,12 +35,11 @@ import torch.nn.functional as F
 
 from distill.avatar_data import AvatarDataset
 from distill.config import AvatarDataConfig
-from distill.dmd import dmd_generator_loss, flow_matching_loss
+from distill.dmd import lead_sigma
 from distill.ode_init import ODERegressionMethod
 from distill.ode_pairs import SHARD_PATTERN, _write_shard
 from distill.parallel import broadcast_ints, global_batch, rank_slice
-from distill.rollout import rollout, split_windows
-from distill.self_forcing import SelfForcingDMD
+from distill.self_forcing import RolloutInputs, SelfForcingDMD
 from distill.shapes_data import to_model_video
 from distill.teacher_stage import FlowMatchMethod
 from models.audio import AudioConditioner
@@ -90,42 +96,78 @@ def image_lead_crops(data: dict, gen: torch.Generator, b: int, frames: int):
     return x0, audio, data["text"][idx].float(), idx
 
 
-def lead_sigma(sigma: torch.Tensor, frames: int) -> torch.Tensor:
-    """Per-frame sigmas [B, F] from per-clip ones [B] (or per-frame [B, F]) with frame 0 clean."""
-    s = sigma[:, None].expand(-1, frames).clone() if sigma.ndim == 1 else sigma.clone()
-    s[:, 0] = 0.0
-    return s
+def forward_dropping_audio(model, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, audio: torch.Tensor,
+                           drop: torch.Tensor) -> torch.Tensor:
+    """model(x, t, text, audio=audio) [B, C, F, h, w], except that the rows where `drop` [B] (bool) is set
+    run with the audio layers skipped (`audio=None`: the null audio). Two passes over the two row sets."""
+    if not drop.any():
+        return model(x, t, text, audio=audio)
+    if drop.all():
+        return model(x, t, text)
+    keep = ~drop
+    out = torch.empty_like(x, dtype=torch.float32)
+    out[keep] = model(x[keep], t[keep], text[keep], audio=audio[keep]).float()
+    out[drop] = model(x[drop], t[drop], text[drop]).float()
+    return out
+
+
+def guided_flow(model, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, audio: torch.Tensor,
+                null_text: torch.Tensor | None, text_scale: float, audio_scale: float, **kw) -> torch.Tensor:
+    """Text-and-audio guided flow [B, C, F, h, w] (module docstring; MultiTalk's nesting):
+        v = v(0, 0) + s_t (v(c, 0) - v(0, 0)) + s_a (v(c, a) - v(c, 0))
+          = v(c, 0) + (s_t - 1) (v(c, 0) - v(0, 0)) + s_a (v(c, a) - v(c, 0)).
+    s_a = 0 is the text-only guided flow, s_t = s_a = 1 the conditional flow v(c, a) (one pass).
+    null_text [B or 1, L, D]: the empty prompt's states (needed when s_t != 1)."""
+    full = model(x, t, text, audio=audio, **kw).float()
+    if text_scale == 1.0 and audio_scale == 1.0:
+        return full
+    text_only = model(x, t, text, **kw).float()  # audio layers skipped: the null audio
+    out = text_only + audio_scale * (full - text_only)
+    if text_scale != 1.0:
+        if null_text is None:
+            raise ValueError("text guidance needs the empty prompt's states")
+        uncond = model(x, t, null_text.expand_as(text), **kw).float()
+        out = out + (text_scale - 1.0) * (text_only - uncond)
+    return out
 
 
 class AvatarFlowMatchMethod(FlowMatchMethod):
-    """Teacher: flow matching on [clean image | noised frames] clips with audio (module docstring)."""
+    """Teacher: flow matching on [clean image | noised frames] clips with audio, text and audio dropout
+    (module docstring)."""
 
     def __init__(self, model, schedule, data: dict, null_text, cfg, seed: int = 0, device="cpu"):
         super().__init__(model, schedule, data, null_text, cfg, seed=seed, device=device)
         self.data = data
 
     def loss(self, role, step):
-        """Flow-matching MSE (teacher_stage.py) on frames 1.. of image-led clips."""
+        """Flow-matching MSE (teacher_stage.py) on frames 1.. of image-led clips; the prompt dropped to ""
+        with `text_dropout`, the audio layers skipped with `audio_dropout` (independent draws)."""
         b, ft = self.cfg.batch_size, self.cfg.train_frames
         x0, audio, text, _ = image_lead_crops(self.data, self.gen, b, ft)
+        drop_text = torch.rand(b, generator=self.gen) < self.cfg.text_dropout
+        drop_audio = torch.rand(b, generator=self.gen) < self.cfg.audio_dropout
+        text = torch.where(drop_text[:, None, None], self.null_text.float(), text)
         x0, audio, text = x0.to(self.device), audio.to(self.device), text.to(self.device)
         sigma = lead_sigma(shift_sigma(torch.rand(b, generator=self.gen), self.schedule.cfg.shift), ft).to(self.device)
         eps = torch.randn(x0.shape, generator=self.gen).to(self.device)
         x_t = self.schedule.add_noise(x0, eps, sigma)
-        pred = self.model(x_t, self.schedule.timestep(sigma), text, audio=audio)
+        pred = forward_dropping_audio(self.model, x_t, self.schedule.timestep(sigma), text, audio, drop_audio.to(self.device))
         loss = F.mse_loss(pred[:, :, 1:].float(), self.schedule.flow_target(x0, eps)[:, :, 1:])
         return loss, {"loss": loss.item()}
 
 
 @torch.no_grad()
 def sample_avatar_ode_pairs(teacher, schedule, data: dict, cfg, directory: Path, seed: int = 0,
-                            device: torch.device | str = "cpu", progress: bool = True) -> int:
-    """ODE pairs of image-led clips (frame 0 held clean along the trajectory), with their audio."""
+                            device: torch.device | str = "cpu", progress: bool = True,
+                            null_text: torch.Tensor | None = None) -> int:
+    """ODE pairs of image-led clips (frame 0 held clean along the trajectory), with their audio; the flow
+    is `guided_flow` with s_t = cfg.guidance, s_a = cfg.audio_guidance (null_text: the empty prompt [1, L, D])."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     steps = cfg.steps or schedule.cfg.teacher_steps
     sigmas = schedule.teacher_sigmas(steps, cfg.shift or schedule.cfg.teacher_shift)
     keep = schedule.student_sigmas()
+    text_scale = cfg.guidance or schedule.cfg.guidance_scale
     batches = -(-cfg.num_pairs // cfg.batch_size)
     todo = [j for j in range(batches) if not (directory / SHARD_PATTERN.format(j)).exists()]
     bar = None
@@ -149,7 +191,7 @@ def sample_avatar_ode_pairs(teacher, schedule, data: dict, cfg, directory: Path,
             x = torch.cat([image, x[:, :, 1:]], dim=2)
             t = t.clone()
             t[:, 0] = 0.0
-            return teacher(x, t, text, audio=audio).float()
+            return guided_flow(teacher, x, t, text, audio, null_text, text_scale, cfg.audio_guidance)
 
         out, kept = schedule.sample(model_fn, noise, sigmas, solver=cfg.solver, keep_sigmas=keep, per_frame_timesteps=True)
         out[:, :, :1] = image
@@ -197,69 +239,56 @@ class AvatarODERegression(ODERegressionMethod):
 
 
 class AvatarSelfForcingDMD(SelfForcingDMD):
-    """Self-Forcing DMD (self_forcing.py) on avatar rollouts: streams start from a sample's first frame and
-    are fed its audio; the real / fake scores judge [image | window] clips with the windows' audio."""
+    """Self-Forcing DMD (self_forcing.py, the same rollout code and serving-condition options) on avatar
+    rollouts: each stream is a face of the dataset, opened from its first frame and fed its speech from media
+    time 0; the real / fake scores judge [image | window] clips (the image clean, no loss on it) with the
+    windows' audio, the real score guided by `guided_flow` (s_t = guidance, s_a = audio_guidance).
 
-    def __init__(self, gen, teacher, critic, faces: AvatarDataset, cfg, seed: int = 0):
+    Options: long rollouts (`rollout_chunks`, `rollout_min_chunks`, `dmd_window_chunks`) burn in as served
+    and judge only the last window, with the audio of those frames' media time; a switch (`switch_share`,
+    `switch_transition_chunks`) goes through `set_prompt` as a server's `session.update` does. The avatar
+    text is constant, so a stream switches to that same prompt: it is trained on the state after the KV
+    re-cache (or blend), while its audio stays where it is on the media timeline (the re-cache replays each
+    held frame with the audio it was made with). `image_share` does not apply: every avatar stream starts
+    from its face."""
+
+    lead_image = True
+    switch_prompts = 1  # a switch keeps the avatar's one prompt
+
+    def __init__(self, gen, teacher, critic, faces: AvatarDataset, cfg, seed: int = 0, null_text=None):
         from distill.avatar_data import PROMPT
 
+        if cfg.image_share > 0:
+            raise ValueError("image_share does not apply to avatar models: every stream starts from its face image")
         super().__init__(gen, teacher, critic, [PROMPT], cfg, seed=seed)
         self.faces = faces
         self.cond: AudioConditioner = gen.audio
+        self.null_text = null_text  # [1, L, D] the empty prompt (text guidance only)
 
-    def _rollout(self, grad: bool):
-        """(windows [B*n, C, 1 + W, h, w] led by the image latent, text [B*n, L, D], audio [B*n, 1 + W, M, A])."""
-        b = self.cfg.batch_size
-        g = global_batch(b)
-        idx = rank_slice(torch.randint(0, 2**31 - 1, (g,), generator=self.rng).tolist(), b)
-        seeds = rank_slice(torch.randint(0, 2**31 - 1, (g,), generator=self.rng).tolist(), b)
-        k = self.schedule.num_student_steps
-        exits = broadcast_ints(torch.randint(0, k, (self.cfg.rollout_chunks,), generator=self.rng).tolist())
-        self.last_ids = [*idx, *seeds]
-        c = self.gen.cfg.stream.chunk_frames
-        latent = 1 + self.cfg.rollout_chunks * c
-        _, end = self.cond.span(latent - 1, 1)
-        samples = [self.faces.sample(i, end) for i in idx]
-        pcm = [s.audio for s in samples]
-        self.student.train(grad)
-        x = rollout(self.gen, [s.prompt for s in samples], seeds, self.cfg.rollout_chunks, exit_steps=exits, grad=grad,
-                    images=[s.video[0] for s in samples], audio=pcm)  # [B, C, 1 + n*c, h, w]
-        audio = self.cond.windows(torch.from_numpy(np.stack(pcm)), 0, 0, latent).to(self.device)
-        w = self.cfg.score_frames - 1
-        windows = split_windows(x[:, :, 1:].float(), w)  # [B*n, C, W, h, w]
-        n = windows.shape[0] // b
-        windows = torch.cat([x[:, :, :1].float().repeat(n, 1, 1, 1, 1), windows], dim=2)
-        aw = split_windows(audio[:, 1:].permute(0, 2, 1, 3), w).permute(0, 2, 1, 3)  # [B*n, W, M, A]
-        aw = torch.cat([audio[:, :1].repeat(n, 1, 1, 1), aw], dim=1)
-        text = self.text.get_batch([s.prompt for s in samples])[0].to(self.device).float().repeat(n, 1, 1)
-        return windows, text, aw
+    def _draw_ids(self, g):
+        """A face (dataset index) per stream."""
+        return torch.randint(0, 2**31 - 1, (g,), generator=self.rng).tolist()
 
-    def _lead_noise(self, x):
-        x_t, sigma, eps = self._noise(x)
-        sigma = lead_sigma(sigma, x.shape[2])
-        x_t = torch.cat([x[:, :, :1], x_t[:, :, 1:]], dim=2)
-        return x_t, sigma, eps
+    def _switch_ids(self, ids):
+        """The same face and prompt: the switch re-caches under the avatar's (constant) text."""
+        return list(ids)
 
-    def critic_loss(self):
-        """DMD2 fake-score update (self_forcing.py) on frames 1.. of image-led windows."""
-        with torch.no_grad():
-            x, text, audio = self._rollout(grad=False)
-        x_t, sigma, eps = self._lead_noise(x)
-        pred = self.critic(x_t, self.schedule.timestep(sigma), text, audio=audio)
-        loss = flow_matching_loss(pred[:, :, 1:], x[:, :, 1:], eps[:, :, 1:])
-        return loss, {"critic_loss": loss.item()}
+    def _inputs(self, ids, new_ids, image_at, chunks):
+        """Each face's first frame as the start image and its speech, long enough for `chunks` chunks."""
+        _, end = self.cond.span(chunks * self.gen.cfg.stream.chunk_frames, 1)  # video frames the last chunk reads
+        samples = [self.faces.sample(i, end) for i in ids]
+        prompts = [x.prompt for x in samples]
+        return RolloutInputs(prompts, prompts, [x.video[0] for x in samples], [x.audio for x in samples])
 
-    def student_loss(self):
-        """DMD generator loss (DMD eq. 7 / 8) on frames 1.. of image-led windows; real score without CFG
-        when guidance is 1, else uncond = the audio layers skipped."""
-        x, text, audio = self._rollout(grad=True)
-        x_t, sigma, _ = self._lead_noise(x.detach())
+    def _window_audio(self, inputs, frames):
+        """The audio windows of the judged frames, read from each stream's speech at their media time."""
+        last = max(max(f) for f in frames) + 1
+        audio = self.cond.windows(torch.from_numpy(np.stack(inputs.audio)), 0, 0, last)  # [B, last, M, A]
+        return torch.cat([audio[:, f] for f in frames]).to(self.device).float()  # [B*n, W, M, A]
+
+    @torch.no_grad()
+    def real_x0(self, x_t, sigma, text, audio=None):
+        """Teacher x0 from the text-and-audio guided flow (`guided_flow`)."""
         t = self.schedule.timestep(sigma)
-        with torch.no_grad():
-            flow = self.teacher(x_t, t, text, audio=audio).float()
-            if self.cfg.guidance != 1.0:
-                flow = flow + (self.cfg.guidance - 1.0) * (flow - self.teacher(x_t, t, text).float())
-            real = self.schedule.x0_from_flow(x_t, flow, sigma)
-            fake = self.schedule.x0_from_flow(x_t, self.critic(x_t, t, text, audio=audio).float(), sigma)
-        loss = dmd_generator_loss(x[:, :, 1:], real[:, :, 1:], fake[:, :, 1:])
-        return loss, {"dmd_loss": loss.item(), "real_gap": (x.detach() - real)[:, :, 1:].abs().mean().item()}
+        flow = guided_flow(self.teacher, x_t, t, text, audio, self.null_text, self.cfg.guidance, self.cfg.audio_guidance)
+        return self.schedule.x0_from_flow(x_t, flow, sigma)

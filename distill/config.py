@@ -130,6 +130,7 @@ class TeacherStageConfig(StageConfig):
     clip_latent_frames: int = 9  # latent frames per encoded video
     train_frames: int = 6  # latent frames per training crop (the teacher's clip length)
     text_dropout: float = 0.1  # chance a sample's prompt is replaced by "" (for CFG)
+    audio_dropout: float = 0.1  # avatar models: chance a sample's audio layers are skipped (the null audio of audio CFG)
     encode_batch: int = 16
 
 
@@ -142,6 +143,7 @@ class ODEPairsConfig:
     frames: int = 6  # latent frames per trajectory (the teacher's clip length)
     steps: int = 0  # teacher sampler steps (0 = schedule.teacher_steps)
     guidance: float = 0.0  # CFG scale uncond + g * (cond - uncond) (0 = schedule.guidance_scale)
+    audio_guidance: float = 1.0  # avatar models: audio CFG scale s_a (distill/avatar_stages.py `guided_flow`; 1 = plain conditional)
     shift: float = 0.0  # sigma shift of the teacher grid (0 = schedule.teacher_shift)
     solver: str = "euler"
     prompts: str = "shapes"  # "shapes" (sampled from the dataset) or a prompt file, one per line
@@ -183,6 +185,7 @@ class SelfForcingStageConfig(StageConfig):
     rollout_chunks: int = 7  # chunks per rollout (21 latent frames at chunk 3), longer than the cache
     score_frames: int = 21  # frames the teacher / critic judge at once (windows tiling the rollout)
     guidance: float = 4.0  # real score: uncond + g * (cond - uncond) (= cond + 3 (cond - uncond))
+    audio_guidance: float = 1.0  # avatar models: the real score's audio CFG scale s_a (avatar_stages.py `guided_flow`)
     min_sigma: float = 0.02  # DMD / critic noise levels are drawn in [min_sigma, max_sigma]
     max_sigma: float = 0.98
     prompts: str = "shapes"  # "shapes" or a prompt file (every line is used)

@@ -66,3 +66,11 @@ def cfg_flow(cond: torch.Tensor, uncond: torch.Tensor, guidance: float) -> torch
     """Classifier-free guidance as framecast pins it: uncond + g * (cond - uncond)
     (Self-Forcing's real score `cond + 3 (cond - uncond)` is g = 4)."""
     return uncond + guidance * (cond - uncond)
+
+
+def lead_sigma(sigma: torch.Tensor, frames: int) -> torch.Tensor:
+    """Per-frame sigmas [B, F] from per-clip ones [B] (or per-frame [B, F]) with frame 0 clean (sigma 0):
+    a clip led by a conditioning frame that is never noised (an avatar's start image)."""
+    s = sigma[:, None].expand(-1, frames).clone() if sigma.ndim == 1 else sigma.clone()
+    s[:, 0] = 0.0
+    return s

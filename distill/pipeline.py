@@ -236,12 +236,13 @@ class Pipeline:
         barrier()
         if self.avatar:  # pairs of image-led clips from the teacher's latent dataset, with their audio
             from distill.avatar_stages import sample_avatar_ode_pairs
-            from distill.latents import load_or_build
+            from distill.latents import load_or_build, null_text
 
             data = load_or_build(self.stage_dir("teacher") / "latents.pt", lambda: None)
             start = time.perf_counter()
             written = sample_avatar_ode_pairs(teacher, FlowMatchSchedule(self.model_cfg.schedule), data, pc, shards,
-                                              seed=self.cfg.seed, device=self.device, progress=self.progress)
+                                              seed=self.cfg.seed, device=self.device, progress=self.progress,
+                                              null_text=null_text(self.text_encoder()).to(self.device).float())
             return {"pairs": len(ODEPairStore(shards)), "written_by_rank0": written,
                     "elapsed_s": round(time.perf_counter() - start, 2)}
         prompts = prompt_list(pc.prompts, pc.num_pairs, self.cfg.seed + 2, self.cfg.data)
@@ -308,7 +309,10 @@ class Pipeline:
             from distill.avatar_stages import AvatarSelfForcingDMD, data_config
 
             faces = AvatarDataset(self.cfg.seed + 3, data_config(self.model_cfg, self.cfg.avatar))
-            method = AvatarSelfForcingDMD(gen, teacher, critic, faces, sc, seed=self.cfg.seed)
+            from distill.latents import null_text
+
+            method = AvatarSelfForcingDMD(gen, teacher, critic, faces, sc, seed=self.cfg.seed,
+                                          null_text=null_text(self.text_encoder()).to(self.device).float())
         else:
             prompts = prompt_list(sc.prompts, sc.shapes_prompts if sc.prompts == "shapes" else None, self.cfg.seed + 3,
                                   self.cfg.data)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from distill.config import SelfForcingStageConfig
-from distill.dmd import cfg_flow, dmd_generator_loss, flow_matching_loss
+from distill.dmd import cfg_flow, dmd_generator_loss, flow_matching_loss, lead_sigma
 from distill.parallel import broadcast_ints, global_batch, rank_slice
 from distill.rollout import Switch, labelled_windows, run_rollout
 from distill.shapes_data import StartImages
@@ -52,10 +52,23 @@ class ScoredBatch:
     text: torch.Tensor  # [B*n, L, D] the prompt each window is judged under
     mask: torch.Tensor | None  # [B*n, 1, W, 1, 1] 1 where a frame is judged (None: every frame)
     logs: dict[str, float]  # what the rollout did (options only)
+    audio: torch.Tensor | None = None  # [B*n, W, M, A] the windows' audio features (avatar models)
+
+
+@dataclass
+class RolloutInputs:
+    """This rank's streams of one rollout: what `run_rollout` opens and feeds them with."""
+
+    prompts: list[str]
+    new_prompts: list[str]  # each stream's prompt after a switch
+    images: list | None = None  # uint8 [H, W, 3] start image per stream (None: no image start)
+    audio: list | None = None  # float PCM per stream from media time 0 (avatar models)
 
 
 class SelfForcingDMD(Method):
     main_role = "student"
+    lead_image = False  # True: every judged window leads with the stream's clean start-image latent (avatars)
+    switch_prompts = 2  # prompts a switch rollout needs (a stream switches to another one)
 
     def __init__(self, gen: StreamingGenerator, teacher: CausalWanTransformer, critic: CausalWanTransformer,
                  prompts: list[str], cfg: SelfForcingStageConfig, seed: int = 0, negative_prompt: str = "",
@@ -80,8 +93,8 @@ class SelfForcingDMD(Method):
         shortest = cfg.rollout_min_chunks or cfg.rollout_chunks
         if not 0 <= shortest <= cfg.rollout_chunks or cfg.dmd_window_chunks < 0:
             raise ValueError("need 0 <= rollout_min_chunks <= rollout_chunks and dmd_window_chunks >= 0")
-        if cfg.switch_share > 0 and (shortest < 2 or len(prompts) < 2):
-            raise ValueError("prompt-switch rollouts need rollouts of >= 2 chunks and >= 2 prompts")
+        if cfg.switch_share > 0 and (shortest < 2 or len(prompts) < self.switch_prompts):
+            raise ValueError(f"prompt-switch rollouts need rollouts of >= 2 chunks and >= {self.switch_prompts} prompts")
         if cfg.image_share > 0 and images is None:
             raise ValueError("start-image rollouts need start images (self_forcing.prompts: shapes)")
 
@@ -103,17 +116,36 @@ class SelfForcingDMD(Method):
         so runs without the option keep their random streams)."""
         return share > 0 and torch.rand((), generator=self.rng).item() < share
 
+    # ---- what a rollout's streams are (the avatar stage overrides these three)
+    def _draw_ids(self, g: int) -> list[int]:
+        """One id per stream of the global batch, from the shared generator: here a prompt index."""
+        return torch.randint(0, len(self.prompts), (g,), generator=self.rng).tolist()
+
+    def _switch_ids(self, ids: list[int]) -> list[int]:
+        """The ids the global batch's streams switch to: another prompt each."""
+        shift = torch.randint(1, len(self.prompts), (len(ids),), generator=self.rng).tolist()
+        return [(i + s) % len(self.prompts) for i, s in zip(ids, shift)]
+
+    def _inputs(self, ids: list[int], new_ids: list[int], image_at: list[int] | None, chunks: int) -> RolloutInputs:
+        """This rank's streams: prompts (and the prompts after a switch), start images (image_at: the clip frame
+        of each, None = no image), no audio."""
+        images = [self.images(i, j) for i, j in zip(ids, image_at)] if image_at is not None else None
+        return RolloutInputs([self.prompts[i] for i in ids], [self.prompts[i] for i in new_ids], images)
+
+    def _window_audio(self, inputs: RolloutInputs, frames: list[list[int]]) -> torch.Tensor | None:
+        """Audio features [B*n, W, M, A] of the judged windows (frames: each window's stream latent frames);
+        None for a model without audio."""
+        return None
+
     def _rollout(self, grad: bool) -> ScoredBatch:
         """Roll out this rank's B streams and cut the kept chunks into the windows to judge."""
         cfg, b = self.cfg, self.cfg.batch_size
         g = global_batch(b)
-        ids = torch.randint(0, len(self.prompts), (g,), generator=self.rng).tolist()  # global batch
-        idx = rank_slice(ids, b)
-        prompts = [self.prompts[i] for i in idx]
+        ids = self._draw_ids(g)  # global batch
         seeds = rank_slice(torch.randint(0, 2**31 - 1, (g,), generator=self.rng).tolist(), b)
         k = self.schedule.num_student_steps
         exits = broadcast_ints(torch.randint(0, k, (cfg.rollout_chunks,), generator=self.rng).tolist())
-        self.last_ids = [*idx, *seeds]
+        self.last_ids = [*rank_slice(ids, b), *seeds]
         # the options: drawn for the global batch from the shared generator, broadcast like the exits
         chunks = cfg.rollout_chunks
         if cfg.rollout_min_chunks > 0:
@@ -123,37 +155,43 @@ class SelfForcingDMD(Method):
         if self._chance(cfg.switch_share):
             switch_at = int(torch.randint(max(1, grad_from), chunks, (), generator=self.rng))
             transition = int(torch.randint(0, cfg.switch_transition_chunks + 1, (), generator=self.rng))
-            shift = torch.randint(1, len(self.prompts), (g,), generator=self.rng).tolist()  # another prompt
-            new_ids = [(i + s) % len(self.prompts) for i, s in zip(ids, shift)]
+            new_ids = self._switch_ids(ids)
         image_at = None
         if self._chance(cfg.image_share):
             image_at = torch.randint(0, self.images.frames, (g,), generator=self.rng).tolist()
         chunks, switch_at, transition, has_image = broadcast_ints([chunks, switch_at, transition, image_at is not None])
-        switch = None
-        if switch_at >= 0:
-            switch = Switch(switch_at, [self.prompts[i] for i in rank_slice(new_ids, b)], transition)
-        images = [self.images(i, j) for i, j in rank_slice(list(zip(ids, image_at)), b)] if has_image else None
+        inputs = self._inputs(rank_slice(ids, b), rank_slice(new_ids, b), rank_slice(image_at, b) if has_image else None,
+                              chunks)
+        switch = Switch(switch_at, inputs.new_prompts, transition) if switch_at >= 0 else None
         self.student.train(grad)
-        ro = run_rollout(self.gen, prompts, seeds, chunks, exit_steps=exits[:chunks], grad=grad, grad_from=grad_from,
-                         switch=switch, images=images)
+        ro = run_rollout(self.gen, inputs.prompts, seeds, chunks, exit_steps=exits[:chunks], grad=grad,
+                         grad_from=grad_from, switch=switch, images=inputs.images, audio=inputs.audio)
         x = ro.latents.float()  # [B, C, F, h, w]
         c = self.gen.cfg.stream.chunk_frames
         # per frame: 0 = judged under the first prompt, 1 = under the new one, -1 = context only
         labels = [int(switch is not None and grad_from + f // c >= switch.chunk) for f in range(x.shape[2])]
-        if ro.image_latents is not None and grad_from == 0:  # the start image leads the clip, as in the VAE's video
+        first = grad_from * c + int(ro.image_latents is not None)  # the stream's latent frame index of x's frame 0
+        frames = list(range(first, first + x.shape[2]))
+        w, lead = cfg.score_frames, None
+        if self.lead_image:  # every window is [image | w - 1 frames]: the identity sink, clean, as the teacher learnt
+            lead, w = ro.image_latents.to(x), w - 1
+        elif ro.image_latents is not None and grad_from == 0:  # the start image leads the clip, as in the VAE's video
             x = torch.cat([ro.image_latents.to(x), x], dim=2)
-            labels = [-1, *labels]
-        texts = [self.text.get_batch(prompts)[0]]  # [B, L, D] per label
+            labels, frames = [-1, *labels], [0, *frames]
+        texts = [self.text.get_batch(inputs.prompts)[0]]  # [B, L, D] per label
         if switch is not None:
             texts.append(self.text.get_batch(switch.prompts)[0])
-        w = cfg.score_frames
         chosen = labelled_windows(labels, w)
         windows = torch.cat([x[:, :, s:s + w] for s, _ in chosen])  # [B*n, C, W, h, w]
+        rows = [[float(lab == chosen_lab) for lab in labels[s:s + w]] for s, chosen_lab in chosen]
+        held = [frames[s:s + w] for s, _ in chosen]
+        if lead is not None:
+            windows = torch.cat([lead.repeat(len(chosen), 1, 1, 1, 1), windows], dim=2)  # [B*n, C, 1 + W, h, w]
+            rows, held = [[0.0, *r] for r in rows], [[0, *f] for f in held]
         text = torch.cat([texts[lab] for _, lab in chosen]).to(self.device).float()  # [B*n, L, D]
         mask = None
-        if any(lab != chosen_lab for s, chosen_lab in chosen for lab in labels[s:s + w]):
-            rows = [torch.tensor([float(lab == chosen_lab) for lab in labels[s:s + w]]) for s, chosen_lab in chosen]
-            mask = torch.cat([r.view(1, 1, -1, 1, 1).expand(b, 1, -1, 1, 1) for r in rows]).to(self.device)
+        if any(v == 0.0 for r in rows for v in r):
+            mask = torch.cat([torch.tensor(r).view(1, 1, -1, 1, 1).expand(b, 1, -1, 1, 1) for r in rows]).to(self.device)
         logs = {}
         if cfg.rollout_min_chunks > 0:
             logs["rollout_chunks"] = float(chunks)
@@ -161,7 +199,16 @@ class SelfForcingDMD(Method):
             logs["switched"] = float(switch is not None)
         if cfg.image_share > 0:
             logs["image_start"] = float(has_image)
-        return ScoredBatch(windows, text, mask, logs)
+        return ScoredBatch(windows, text, mask, logs, self._window_audio(inputs, held))
+
+    def _noised(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`_noise`, with the lead image of every window kept clean (sigma [B*n, F], 0 on it) when windows lead
+        with one; else sigma [B*n]."""
+        x_t, sigma, eps = self._noise(x)
+        if self.lead_image:
+            sigma = lead_sigma(sigma, x.shape[2])
+            x_t = torch.cat([x[:, :, :1], x_t[:, :, 1:]], dim=2)
+        return x_t, sigma, eps
 
     def _noise(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x_t, sigma [B*n], eps) with sigma = shift(U[min_sigma, max_sigma]); x: this rank's windows
@@ -175,8 +222,9 @@ class SelfForcingDMD(Method):
         return self.schedule.add_noise(x, eps, sigma), sigma, eps
 
     @torch.no_grad()
-    def real_x0(self, x_t: torch.Tensor, sigma: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """Teacher x0 under CFG (one batched pass over cond and uncond)."""
+    def real_x0(self, x_t: torch.Tensor, sigma: torch.Tensor, text: torch.Tensor,
+                audio: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher x0 under CFG (one batched pass over cond and uncond); `audio` is for models with audio."""
         null = self.text.get(self.negative_prompt)[0].to(self.device).float().expand_as(text)
         t = self.schedule.timestep(sigma)
         out = self.teacher(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([text, null])).float()
@@ -194,8 +242,8 @@ class SelfForcingDMD(Method):
         with torch.no_grad():
             batch = self._rollout(grad=False)
         x = batch.windows
-        x_t, sigma, eps = self._noise(x)
-        pred = self.critic(x_t, self.schedule.timestep(sigma), batch.text)
+        x_t, sigma, eps = self._noised(x)
+        pred = self.critic(x_t, self.schedule.timestep(sigma), batch.text, audio=batch.audio)
         loss = flow_matching_loss(pred, x, eps, mask=batch.mask)
         return loss, {"critic_loss": loss.item(), **batch.logs}
 
@@ -203,10 +251,11 @@ class SelfForcingDMD(Method):
         """DMD generator loss (DMD eq. 7, normalised as eq. 8) on a rollout with gradient at the exit steps."""
         batch = self._rollout(grad=True)
         x, text = batch.windows, batch.text
-        x_t, sigma, _ = self._noise(x.detach())
+        x_t, sigma, _ = self._noised(x.detach())
         with torch.no_grad():
-            real = self.real_x0(x_t, sigma, text)
-            fake = self.schedule.x0_from_flow(x_t, self.critic(x_t, self.schedule.timestep(sigma), text).float(), sigma)
+            real = self.real_x0(x_t, sigma, text, batch.audio)
+            fake = self.critic(x_t, self.schedule.timestep(sigma), text, audio=batch.audio).float()
+            fake = self.schedule.x0_from_flow(x_t, fake, sigma)
         loss = dmd_generator_loss(x, real, fake, mask=batch.mask)
         gap = (x.detach() - real).abs()
         gap = gap.mean() if batch.mask is None else (gap * batch.mask).sum() / (batch.mask.expand_as(gap).sum())

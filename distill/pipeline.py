@@ -76,9 +76,13 @@ class Pipeline:
         return dataclasses.replace(model_cfg, supports_image=self._trained_with_images())
 
     def _trained_with_images(self) -> bool:
-        """Whether out/transformer was trained with start-image rollouts (its framecast.json says so)."""
-        path = self.out / "framecast.json"
-        return path.exists() and bool(json.loads(path.read_text()).get("supports_image", False))
+        """Whether the student was trained with start-image rollouts: out/framecast.json says so, or, when
+        fine-tuning a framecast model directory (`model_dir`), that directory's."""
+        folders = [self.out] + ([Path(self.cfg.model_dir)] if self.cfg.model_dir else [])
+        for path in (folder / "framecast.json" for folder in folders):
+            if path.exists() and json.loads(path.read_text()).get("supports_image", False):
+                return True
+        return False
 
     @property
     def source_dir(self) -> Path:
@@ -321,12 +325,13 @@ class Pipeline:
                                     negative_prompt=self.cfg.negative_prompt, images=images)
         trainer = self._trainer(method, sc, "self-forcing")
         result = trainer.run(resume=resume)
+        # the flag follows the weights (with a LoRA run: the student with its adapter): trained from an image
+        # now (avatars always are), or before
+        self.model_cfg = dataclasses.replace(
+            self.model_cfg, supports_image=self.model_cfg.supports_image or sc.image_share > 0 or self.avatar)
         if sc.lora.rank > 0:
             return {**result, "lora": self._save_lora(trainer, student)}
         trained = trainer.export("student", CausalWanTransformer(self.model_cfg.transformer).to(self.device))
-        # the flag follows the weights: trained from an image now (avatars always are), or before
-        self.model_cfg = dataclasses.replace(
-            self.model_cfg, supports_image=self.model_cfg.supports_image or sc.image_share > 0 or self.avatar)
         self._save(transformer=trained)
         return result
 

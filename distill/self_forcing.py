@@ -54,6 +54,11 @@ class ScoredBatch:
     logs: dict[str, float]  # what the rollout did (options only)
     audio: torch.Tensor | None = None  # [B*n, W, M, A] the windows' audio features (avatar models)
 
+    @property
+    def conditions(self) -> dict:
+        """Keyword conditions of the teacher / critic calls besides the text (audio for avatar models)."""
+        return {} if self.audio is None else {"audio": self.audio}
+
 
 @dataclass
 class RolloutInputs:
@@ -243,7 +248,7 @@ class SelfForcingDMD(Method):
             batch = self._rollout(grad=False)
         x = batch.windows
         x_t, sigma, eps = self._noised(x)
-        pred = self.critic(x_t, self.schedule.timestep(sigma), batch.text, audio=batch.audio)
+        pred = self.critic(x_t, self.schedule.timestep(sigma), batch.text, **batch.conditions)
         loss = flow_matching_loss(pred, x, eps, mask=batch.mask)
         return loss, {"critic_loss": loss.item(), **batch.logs}
 
@@ -253,8 +258,8 @@ class SelfForcingDMD(Method):
         x, text = batch.windows, batch.text
         x_t, sigma, _ = self._noised(x.detach())
         with torch.no_grad():
-            real = self.real_x0(x_t, sigma, text, batch.audio)
-            fake = self.critic(x_t, self.schedule.timestep(sigma), text, audio=batch.audio).float()
+            real = self.real_x0(x_t, sigma, text, **batch.conditions)
+            fake = self.critic(x_t, self.schedule.timestep(sigma), text, **batch.conditions).float()
             fake = self.schedule.x0_from_flow(x_t, fake, sigma)
         loss = dmd_generator_loss(x, real, fake, mask=batch.mask)
         gap = (x.detach() - real).abs()

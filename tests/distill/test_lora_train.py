@@ -127,19 +127,19 @@ def test_self_forcing_stage_with_lora_writes_an_adapter_beside_an_untouched_mode
 
 
 def test_a_lora_run_marks_supports_image_only_when_it_trained_from_images(parts, tmp_path):
-    """framecast.json after a LoRA self-forcing run (out != model_dir): marked when the run had image
-    rollouts, else the base model's value, whichever that is."""
+    """framecast.json after a LoRA self-forcing run (the fine-tuning command: model_dir = out): marked when
+    the run had image rollouts, else the base model's value, whichever that is."""
     recipe, cfg, vae, _ = parts
     flags = {}
     for base_flag, share in ((False, 0.0), (False, 1.0), (True, 0.0)):
         root = tmp_path / f"{base_flag}-{share}"
-        save_model_dir(root / "base", dataclasses.replace(cfg, supports_image=base_flag), vae=vae,
+        save_model_dir(root / "model", dataclasses.replace(cfg, supports_image=base_flag), vae=vae,
                        transformer=random_transformer(cfg, seed=7), teacher=random_transformer(cfg, seed=8))
         run = dataclasses.replace(
-            recipe, out=str(root / "out"), work_dir=str(root / "work"), model_dir=str(root / "base"),
+            recipe, out=str(root / "model"), work_dir=str(root / "work"), model_dir=str(root / "model"),
             self_forcing=dataclasses.replace(recipe.self_forcing, max_steps=1, critic_steps=1, rollout_chunks=2,
                                              score_frames=4, image_share=share, shapes_prompts=16, lora=LORA))
         Pipeline(run, progress=False).run("self-forcing")
-        assert (root / "out" / "lora" / "adapter_model.safetensors").exists()
-        flags[base_flag, share] = json.loads((root / "out" / "framecast.json").read_text())["supports_image"]
+        assert (root / "model" / "lora" / "adapter_model.safetensors").exists()
+        flags[base_flag, share] = json.loads((root / "model" / "framecast.json").read_text())["supports_image"]
     assert flags == {(False, 0.0): False, (False, 1.0): True, (True, 0.0): True}

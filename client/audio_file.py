@@ -2,6 +2,7 @@
 
     samples = decode_audio(open("speech.wav", "rb").read(), rate=16000, max_seconds=60)  # int16 mono
     samples, rate = load_audio("speech.wav")                                             # its own rate
+    open("copy.wav", "wb").write(wav_bytes(samples, rate))                                # and back
 
 Any format FFmpeg reads (WAV, MP3, OGG/Opus, FLAC, M4A, ...) through PyAV, mixed down to mono and
 resampled with FFmpeg's resampler.
@@ -10,6 +11,7 @@ resampled with FFmpeg's resampler.
 from __future__ import annotations
 
 import io
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,6 +60,17 @@ def load_audio(source: str | Path | bytes, rate: int | None = None, max_seconds:
         except Exception:
             raise BadRequestError("field 'audio': not a decodable audio file") from None
     return decode_audio(raw, rate=rate, max_seconds=max_seconds), rate
+
+
+def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
+    """int16 mono samples `[N]` as a WAV file (PCM s16le)."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(np.asarray(samples, "<i2").tobytes())
+    return buf.getvalue()
 
 
 def pcm_pieces(samples: np.ndarray, rate: int, piece_s: float = 0.02) -> Iterator[tuple[int, bytes]]:

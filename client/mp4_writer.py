@@ -2,8 +2,10 @@
 
 A writer can also start with the packets of an MP4 it wrote earlier, copied without re-encoding
 (`continue_from`): an extended video keeps its first part bit-exact and costs nothing to stitch.
-Given the audio of the whole video (`audio`: int16 mono at `audio_rate`), it also writes an AAC
-track, interleaved with the frames and cut (or padded with silence) to the video's length.
+Given the audio of the whole video (`audio`: int16 mono at `audio_rate`, from media time 0), it
+also writes an AAC track, interleaved with the frames and cut (or padded with silence) to the
+video's length; a continued video's track is encoded whole from that audio (the copied part's
+audio included), so it has no seam.
 """
 
 from __future__ import annotations
@@ -35,8 +37,6 @@ class Mp4Writer:
                  continue_from: str | Path | None = None, audio: np.ndarray | None = None, audio_rate: int = 48000):
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
-        if audio is not None and continue_from is not None:
-            raise ValueError("a continued video cannot take an audio track")
         self._audio = None if audio is None else np.asarray(audio, np.int16).reshape(-1)  # [N] int16 mono
         self._audio_rate = audio_rate
         self._audio_stream = None
@@ -73,6 +73,10 @@ class Mp4Writer:
         self._stream.options = {"crf": str(self._crf), "preset": self._preset, "threads": X264_THREADS}
         self._codec = self._stream.codec_context
         self._size = (height, width)
+        self._add_audio_stream()
+
+    def _add_audio_stream(self) -> None:
+        """The AAC track, when the writer has audio (before the first packet is muxed)."""
         if self._audio is not None:
             self._audio_stream = self._container.add_stream("aac", rate=self._audio_rate)
             self._audio_stream.codec_context.layout = "mono"
@@ -100,7 +104,8 @@ class Mp4Writer:
         self._audio_written = end
 
     def _copy_packets(self, source: Path) -> None:
-        """Open the file with `source`'s video stream and packets; our encoder continues after them."""
+        """Open the file with `source`'s video stream and packets (its audio, if any, is not copied:
+        the track is encoded from `audio`); our encoder continues after them."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with av.open(str(source)) as src:
             video = src.streams.video[0]
@@ -109,6 +114,7 @@ class Mp4Writer:
                 raise ValueError(f"{source} is not an H.264 MP4 at {self._rate} fps")
             self._container = av.open(str(self.path), mode="w", format="mp4")
             self._stream = self._container.add_stream_from_template(video)
+            self._add_audio_stream()
             for packet in src.demux(video):
                 if packet.size:
                     packet.stream = self._stream
@@ -117,6 +123,7 @@ class Mp4Writer:
         self._codec = self._encoder(height, width)
         self._length_prefixed = True
         self._size = (height, width)
+        self._write_audio(self.frames_written / self.fps)  # the copied frames' audio
 
     def _mux(self, packets) -> None:
         for packet in packets:

@@ -204,27 +204,40 @@ class StreamingGenerator(StreamingModel):
         cache = stream.decoder._cache
         if stream.decoder.latent_frames_seen == 0:
             raise ValueError("a stream can only be snapshot after its first chunk")
-        slots = [self.cache.slot_of(f) for f in self.cache.cached_frames(stream.row)]
-        return ResumeState(
+        held = self.cache.cached_frames(stream.row)
+        slots = [self.cache.slot_of(f) for f in held]
+        state = ResumeState(
             seed=stream.seed, prompt=stream.prompt, latent_frames=self.cache.frames[stream.row],
             chunk_index=stream.chunk_index, frames_emitted=stream.frames_emitted,
             latents=self.cache.latents[stream.row][:, slots].float().cpu(),  # [C, n, h, w]
             decoder_cache=[c.detach().cpu().clone() if isinstance(c, torch.Tensor) else c for c in cache],
             rng_state=stream.rng.get_state(),
         )
+        if self.audio is not None:  # the cached frames' windows and the unconsumed audio, by media time
+            state.audio_windows = self._held_audio_windows(stream, held).float().cpu()  # [n, M, A]
+            state.audio_pcm, state.audio_start = stream.audio.samples.copy(), stream.audio.start
+        return state
 
     @torch.no_grad()
-    def resume_stream(self, prompt: str, state: ResumeState) -> StreamState:
+    def resume_stream(self, prompt: str, state: ResumeState, inputs: tuple[str, ...] = ()) -> StreamState:
         """A stream that continues `state` under `prompt`: the cached frames' K/V are recomputed under
-        `prompt` (the KV re-cache of a prompt switch), noise and decoding go on where they stopped."""
-        stream = self.open_stream(prompt, seed=state.seed)
+        `prompt` (the KV re-cache of a prompt switch), noise, decoding and (avatar models) the audio
+        buffer go on where they stopped. `inputs`: the per-chunk input kinds the continuation is fed."""
+        stream = self.open(Conditioning(prompt, seed=state.seed, inputs=inputs))
         try:
             row = stream.row
             self.cache.advance([row], state.latent_frames)
-            slots = [self.cache.slot_of(f) for f in self.cache.cached_frames(row)]
+            held = self.cache.cached_frames(row)
+            slots = [self.cache.slot_of(f) for f in held]
             if state.latents.shape[1] != len(slots):
                 raise ValueError(f"resume state holds {state.latents.shape[1]} latent frames, the cache {len(slots)}")
             self.cache.latents[row][:, slots] = state.latents.to(self.device, self.dtype)
+            if self.audio is not None and len(state.audio_windows):
+                if len(state.audio_windows) != len(held):
+                    raise ValueError(f"resume state holds {len(state.audio_windows)} audio windows for {len(held)} frames")
+                stream.audio_windows = {int(f): w.to(self.device, self.dtype) for f, w in zip(held, state.audio_windows)}
+            if self.audio is not None:
+                stream.audio.start, stream.audio.samples = state.audio_start, np.asarray(state.audio_pcm, np.float32).copy()
             self._recache(stream)
             stream.rng.set_state(state.rng_state)
             stream.decoder._cache = [c.to(self.vae.device, self.vae.dtype) if isinstance(c, torch.Tensor) else c
@@ -289,9 +302,8 @@ class StreamingGenerator(StreamingModel):
             latents = self.cache.latents[stream.row][:, slots].unsqueeze(0)  # [1, C, n, h, w]
             t = torch.zeros(1, len(frames), device=self.device)
             audio = None
-            if self.audio is not None:  # the windows the frames were made with (silence for a resumed stream's)
-                silence = self.audio.silence().to(self.device)
-                audio = torch.stack([stream.audio_windows.get(int(f), silence) for f in frames])[None]  # [1, n, M, A]
+            if self.audio is not None:  # the windows the frames were made with
+                audio = self._held_audio_windows(stream, frames)[None]  # [1, n, M, A]
             self.transformer.forward_stream(latents, t, stream.text_kv, self.cache, plan, write=True, audio=audio)
 
     # ------------------------------------------------------------------ the loop
@@ -316,6 +328,12 @@ class StreamingGenerator(StreamingModel):
         if self.audio is None:
             return 0
         return self.audio.until_us(self.cache.frames[stream.row], self.cfg.stream.chunk_frames)
+
+    def _held_audio_windows(self, stream: StreamState, frames: Sequence[int]) -> torch.Tensor:
+        """The audio windows [n, M, A] the given cached latent frames were made with (silence for a
+        frame made without audio, e.g. one encoded from a clip)."""
+        silence = self.audio.silence().to(self.device, self.dtype)
+        return torch.stack([stream.audio_windows.get(int(f), silence) for f in frames])
 
     def _feed(self, stream: StreamState, piece: ChunkInput) -> None:
         """Store one audio piece in the stream's buffer (the contract: models/audio.py)."""

@@ -14,10 +14,16 @@ What is kept, and why it is the cheapest correct choice:
 - the stream's noise generator state and counters, so a continuation draws the same noise the
   uninterrupted stream would have drawn;
 - `tail_frames`: frames the stream already decoded past the point its consumer stopped (a job
-  ends mid-chunk); a continuation shows them first, so no frame is skipped at the join.
+  ends mid-chunk); a continuation shows them first, so no frame is skipped at the join;
+- avatar models: the audio windows the cached frames were made with (the KV re-cache replays each
+  frame with its own audio, as a live prompt switch does) and the stream's audio buffer, placed by
+  media time (`audio_start`: the sample index of its first sample at the model's rate): the audio
+  received but not yet consumed, i.e. what the next chunks' context and look-ahead read. A
+  continuation may overwrite the buffer from any media time on with new audio (models/audio.py).
 
 With these, `resume_stream(p, snapshot(s))` yields exactly the chunks that `s` yields after
-`set_prompt(s, p)` (tests/models/test_generator_resume.py).
+`set_prompt(s, p)` (tests/models/test_generator_resume.py; with audio,
+tests/models/test_generator_audio.py).
 
 Sizes (fp32): the shipped `shapes` model, 2.0 MB (decoder cache 2.0 MB, latents 24 KB); Wan2.1
 at 832x480, the latents are ~5 MB but the decoder cache is ~3.6 GB. At that scale the decoder
@@ -52,13 +58,19 @@ class ResumeState:
     decoder_cache: list[torch.Tensor | str | None]
     rng_state: torch.Tensor  # uint8: torch.Generator.get_state() of the stream's noise generator
     tail_frames: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0, 3), np.uint8))  # uint8 [T, H, W, 3]
+    # avatar models (empty otherwise): the audio windows of the cached frames, aligned with `latents`
+    audio_windows: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # [n, M, A] float32 (CPU)
+    audio_pcm: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # float32 [N]: the audio buffer
+    audio_start: int = 0  # sample index (model rate, from media time 0) of audio_pcm[0]
 
     def save(self, path: str | Path) -> Path:
         """One safetensors file (tensors + JSON metadata), written atomically."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {"latents": self.latents.contiguous(), "rng_state": self.rng_state.contiguous(),
-                   "tail_frames": torch.from_numpy(np.ascontiguousarray(self.tail_frames))}
+                   "tail_frames": torch.from_numpy(np.ascontiguousarray(self.tail_frames)),
+                   "audio_windows": self.audio_windows.float().contiguous(),
+                   "audio_pcm": torch.from_numpy(np.ascontiguousarray(self.audio_pcm, np.float32))}
         markers = {}
         for i, entry in enumerate(self.decoder_cache):
             if isinstance(entry, torch.Tensor):
@@ -67,7 +79,7 @@ class ResumeState:
                 markers[str(i)] = entry
         meta = {"format": _FORMAT, "seed": self.seed, "prompt": self.prompt, "latent_frames": self.latent_frames,
                 "chunk_index": self.chunk_index, "frames_emitted": self.frames_emitted,
-                "decoder_entries": len(self.decoder_cache), "decoder_markers": markers}
+                "decoder_entries": len(self.decoder_cache), "decoder_markers": markers, "audio_start": self.audio_start}
         partial = path.with_name(path.name + ".partial")
         save_file(tensors, str(partial), metadata={"framecast": json.dumps(meta)})
         partial.replace(path)
@@ -88,9 +100,13 @@ class ResumeState:
             decoder_cache=[tensors.get(f"decoder.{i}", meta.get("decoder_markers", {}).get(str(i)))
                            for i in range(meta["decoder_entries"])],
             rng_state=tensors["rng_state"], tail_frames=tensors["tail_frames"].numpy(),
+            audio_windows=tensors.get("audio_windows", torch.zeros(0)),  # absent in states saved before audio
+            audio_pcm=tensors["audio_pcm"].numpy() if "audio_pcm" in tensors else np.zeros(0, np.float32),
+            audio_start=meta.get("audio_start", 0),
         )
 
     def nbytes(self) -> int:
         """Bytes held (about the file size)."""
-        tensors = [self.latents, self.rng_state, *[c for c in self.decoder_cache if isinstance(c, torch.Tensor)]]
-        return sum(t.numel() * t.element_size() for t in tensors) + self.tail_frames.nbytes
+        tensors = [self.latents, self.rng_state, self.audio_windows,
+                   *[c for c in self.decoder_cache if isinstance(c, torch.Tensor)]]
+        return sum(t.numel() * t.element_size() for t in tensors) + self.tail_frames.nbytes + self.audio_pcm.nbytes

@@ -47,18 +47,20 @@ class AudioFormat:
 class AudioTrack:
     """Received PCM on the media timeline, fed to a model chunk by chunk (see the module doc)."""
 
-    def __init__(self, fmt: AudioFormat, model_rate: int, max_ahead_s: float):
+    def __init__(self, fmt: AudioFormat, model_rate: int, max_ahead_s: float, start_s: float = 0.0):
+        """start_s: media time the track starts at (a resumed stream heard the audio before it: the
+        model's own audio buffer holds it; the first `take` feeds the model from here)."""
         self.format = fmt
         self.rate = fmt.sample_rate  # the track's own rate (the client's)
         self.model_rate = model_rate
         self._window = np.zeros(max(1, round(max_ahead_s * self.rate)), np.int16)  # samples from the cursor on
-        self.cursor = 0  # samples frozen (fed to the model) so far
-        self.received_end = 0  # end of the furthest sample received, in samples
+        self.cursor = self.samples(start_s)  # media time (in samples) up to which the model has been fed
+        self.received_end = self.cursor  # end of the furthest sample received, in samples
         self.late_samples = 0  # arrived after their span was fed to the model (dropped)
         self.overflow_samples = 0  # arrived beyond the window (dropped)
         self._history = np.zeros(0, np.int16)  # frozen samples from `_history_start` to the cursor
-        self._history_start = 0
-        self._model_samples = 0  # samples handed to the model so far, at its rate
+        self._history_start = self.cursor
+        self._model_samples = self.cursor * model_rate // self.rate  # the cursor at the model's rate
         self._resampler = (None if model_rate == self.rate
                            else av.AudioResampler(format="s16", layout="mono", rate=model_rate))
 
@@ -105,7 +107,8 @@ class AudioTrack:
     def take(self, until_s: float) -> tuple[int, bytes]:
         """Freeze the audio up to media time `until_s` (silence where nothing arrived) and return
         (media time in µs of its first sample, s16le mono PCM at the model's rate) of the newly
-        frozen span; (time, b"") when the cursor is already there."""
+        frozen span; (time, b"") when the cursor is already there. The spans handed out are
+        contiguous at the model's rate from the track's start (`start_s`)."""
         start_us = self._model_samples * 1_000_000 // self.model_rate
         n = min(self.samples(until_s) - self.cursor, len(self._window))
         if n <= 0:

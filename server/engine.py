@@ -130,13 +130,16 @@ class Engine:
         audio: AudioFormat | None = None,
         audio_window_s: float = 10.0,
         audio_preload: bytes = b"",
+        audio_start_s: float = 0.0,
     ) -> Future:
         """Future[EngineStream]. Raises EngineCapacityError / EngineStopped at once when full.
         A live stream is paced to real time with at most `max_lead_s` (default: the engine's) of lead.
 
         audio: the PCM format of the stream's audio input (its Conditioning declares "audio"); up to
         `audio_window_s` of it past what the model has heard is buffered, the rest dropped;
-        `audio_preload`: PCM from media time 0 that is there before the first chunk (a job's audio).
+        `audio_preload`: PCM from media time `audio_start_s` that is there before the first chunk (a
+        job's audio); `audio_start_s`: where the stream's audio track starts (a resumed stream's model
+        has heard the audio before it, its ResumeState carries that audio; the model is fed from here).
 
         resume: continue a stream instead of starting one: a `models.ResumeState`, or uint8 frames
         `[T, H, W, 3]` of a clip made elsewhere (its last frames become the context)."""
@@ -153,8 +156,8 @@ class Engine:
                 self._reserved_jobs += 1
         stream = EngineStream(live=live, on_chunk=on_chunk, on_error=on_error, opened_at=self.clock())
         if audio is not None:
-            stream.audio = AudioTrack(audio, self.audio_rate, max_ahead_s=audio_window_s)
-            stream.audio.put(0, audio_preload)
+            stream.audio = AudioTrack(audio, self.audio_rate, max_ahead_s=audio_window_s, start_s=audio_start_s)
+            stream.audio.put(round(audio_start_s * 1e6), audio_preload)
         if live:
             stream.pacer = Pacer(self.gen.info.fps, margin_s=self.lead_margin_s,
                                  max_lead_s=self.max_lead_s if max_lead_s is None else max_lead_s)
@@ -164,10 +167,10 @@ class Engine:
                 if resume is None:
                     stream.state = self.gen.open(conditioning)
                 elif hasattr(resume, "latents"):  # a ResumeState
-                    stream.state = self.gen.resume_stream(conditioning.prompt, resume)
+                    stream.state = self.gen.resume_stream(conditioning.prompt, resume, inputs=conditioning.inputs)
                 else:  # frames of a clip: its last frames become the context
                     stream.state = self.gen.resume_stream(conditioning.prompt, self.gen.context_state(
-                        resume, seed=conditioning.seed, prompt=conditioning.prompt))
+                        resume, seed=conditioning.seed, prompt=conditioning.prompt), inputs=conditioning.inputs)
             except BaseException:
                 self._release(stream)
                 raise

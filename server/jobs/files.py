@@ -4,6 +4,8 @@
     videos/<id>.thumbnail.webp   variant `thumbnail`
     videos/<id>.spritesheet.jpg  variant `spritesheet`
     states/<id>.safetensors      the stream's ResumeState (models/resume.py), for extensions
+    states/<id>.audio.wav        an audio job's audio on its media timeline (what its MP4's track
+                                 carries, uncompressed), which its extensions continue
     uploads/<id>.<ext>           an uploaded clip an extension continues
 """
 
@@ -34,6 +36,9 @@ class JobFiles:
     def state(self, job_id: str) -> Path:
         return self.states / f"{job_id}.safetensors"
 
+    def audio(self, job_id: str) -> Path:
+        return self.states / f"{job_id}.audio.wav"
+
     def upload(self, name: str) -> Path:
         return self.uploads / name
 
@@ -48,8 +53,9 @@ class JobFiles:
         return name
 
     def remove(self, job_id: str, *uploads: str) -> None:
-        """Delete every file of the job: variants, resume state, uploads (a clip, conditioning files), partials."""
-        paths = [self.variant(job_id, v) for v in VARIANTS] + [self.state(job_id)]
+        """Delete every file of the job: variants, resume state and audio, uploads (a clip, conditioning
+        files), partials."""
+        paths = [self.variant(job_id, v) for v in VARIANTS] + [self.state(job_id), self.audio(job_id)]
         paths += [self.upload(name) for name in uploads]
         for folder in (self.videos, self.states, self.uploads):
             if folder.is_dir():

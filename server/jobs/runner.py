@@ -6,6 +6,11 @@ the file atomically, with its stills and the stream's ResumeState (an extension 
 it, so it costs only the new seconds). An extension's video starts with its source: the source job's video packets,
 copied without re-encoding, and the frames its stream made past that video's end; or the
 uploaded clip's frames.
+Audio jobs (avatar models) keep their audio on the media timeline: the model hears it chunk by
+chunk, the MP4 carries it as an AAC track, and the published job saves it beside its resume state
+(`JobFiles.audio`). An extension's audio is the source's up to the join, then its own audio file
+(silence without one); its model continues from the audio buffer in the ResumeState and is fed
+the new audio from the join on.
 DELETE flips the stored status or removes the record; the runner notices at the next chunk. On shutdown a running job goes back to `queued` so the next start renders it again.
 """
 
@@ -20,7 +25,8 @@ from concurrent.futures import Executor
 
 import numpy as np
 
-from client.audio_file import decode_audio
+from client.audio_file import decode_audio, wav_bytes
+from client.protocol.errors import FramecastError
 from models.resume import ResumeState
 from server.audio_track import JOB_AUDIO_RATE, AudioFormat
 from server.engine import Engine, EngineCapacityError, EngineStopped
@@ -132,16 +138,16 @@ class JobRunner:
         target = max(1, round(job.seconds * self.fps))  # frames to write
         # the audio is a streamed input, not a Conditioning field: the engine preloads the stream's audio
         # track with it (the model hears it chunk by chunk, as a live session's) and the MP4 carries it
-        audio_file = job.conditioning.files.get("audio")
         media = dataclasses.replace(job.conditioning, files={k: v for k, v in job.conditioning.files.items() if k != "audio"})
         conditioning = await loop.run_in_executor(  # media read and decoded off the loop and the device thread
             self.pool, media.decode, self._decoders(), lambda name: self.files.upload(name).read_bytes())
         prefix, resume = await self._prefix(job)
-        audio = None  # int16 mono [N] at JOB_AUDIO_RATE: heard by the model, muxed into the MP4
-        if audio_file:
-            raw = await loop.run_in_executor(self.pool, self.files.upload(audio_file).read_bytes)
-            audio = await loop.run_in_executor(self.pool, lambda: decode_audio(
-                raw, rate=JOB_AUDIO_RATE, max_seconds=self.max_clip_seconds))
+        audio = None  # int16 mono [N] at JOB_AUDIO_RATE from media time 0: heard by the model, muxed into the MP4
+        audio_args = {}
+        if "audio" in job.conditioning.inputs:
+            audio, join = await loop.run_in_executor(self.pool, self._audio_timeline, job)
+            audio_args = dict(audio=AudioFormat(JOB_AUDIO_RATE), audio_window_s=job.seconds + 1.0,
+                              audio_preload=audio[join:].tobytes(), audio_start_s=join / JOB_AUDIO_RATE)
         chunks: asyncio.Queue = asyncio.Queue()  # Chunk | Exception
 
         def on_chunk(chunk, _started: float, _audio=None) -> None:  # the MP4 takes the job's audio whole
@@ -150,8 +156,6 @@ class JobRunner:
         def on_error(message: str) -> None:
             loop.call_soon_threadsafe(chunks.put_nowait, RuntimeError(message))
 
-        audio_args = {} if audio is None else dict(
-            audio=AudioFormat(JOB_AUDIO_RATE), audio_window_s=job.seconds + 1.0, audio_preload=audio.tobytes())
         future = self.engine.open(conditioning, live=False, on_chunk=on_chunk, on_error=on_error, resume=resume,
                                   **audio_args)
         self._starting.discard(job.id)  # its engine slot is reserved: the claim loop may take the next job
@@ -193,7 +197,7 @@ class JobRunner:
             self.engine.close(stream)
             if pending:
                 state.tail_frames = np.concatenate(pending)
-            await loop.run_in_executor(self.pool, self._publish, job, writer, state)
+            await loop.run_in_executor(self.pool, self._publish, job, writer, state, audio)
         except BaseException:
             self.engine.close(stream)
             await asyncio.shield(loop.run_in_executor(self.pool, writer.abort))
@@ -210,9 +214,44 @@ class JobRunner:
         return {"image": functools.partial(decode_image_bytes, max_bytes=self.max_image_bytes,
                                            max_pixels=self.max_image_pixels, size=(self.width, self.height))}
 
-    def _publish(self, job: Job, writer: Mp4FileWriter, state: ResumeState) -> None:
-        """Write the resume state, publish the video, then its stills (pool thread)."""
+    def _audio_timeline(self, job: Job) -> tuple[np.ndarray, int]:
+        """(the job's audio on its media timeline, int16 mono at JOB_AUDIO_RATE from frame 0; the
+        sample where its own audio starts) (pool thread). A job's own audio is its `audio` file; an
+        extension's starts at the join (the source video's end) after the source's audio: the audio
+        its job saved, else its file's audio track (an uploaded clip's, or a job's from before audio
+        was saved), else silence; without a file of its own it goes on in silence."""
+        name = job.conditioning.files.get("audio")
+        own = np.zeros(0, np.int16)
+        if name:
+            own = decode_audio(self.files.upload(name).read_bytes(), rate=JOB_AUDIO_RATE,
+                               max_seconds=self.max_clip_seconds)
+        if not (job.extends_video_id or job.upload):
+            return own, 0
+        join = round(round(job.source_seconds * self.fps) * JOB_AUDIO_RATE / self.fps)  # the source's frames
+        source = np.zeros(join, np.int16)
+        saved = self.files.audio(job.extends_video_id) if job.extends_video_id else None
+        if saved is not None and saved.is_file():
+            path = saved
+        else:
+            path = self.files.video(job.extends_video_id) if job.extends_video_id else self.files.upload(job.upload)
+        try:
+            heard = decode_audio(path.read_bytes(), rate=JOB_AUDIO_RATE, max_seconds=self.max_clip_seconds + 1.0)
+        except FramecastError:  # no audio track: the source was silent
+            heard = source
+        source[:min(join, len(heard))] = heard[:join]
+        return np.concatenate([source, own]), join
+
+    def _publish(self, job: Job, writer: Mp4FileWriter, state: ResumeState, audio: np.ndarray | None = None) -> None:
+        """Write the resume state (and an audio job's audio as its MP4 carries it), publish the video,
+        then its stills (pool thread)."""
         state.save(self.files.state(job.id))
+        if audio is not None:
+            length = round(writer.frames_written * JOB_AUDIO_RATE / self.fps)
+            track = np.zeros(length, np.int16)
+            track[:min(length, len(audio))] = audio[:length]
+            partial = self.files.audio(job.id).with_suffix(".partial")
+            partial.write_bytes(wav_bytes(track, JOB_AUDIO_RATE))
+            partial.replace(self.files.audio(job.id))
         path = writer.finish()
         # a worker that lost this job's lease (killed, or stalled past it) never publishes: its partial goes
         for stale in path.parent.glob(f"{path.name}.*.partial"):

@@ -59,7 +59,7 @@ class ExtendRequest(_Body):
     """POST /v1/videos/extensions (the uploaded clip, if any, comes as an Upload)."""
 
     prompt: str = Field(min_length=1)
-    seconds: float = Field(gt=0)  # length of the new part
+    seconds: float | None = Field(default=None, gt=0)  # length of the new part (required without an audio file)
     video: dict | None = None  # {"id": "video_..."}: a finished job
 
 

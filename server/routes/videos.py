@@ -24,7 +24,7 @@ from server.media import decode_clip
 from server.protocol import check_model_request
 from server.rest_errors import api_error, invalid
 from server.routes.deps import get_state, require_api_key
-from server.routes.video_forms import CreateRequest, ExtendRequest, RemixRequest, parse, read_body
+from server.routes.video_forms import CreateRequest, ExtendRequest, RemixRequest, Upload, parse, read_body
 from server.state import ServerState
 
 router = APIRouter(prefix="/v1/videos", dependencies=[Depends(require_api_key)], tags=["videos"])
@@ -113,6 +113,28 @@ def _media(field: str, decode):
         raise invalid(field, message, status=_STATUS_OF_CODE.get(exc.code, 400), code=exc.code) from None
 
 
+def _check_inputs(state: ServerState, model: str | None, inputs: tuple[str, ...]) -> None:
+    """A 422 naming the field when `model` is another model or the model takes no such input."""
+    try:
+        check_model_request(state.info, model, inputs)
+    except FramecastError as exc:  # what the socket refuses the same way: a 422 naming the field
+        exc.status = 422
+        raise
+
+
+async def _audio_seconds(state: ServerState, audio: Upload) -> float:
+    """The length of an uploaded `audio` file part; decoded now (off the event loop), so an
+    undecodable file is a 400 at once (the runner decodes it again from the saved upload)."""
+    samples = await asyncio.to_thread(_media, "audio", lambda: decode_audio(
+        audio.data, rate=JOB_AUDIO_RATE, max_seconds=state.settings.max_job_seconds))
+    return len(samples) / JOB_AUDIO_RATE
+
+
+async def _save_audio(state: ServerState, job_id: str, raw: bytes) -> dict[str, str]:
+    """JobConditioning.files for an audio file kept by reference as the job's own upload."""
+    return {"audio": await asyncio.to_thread(state.runner.files.save_upload, job_id, raw, ".audio")}
+
+
 @router.post("")
 async def create_video(request: Request, state: ServerState = Depends(get_state)) -> dict:
     fields, files = await read_body(request)
@@ -122,25 +144,17 @@ async def create_video(request: Request, state: ServerState = Depends(get_state)
     size = f"{info.width}x{info.height}"
     if body.size is not None and body.size != size:
         raise invalid("size", f"model {info.name!r} renders {size}", code="unsupported")
-    try:
-        check_model_request(info, body.model, ("audio",) if audio is not None else ())
-    except FramecastError as exc:  # what the socket refuses the same way: a 422 naming the field
-        exc.status = 422
-        raise
-    seconds = body.seconds if body.seconds is not None else settings.default_job_seconds
-    if audio is not None:  # decoded now (off the event loop): an undecodable file is a 400 at once
-        samples = await asyncio.to_thread(_media, "audio", lambda: decode_audio(
-            audio.data, rate=JOB_AUDIO_RATE, max_seconds=settings.max_job_seconds))
-        seconds = body.seconds if body.seconds is not None else len(samples) / JOB_AUDIO_RATE
+    _check_inputs(state, body.model, ("audio",) if audio is not None else ())
+    audio_s = await _audio_seconds(state, audio) if audio is not None else None
+    seconds = next(s for s in (body.seconds, audio_s, settings.default_job_seconds) if s is not None)
     _check_prompt_and_seconds(state, body.prompt, seconds)
     image = await asyncio.to_thread(_reference_image, state, body, files)  # decoding: off the event loop
     _admit(state)
     seed = body.seed if body.seed is not None else secrets.randbelow(2**31)  # fixed now: a re-run matches
     job_id = Job.new_id()
-    files = {}  # the audio is kept as sent, by reference (JobConditioning.files), decoded again by the runner
-    if audio is not None:
-        files["audio"] = await asyncio.to_thread(state.runner.files.save_upload, job_id, audio.data, ".audio")
-    conditioning = JobConditioning(body.prompt, seed=seed, media={"image": image} if image else {}, files=files,
+    # the audio is kept as sent, by reference (JobConditioning.files), decoded again by the runner
+    kept = await _save_audio(state, job_id, audio.data) if audio is not None else {}
+    conditioning = JobConditioning(body.prompt, seed=seed, media={"image": image} if image else {}, files=kept,
                                    inputs=("audio",) if audio is not None else ())
     return _queue(state, Job(id=job_id, conditioning=conditioning, seconds=seconds, model=info.name, size=size))
 
@@ -157,34 +171,43 @@ def list_videos(after: str | None = None, limit: int = Query(default=20, ge=1, l
 @router.post("/extensions")
 async def extend_video(request: Request, state: ServerState = Depends(get_state)) -> dict:
     """Continue a finished job (`video: {"id"}`, JSON or the form field `video[id]`) or an uploaded
-    clip (multipart file `video`) for `seconds` more under `prompt`; the result is the stitched video."""
+    clip (multipart file `video`) for `seconds` more under `prompt`; the result is the stitched video.
+    Avatar models: an `audio` file part drives the new seconds (`seconds` then defaults to its
+    length); an audio job's extension without one goes on in silence."""
     fields, files = await read_body(request)
-    upload = files.get("video")
+    upload, audio = files.get("video"), files.get("audio")
     if upload is None and not isinstance(fields.get("video"), dict):
         raise invalid("video", "expected a video file (multipart) or {\"id\": VIDEO_ID}")
     body = parse(ExtendRequest, {k: v for k, v in fields.items() if k != "video" or upload is None})
     settings, info = state.settings, state.info
+    _check_inputs(state, None, ("audio",) if audio is not None else ())
+    audio_s = await _audio_seconds(state, audio) if audio is not None else None
+    seconds = body.seconds if body.seconds is not None else audio_s
+    if seconds is None:
+        raise invalid("seconds", "Field required")
     job = Job(id=Job.new_id(), conditioning=JobConditioning(body.prompt, seed=secrets.randbelow(2**31)),
               seconds=0.0, model=info.name, size=f"{info.width}x{info.height}")
+    inputs = ("audio",) if audio is not None else ()
     if upload is None:
         source = _get_job(state, str(body.video.get("id", "")))
-        if "audio" in source.conditioning.inputs:
-            raise api_error(400, "a video made from audio cannot be extended", code="unsupported", param="video")
         if source.status != "completed" or not state.runner.files.state(source.id).is_file():
             raise api_error(409, f"video {source.id!r} is {source.status}; only a completed video can be extended",
                            code="conflict", param="video")
         job.extends_video_id, job.source_seconds = source.id, source.seconds
+        inputs = tuple(dict.fromkeys(source.conditioning.inputs + inputs))  # an audio job's extension hears audio
         job.conditioning = dataclasses.replace(job.conditioning, seed=source.conditioning.seed)  # its stream's seed
     else:
         clip = await asyncio.to_thread(_media, "video", lambda: decode_clip(
             upload.data, width=info.width, height=info.height, fps=info.fps,
             max_seconds=settings.max_job_seconds, max_pixels=settings.max_image_pixels))
         job.source_seconds = len(clip) / info.fps
-    job.seconds = job.source_seconds + body.seconds
-    _check_prompt_and_seconds(state, body.prompt, body.seconds, total=job.seconds)
+    job.seconds = job.source_seconds + seconds
+    _check_prompt_and_seconds(state, body.prompt, seconds, total=job.seconds)
     _admit(state)
     if upload is not None:
         job.upload = await asyncio.to_thread(state.runner.files.save_upload, job.id, upload.data)
+    kept = await _save_audio(state, job.id, audio.data) if audio is not None else {}
+    job.conditioning = dataclasses.replace(job.conditioning, files=kept, inputs=inputs)
     return _queue(state, job)
 
 
@@ -207,20 +230,29 @@ def delete_video(video_id: str, state: ServerState = Depends(get_state)) -> dict
 
 @router.post("/{video_id}/remix")
 async def remix_video(video_id: str, request: Request, state: ServerState = Depends(get_state)) -> dict:
-    """A new job with the source's seed, length and start image under a new prompt."""
-    fields, _files = await read_body(request)
+    """A new job with the source's seed, length, start image and audio under a new prompt; a
+    multipart `audio` file part replaces the audio (and the length becomes its length)."""
+    fields, files = await read_body(request)
     body = parse(RemixRequest, fields)
+    audio = files.get("audio")
     source = _get_job(state, video_id)
     if source.extends_video_id or source.upload:
         raise api_error(400, "an extension cannot be remixed; remix the video it extends", code="unsupported",
                        param="video_id")
-    if "audio" in source.conditioning.inputs:
-        raise api_error(400, "a video made from audio cannot be remixed; create it again", code="unsupported",
-                       param="video_id")
-    _check_prompt_and_seconds(state, body.prompt, source.seconds)
+    _check_inputs(state, None, ("audio",) if audio is not None else ())
+    seconds = await _audio_seconds(state, audio) if audio is not None else source.seconds
+    _check_prompt_and_seconds(state, body.prompt, seconds)
     _admit(state)
-    conditioning = dataclasses.replace(source.conditioning, prompt=body.prompt)  # same seed, image and inputs
-    return _queue(state, Job(id=Job.new_id(), conditioning=conditioning, seconds=source.seconds,
+    job_id = Job.new_id()
+    kept = {}  # the remix's own copy of its audio: either job may be deleted without the other losing it
+    if audio is not None:
+        kept = await _save_audio(state, job_id, audio.data)
+    elif "audio" in source.conditioning.files:
+        raw = await asyncio.to_thread(state.runner.files.upload(source.conditioning.files["audio"]).read_bytes)
+        kept = await _save_audio(state, job_id, raw)
+    inputs = tuple(dict.fromkeys(source.conditioning.inputs + (("audio",) if audio is not None else ())))
+    conditioning = dataclasses.replace(source.conditioning, prompt=body.prompt, files=kept, inputs=inputs)
+    return _queue(state, Job(id=job_id, conditioning=conditioning, seconds=seconds,
                              model=state.info.name, size=source.size, remixed_from_video_id=source.id))
 
 

@@ -106,3 +106,38 @@ def test_prompt_switch_recache_reuses_each_frames_audio(gen):
         gen.step([a], [[]])  # the re-cache replays the held frames with their stored windows
     finally:
         gen.close_stream(a)
+
+
+def test_resume_of_an_audio_stream_equals_the_uninterrupted_one(gen, tmp_path):
+    """A ResumeState of an avatar stream carries the cached frames' audio windows (the re-cache under
+    the new prompt replays each frame with its own audio) and the audio buffer placed by media time
+    (the audio received past what was consumed): the continuation makes exactly the frames of the
+    uninterrupted stream after the same prompt switch, without being fed that audio again."""
+    from models.resume import ResumeState
+
+    voice = float_to_pcm_s16le(speech(3.0, seed=7))
+    before = 4  # 9 latent frames with the image: past the tiny cache's 6 slots, so the ring has wrapped
+
+    def opened():
+        s = gen.open(Conditioning("face one", seed=4, image=FACE, inputs=("audio",)))
+        gen.step([s], [[ChunkInput("audio", 0, voice)]])  # all the audio at once: the buffer holds the rest
+        for _ in range(before - 1):
+            gen.step([s], [[]])
+        return s
+
+    whole = opened()
+    gen.set_prompt(whole, "face two")
+    expected = [gen.step([whole], [[]])[0] for _ in range(2)]
+    gen.close_stream(whole)
+
+    first = opened()
+    path = gen.snapshot(first).save(tmp_path / "state.safetensors")
+    gen.close_stream(first)
+    state = ResumeState.load(path)
+    assert state.audio_windows.shape[0] == state.latents.shape[1] and len(state.audio_pcm) > 0
+    resumed = gen.resume_stream("face two", state, inputs=("audio",))
+    got = [gen.step([resumed], [[]])[0] for _ in range(2)]
+    gen.close_stream(resumed)
+    for want, have in zip(expected, got):
+        assert (have.index, have.first_frame_index) == (want.index, want.first_frame_index)
+        np.testing.assert_array_equal(have.frames, want.frames)

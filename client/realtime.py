@@ -307,7 +307,9 @@ class AsyncRealtimeSession:
         With neither limit it records until the session ends. `stop` ends the session afterwards.
         audio: an AAC track under the frames: int16 mono at the declared rate from media time 0, or
         True for the audio this session sends (`audio_sent()`, read as the frames come: an avatar's
-        frames come after the audio that drives them).
+        frames come after the audio that drives them). With audio, frames are placed by media time
+        (`first_frame_index`): where the stream skipped media time (dropped chunks, or a paused
+        avatar session) the last frame is held, so the audio stays in sync.
         """
         if seconds is not None:
             max_frames = round(seconds * self.info.fps)
@@ -316,8 +318,14 @@ class AsyncRealtimeSession:
             audio = np.zeros(0, np.int16)
         audio_args = {} if audio is None or audio is False else {"audio": audio, "audio_rate": self.audio_rate or 16000}
         with Mp4Writer(path, self.info.fps, **audio_args) as writer:
+            origin = None  # media frame of the first frame written
             async for chunk in self:
                 frames = chunk.frames
+                origin = chunk.first_frame_index if origin is None else origin
+                gap = chunk.first_frame_index - origin - writer.frames_written  # media time skipped
+                if audio_args and gap > 0:  # hold the last frame over it, as a player does
+                    frames = np.concatenate([np.repeat(last[None], gap, axis=0), frames])
+                last = chunk.frames[-1]
                 if max_frames is not None:
                     frames = frames[: max_frames - writer.frames_written]
                 if live_audio:

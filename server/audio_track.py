@@ -61,8 +61,7 @@ class AudioTrack:
         self._history = np.zeros(0, np.int16)  # frozen samples from `_history_start` to the cursor
         self._history_start = self.cursor
         self._model_samples = self.cursor * model_rate // self.rate  # the cursor at the model's rate
-        self._resampler = (None if model_rate == self.rate
-                           else av.AudioResampler(format="s16", layout="mono", rate=model_rate))
+        self._resampler = self._new_resampler()
 
     # ---- times ----
     def samples(self, seconds: float) -> int:
@@ -120,6 +119,28 @@ class AudioTrack:
         pcm = self._to_model_rate(span)
         self._model_samples += len(pcm) // BYTES_PER_SAMPLE
         return start_us, pcm
+
+    def seek(self, start_s: float, model_time_us: int) -> None:
+        """Go on from media time `start_s` (the stream skipped media time: a resume after a pause),
+        the next `take` feeding the model from its own media time `model_time_us` (the model's
+        timeline has no gap). Audio between the cursor and `start_s` is dropped; audio frozen past
+        `start_s` (a look-ahead fed before the pause) is fed again; history before it is not output."""
+        start = self.samples(start_s)
+        if start >= self.cursor:
+            ahead = self._window[min(start - self.cursor, len(self._window)):]
+        else:
+            ahead = np.concatenate([self._history[max(start - self._history_start, 0):], self._window])
+        self._window = np.concatenate([ahead, np.zeros(max(len(self._window) - len(ahead), 0), np.int16)])[:len(self._window)]
+        self._history, self._history_start = np.zeros(0, np.int16), start
+        self.cursor = start
+        self._model_samples = model_time_us * self.model_rate // 1_000_000
+        self._resampler = self._new_resampler()  # the old one's buffered samples belong before the skip
+
+    def _new_resampler(self) -> av.AudioResampler | None:
+        """Track rate -> model rate (stateful across spans), or None when they are the same."""
+        if self.model_rate == self.rate:
+            return None
+        return av.AudioResampler(format="s16", layout="mono", rate=self.model_rate)
 
     def _to_model_rate(self, span: np.ndarray) -> bytes:
         if self._resampler is None:

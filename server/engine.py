@@ -20,7 +20,9 @@ already there at their usual due time (docs/PROTOCOL.md, "Audio and video timing
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import threading
 import time
 import traceback
@@ -64,7 +66,11 @@ class EngineStream:
     pending_inputs: list[ChunkInput] = field(default_factory=list)  # arrived since its last chunk
     audio: AudioTrack | None = None  # streamed audio input, lined up with chunks by media time
     opened_at: float = 0.0  # engine clock when it was opened (a live audio stream's first deadline)
-    frames_out: int = 0  # video frames delivered so far (the next chunk's media start = frames_out / fps)
+    frames_out: int = 0  # video frames the model made so far (its next chunk starts at model frame frames_out)
+    # live audio streams: frames of media time skipped at resumes after a pause (the media time of a
+    # chunk's frame = model frame + media_offset; the client's audio clock went on while paused)
+    media_offset: int = 0
+    realign: bool = False  # resumed after a pause: its next tick skips the media time the player stalled
 
 
 class Engine:
@@ -204,6 +210,7 @@ class Engine:
         with self._cond:
             if stream.paused and stream.pacer:
                 stream.pacer.clock.resync()  # its viewer waited on purpose: not an underrun
+                stream.realign = stream.audio is not None  # its audio's media time went on meanwhile
             stream.paused = False
             self._cond.notify_all()
 
@@ -279,20 +286,46 @@ class Engine:
 
     def _audio_horizon_s(self, stream: EngineStream) -> float:
         """Media time up to which the model must have heard the audio to make the next chunk
-        (StreamingModel.audio_until_us)."""
-        return self.gen.audio_until_us(stream.state) / 1e6
+        (StreamingModel.audio_until_us, on the model's timeline, plus the media time skipped)."""
+        return self.gen.audio_until_us(stream.state) / 1e6 + stream.media_offset / self.gen.info.fps
+
+    def _skip_paused_time(self, stream: EngineStream) -> None:
+        """A live audio stream resumed after a pause that outlasted its lead: the client's audio clock
+        went on while the video stood still, so showing the next frame late (as a plain stream does)
+        would delay every later word by the pause. Instead the stream's media time skips the stall:
+        its next chunk is placed (frames and audio) where its player will be when the chunk lands
+        plus the pacing margin (less under a frame), and the model hears the audio of that media time; the audio sent
+        while paused is not heard. The skip leaves a gap in `first_frame_index` and in the fMP4
+        timeline, as dropped chunks do (docs/PROTOCOL.md, "Audio and video timing")."""
+        stream.realign = False
+        clock, fps = stream.pacer.clock, self.gen.info.fps
+        if not clock.started:
+            return
+        lands = self.clock() + stream.pacer.step_s + self.lead_margin_s  # (its audio is there: see _due_at)
+        skip = math.floor((lands - clock.start) * fps - clock.frames + 1e-6)  # frames the player passes over
+        if skip <= 0:
+            return
+        clock.skip(skip)
+        stream.media_offset += skip
+        stream.audio.seek((stream.frames_out + stream.media_offset) / fps,
+                          model_time_us=stream.frames_out * 1_000_000 // fps)
 
     def _due_at(self, stream: EngineStream) -> float:
         """When a live stream's next chunk should start. With audio: at its pacing due time once
         the audio it needs has arrived, else at the latest start that still keeps the player fed
-        (the missing audio is then silence). The first chunk waits for its audio plus the pacing
-        margin, or as long as that audio would take to arrive in real time."""
+        (the missing audio is then silence). The first chunk waits for the audio it reads, and at
+        least as much as a full later chunk reads past its first frame (a stream without a start
+        image has a short first chunk), plus the pacing margin, or as long as that audio would take
+        to arrive in real time: that sets the audio-to-screen delay at which every later chunk finds
+        its audio there at its latest start."""
         due = stream.pacer.due_at()
         track = stream.audio
         if track is None:
             return due
         if not stream.pacer.clock.started:
-            wait_s = self._audio_horizon_s(stream) + self.lead_margin_s
+            info = self.gen.info
+            wait_s = max(self._audio_horizon_s(stream),
+                         (info.chunk_video_frames + info.audio_lookahead_frames) / info.fps) + self.lead_margin_s
             return due if track.received_s >= wait_s else stream.opened_at + wait_s
         if track.received_s >= self._audio_horizon_s(stream):
             return due
@@ -351,6 +384,8 @@ class Engine:
             for stream, pieces in zip(batch, inputs):
                 stream.pending_inputs = []
                 if stream.audio is not None:
+                    if stream.realign:
+                        self._skip_paused_time(stream)
                     self._feed_audio(stream, pieces)
         started = self.clock()
         try:
@@ -378,10 +413,13 @@ class Engine:
                 if stream.pacer.delivered(len(chunk.frames), landed) and self.metrics:
                     self.metrics.underruns.inc()
             stream.frames_out += len(chunk.frames)
+            if stream.media_offset:  # the chunk's frames on the session's media timeline
+                chunk = dataclasses.replace(chunk, first_frame_index=chunk.first_frame_index + stream.media_offset)
             if stream.audio is None:
                 _call_quietly(stream.on_chunk, chunk, started)
             else:  # the audio under the chunk's frames, as the model heard it: int16 mono [N]
-                audio = stream.audio.output(chunk.first_frame_index / fps, stream.frames_out / fps)
+                first = chunk.first_frame_index
+                audio = stream.audio.output(first / fps, (first + len(chunk.frames)) / fps)
                 _call_quietly(stream.on_chunk, chunk, started, audio)
 
 

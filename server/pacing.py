@@ -75,6 +75,12 @@ class PlaybackClock:
         if self.start is not None and self.start + frame_index / self.fps < at:
             self.start = at - frame_index / self.fps
 
+    def skip(self, frames: int) -> None:
+        """The stream's media time passes over `frames` frames it will never deliver (a live audio
+        stream resumed after a pause): the player counts them as shown, so the next chunk plays on
+        the same clock, with no stall."""
+        self.frames += frames
+
     def resync(self) -> None:
         """The stream was paused on purpose: its next stall is not counted as an underrun."""
         self._resync = True

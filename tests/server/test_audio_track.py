@@ -112,3 +112,36 @@ def test_fmp4_fragments_carry_audio_in_sync_with_frames():
                 break
     assert video_at == pytest.approx(onset / fps)
     assert audio_at == pytest.approx(onset / fps, abs=0.5 / fps)  # within half a frame
+
+
+def test_a_track_started_later_feeds_the_model_from_there():
+    """An extension's track starts at the join: the model is fed from there, at its own rate's time."""
+    track = AudioTrack(AudioFormat(1000), model_rate=1000, max_ahead_s=2.0, start_s=1.5)
+    track.put(1_500_000, ramp(300).tobytes())
+    start_us, pcm = track.take(1.7)
+    assert start_us == 1_500_000 and (np.frombuffer(pcm, "<i2") == ramp(200)).all()
+    np.testing.assert_array_equal(track.output(1.5, 1.7), ramp(200))
+
+
+def test_seek_skips_forward_or_feeds_frozen_audio_again():
+    """A resumed avatar stream skips media time (AudioTrack.seek): the model, whose own timeline has no
+    gap, is fed the audio of the new media time at its own next time; audio frozen past the new
+    media time (a look-ahead heard before the pause) is fed again there."""
+    audio = ramp(5000)  # sample k at k ms
+    forward = AudioTrack(AudioFormat(1000), model_rate=1000, max_ahead_s=4.0)
+    forward.put(0, audio.tobytes())
+    forward.take(0.6)  # chunks made up to 0.5 s, a 0.1 s look-ahead heard
+    forward.output(0.0, 0.5)
+    forward.seek(2.0, model_time_us=500_000)  # paused: the next frame (model 0.5 s) shows media time 2.0 s
+    start_us, pcm = forward.take(2.6)
+    assert start_us == 500_000 and (np.frombuffer(pcm, "<i2") == audio[2000:2600]).all()
+    np.testing.assert_array_equal(forward.output(2.0, 2.5), audio[2000:2500])
+
+    back = AudioTrack(AudioFormat(1000), model_rate=1000, max_ahead_s=4.0)
+    back.put(0, audio.tobytes())
+    back.take(0.6)
+    back.output(0.0, 0.5)
+    back.seek(0.55, model_time_us=500_000)  # a skip shorter than the look-ahead: 0.55..0.6 was frozen
+    start_us, pcm = back.take(1.15)
+    assert start_us == 500_000 and (np.frombuffer(pcm, "<i2") == audio[550:1150]).all()
+    np.testing.assert_array_equal(back.output(0.55, 1.05), audio[550:1050])

@@ -7,6 +7,7 @@
     longer = jobs.wait(jobs.extend("now it turns green", 2, video_id=video.id).id)  # 4 s in all
     other = jobs.remix(video.id, "a blue square bouncing")                        # same seed and length
     talk = jobs.create("a face speaking", image="face.png", audio="speech.wav", model="shapes-avatar")
+    more = jobs.extend("it goes on", None, video_id=talk.id, audio="more.wav")   # its next words
 
 `AsyncJobsClient` has the same methods as coroutines. Errors raise the typed FramecastError
 subclasses (NotFoundError, UnauthorizedError, ...); `wait` raises JobFailedError for a job that
@@ -102,25 +103,49 @@ def create_request(prompt: str, seconds: float | None, seed: int | None, model: 
         if image is not None:
             body["image"] = image_data_url(image)
         return {"json": body}
-    audio_part = ("audio.wav", audio, "application/octet-stream") if isinstance(audio, bytes) else (
-        Path(audio).name, Path(audio).read_bytes(), "application/octet-stream")
-    files = {"audio": audio_part}
+    files = {"audio": audio_part(audio)}
     if image is not None:  # the content type the server checks comes from the decoded image
         mime, data = image_data_url(image)[len("data:"):].split(";base64,", 1)
         files["input_reference"] = ("face." + mime.split("/")[-1], base64.b64decode(data), mime)
     return {"data": {k: str(v) for k, v in body.items()}, "files": files}
 
 
-def extend_request(prompt: str, seconds: float, video_id: str | None, clip: str | Path | bytes | None) -> dict:
+def audio_part(audio: str | Path | bytes) -> tuple[str, bytes, str]:
+    """The multipart `audio` file part of an audio file (a path or its bytes)."""
+    if isinstance(audio, bytes):
+        return "audio.wav", audio, "application/octet-stream"
+    return Path(audio).name, Path(audio).read_bytes(), "application/octet-stream"
+
+
+def extend_request(prompt: str, seconds: float | None, video_id: str | None, clip: str | Path | bytes | None,
+                   audio: str | Path | bytes | None = None) -> dict:
     """httpx keyword arguments of `POST /v1/videos/extensions`: a finished job's id as JSON, or a clip
-    (a path or the file's bytes) as a multipart file, as the OpenAI SDK sends it."""
+    (a path or the file's bytes) as a multipart file, as the OpenAI SDK sends it; with `audio` (avatar
+    models: the new part's audio, a path or the file's bytes) multipart, `video[id]` a form field.
+    `seconds` may be None with `audio` (the server takes the audio's length)."""
     if (video_id is None) == (clip is None):
         raise ValueError("give exactly one of video_id and clip")
-    if video_id is not None:
-        return {"json": {"prompt": prompt, "seconds": f"{seconds:g}", "video": {"id": video_id}}}
-    data = clip if isinstance(clip, bytes) else Path(clip).read_bytes()
-    name = "clip.mp4" if isinstance(clip, bytes) else Path(clip).name
-    return {"data": {"prompt": prompt, "seconds": f"{seconds:g}"}, "files": {"video": (name, data, "video/mp4")}}
+    if seconds is None and audio is None:
+        raise ValueError("seconds is needed without audio")
+    fields = {"prompt": prompt} if seconds is None else {"prompt": prompt, "seconds": f"{seconds:g}"}
+    if video_id is not None and audio is None:
+        return {"json": {**fields, "video": {"id": video_id}}}
+    files = {}
+    if clip is not None:
+        data = clip if isinstance(clip, bytes) else Path(clip).read_bytes()
+        files["video"] = ("clip.mp4" if isinstance(clip, bytes) else Path(clip).name, data, "video/mp4")
+    else:
+        fields["video[id]"] = video_id
+    if audio is not None:
+        files["audio"] = audio_part(audio)
+    return {"data": fields, "files": files}
+
+
+def remix_request(prompt: str, audio: str | Path | bytes | None = None) -> dict:
+    """httpx keyword arguments of `POST /v1/videos/{id}/remix`: JSON, or multipart with a new `audio`."""
+    if audio is None:
+        return {"json": {"prompt": prompt}}
+    return {"data": {"prompt": prompt}, "files": {"audio": audio_part(audio)}}
 
 
 def list_params(limit: int | None, after: str | None, order: str | None) -> dict:
@@ -220,16 +245,19 @@ class JobsClient:
                 raise TimeoutError(f"video {video_id} still {video.status} after {timeout} s")
             time.sleep(poll_interval)
 
-    def remix(self, video_id: str, prompt: str) -> Video:
-        """A new job with the same seed, length and start image as `video_id`, under `prompt`."""
-        return Video.from_dict(json_body(self._request("POST", f"{VIDEOS_PATH}/{video_id}/remix", json={"prompt": prompt})))
+    def remix(self, video_id: str, prompt: str, audio: str | Path | bytes | None = None) -> Video:
+        """A new job with the same seed, length, start image and audio as `video_id`, under `prompt`;
+        `audio` (an audio file's path or bytes) replaces the audio and the length."""
+        return Video.from_dict(json_body(self._request("POST", f"{VIDEOS_PATH}/{video_id}/remix",
+                                                       **remix_request(prompt, audio))))
 
-    def extend(self, prompt: str, seconds: float, *, video_id: str | None = None,
-               clip: str | Path | bytes | None = None) -> Video:
+    def extend(self, prompt: str, seconds: float | None, *, video_id: str | None = None,
+               clip: str | Path | bytes | None = None, audio: str | Path | bytes | None = None) -> Video:
         """Continue a finished job (`video_id`) or a video file (`clip`: path or bytes) for `seconds`
-        more under `prompt`; the new job's video is the stitched whole."""
+        more under `prompt`; the new job's video is the stitched whole. `audio` (avatar models: an
+        audio file's path or bytes) drives the new part; `seconds` None then means its length."""
         return Video.from_dict(json_body(self._request("POST", f"{VIDEOS_PATH}/extensions",
-                                                       **extend_request(prompt, seconds, video_id, clip))))
+                                                       **extend_request(prompt, seconds, video_id, clip, audio))))
 
     def content(self, video_id: str, variant: str = "video") -> bytes:
         """The finished job's MP4 (or its `thumbnail` WebP / `spritesheet` JPEG) as bytes."""
@@ -308,14 +336,14 @@ class AsyncJobsClient:
                 raise TimeoutError(f"video {video_id} still {video.status} after {timeout} s")
             await asyncio.sleep(poll_interval)
 
-    async def remix(self, video_id: str, prompt: str) -> Video:
+    async def remix(self, video_id: str, prompt: str, audio: str | Path | bytes | None = None) -> Video:
         return Video.from_dict(json_body(await self._request("POST", f"{VIDEOS_PATH}/{video_id}/remix",
-                                                             json={"prompt": prompt})))
+                                                             **remix_request(prompt, audio))))
 
-    async def extend(self, prompt: str, seconds: float, *, video_id: str | None = None,
-                     clip: str | Path | bytes | None = None) -> Video:
+    async def extend(self, prompt: str, seconds: float | None, *, video_id: str | None = None,
+                     clip: str | Path | bytes | None = None, audio: str | Path | bytes | None = None) -> Video:
         return Video.from_dict(json_body(await self._request("POST", f"{VIDEOS_PATH}/extensions",
-                                                             **extend_request(prompt, seconds, video_id, clip))))
+                                                             **extend_request(prompt, seconds, video_id, clip, audio))))
 
     async def content(self, video_id: str, variant: str = "video") -> bytes:
         response = await self._request("GET", f"{VIDEOS_PATH}/{video_id}/content", params={"variant": variant})

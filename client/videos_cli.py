@@ -6,6 +6,7 @@
     framecast videos remix VIDEO_ID "a blue square" --wait -o remix.mp4
     framecast videos extend VIDEO_ID "now it turns green" --seconds 2 --wait -o longer.mp4
     framecast videos extend clip.mp4 "go on" --seconds 2          # any video file
+    framecast videos extend VIDEO_ID "it goes on" --audio more.wav  # an avatar's next words (its length)
 """
 
 from __future__ import annotations
@@ -64,13 +65,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     remix = actions.add_parser("remix", parents=[common, waiting], help="same seed, length and image, new prompt")
     remix.add_argument("video_id")
     remix.add_argument("prompt")
+    remix.add_argument("--audio", type=Path, default=None, help="avatar models: new audio (and length) for the remix")
     remix.set_defaults(func=run_remix)
 
     extend = actions.add_parser("extend", parents=[common, waiting],
                                 help="continue a finished job (VIDEO_ID) or a video file for more seconds")
     extend.add_argument("video", help="a finished job's id, or a video file to continue")
     extend.add_argument("prompt")
-    extend.add_argument("--seconds", type=float, required=True, help="length of the new part")
+    extend.add_argument("--seconds", type=float, default=None, help="length of the new part (with --audio: its length)")
+    extend.add_argument("--audio", type=Path, default=None, help="avatar models: the audio of the new part")
     extend.set_defaults(func=run_extend)
 
     delete = actions.add_parser("delete", parents=[common], help="cancel and delete a job")
@@ -135,7 +138,7 @@ def _finish(jobs: JobsClient, make, args: argparse.Namespace) -> None:
 @_guarded
 def run_remix(args: argparse.Namespace) -> int:
     with _client(args) as jobs:
-        _finish(jobs, lambda: jobs.remix(args.video_id, args.prompt), args)
+        _finish(jobs, lambda: jobs.remix(args.video_id, args.prompt, audio=args.audio), args)
     return 0
 
 
@@ -144,11 +147,11 @@ def run_extend(args: argparse.Namespace) -> int:
     clip = Path(args.video)
     if not clip.is_file() and not args.video.startswith("video_"):
         raise UsageError(f"{args.video} is neither a video file nor a video id")
+    if args.seconds is None and args.audio is None:
+        raise UsageError("--seconds is needed (or --audio, whose length it then is)")
+    source = {"clip": clip} if clip.is_file() else {"video_id": args.video}
     with _client(args) as jobs:
-        if clip.is_file():
-            _finish(jobs, lambda: jobs.extend(args.prompt, args.seconds, clip=clip), args)
-        else:
-            _finish(jobs, lambda: jobs.extend(args.prompt, args.seconds, video_id=args.video), args)
+        _finish(jobs, lambda: jobs.extend(args.prompt, args.seconds, audio=args.audio, **source), args)
     return 0
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from client.jobs import JobsClient
 from tests.server.test_avatar_serving import RATE, Spy, decode_av, face_png, wav_bytes
 from tests.server_harness import start_server, tiny_avatar_generator
 
@@ -97,9 +98,10 @@ def test_extension_without_audio_goes_on_in_silence_and_extends_again(gen, sdk, 
     first = sdk.post("/videos/extensions", cast_to=openai.types.Video,
                      body={"prompt": "listening", "video": {"id": source.id}, "seconds": 0.5})
     finished(sdk, first, tmp_path)
-    with Spy(gen) as spy:  # an extension of the extension, with audio of its own
-        video = post(sdk, "/videos/extensions", {"prompt": "speaking again", "video": {"id": first.id}},
-                     [("audio", ("again.wav", wav_bytes(tone(0.5, 0.1, 0.3)), "audio/wav"))])
+    with Spy(gen) as spy, JobsClient(str(sdk.base_url).removesuffix("/v1/")) as jobs:
+        # an extension of the extension with audio of its own, through framecast's own client
+        video = jobs.extend("speaking again", None, video_id=first.id, audio=wav_bytes(tone(0.5, 0.1, 0.3)))
+        assert video.seconds == pytest.approx(2.0)
         data = finished(sdk, video, tmp_path)
     frames, audio, rate = decode_av(data)
     assert frames == 2 * fps and len(audio) / rate == pytest.approx(2.0, abs=1 / fps)
@@ -121,13 +123,19 @@ def test_remix_reuses_the_audio_or_takes_a_new_one(gen, sdk, source, tmp_path):
 
 
 def test_remix_with_a_new_audio(gen, sdk, tmp_path):
+    """Through `framecast videos remix --audio` (framecast's client sends it multipart)."""
+    from client.cli import main
+
     fps = gen.info.fps
     original = post(sdk, "/videos", {"prompt": "a face"},
                     [("audio", ("a.wav", wav_bytes(tone(0.5, 0.1, 0.2)), "audio/wav"))])
     finished(sdk, original, tmp_path)
-    remix = post(sdk, f"/videos/{original.id}/remix", {"prompt": "the same face, other words"},
-                 [("audio", ("b.wav", wav_bytes(tone(0.75, 0.3, 0.6)), "audio/wav"))])
+    (tmp_path / "b.wav").write_bytes(wav_bytes(tone(0.75, 0.3, 0.6)))
+    out = tmp_path / "remix.mp4"
+    assert main(["videos", "remix", original.id, "the same face, other words", "--audio", str(tmp_path / "b.wav"),
+                 "--wait", "-o", str(out), "--url", str(sdk.base_url).removesuffix("/v1/")]) == 0
+    remix = sdk.videos.list(limit=1).data[0]
     assert float(remix.seconds) == pytest.approx(0.75) and remix.remixed_from_video_id == original.id
-    frames, audio, rate = decode_av(finished(sdk, remix, tmp_path))
+    frames, audio, rate = decode_av(out.read_bytes())
     assert frames == round(0.75 * fps)
     assert_spans(loud_spans(audio, rate), [(0.3, 0.6)], tol=1 / fps)

@@ -14,7 +14,7 @@ client's rate, for the muxer: the output's audio is exactly what the model heard
                   not yet output)                  up to here)   gaps are silence)         beyond
 
 All sizes are bounded: the window by `max_ahead_s`, the history by one chunk plus the horizon.
-Not thread-safe: the engine calls `put` under its lock and `take` / `output` on the device thread.
+Not thread-safe: the engine calls every method under its lock.
 """
 
 from __future__ import annotations
@@ -77,19 +77,24 @@ class AudioTrack:
         return self.cursor / self.rate
 
     # ---- client side ----
-    def put(self, media_time_us: int, pcm: bytes) -> None:
+    def put(self, media_time_us: int, pcm: bytes, make_room: bool = False) -> None:
         """Place one piece of s16le PCM (interleaved channels) whose first sample is at
-        `media_time_us`. BadRequestError when it is not whole samples."""
+        `media_time_us`. BadRequestError when it is not whole samples. make_room: see `put_samples`."""
         frame_bytes = BYTES_PER_SAMPLE * self.format.channels
         if len(pcm) % frame_bytes:
             raise BadRequestError(f"audio payload of {len(pcm)} bytes is not whole {frame_bytes}-byte samples")
         samples = np.frombuffer(pcm, "<i2").reshape(-1, self.format.channels)  # [N, channels]
         mono = samples[:, 0] if self.format.channels == 1 else samples.mean(axis=1).round().astype(np.int16)  # [N]
-        self.put_samples(media_time_us * self.rate // 1_000_000, mono)
+        self.put_samples((media_time_us * self.rate + 500_000) // 1_000_000, mono, make_room)  # the nearest sample
 
-    def put_samples(self, start: int, mono: np.ndarray) -> None:
-        """Place int16 mono samples `[N]` starting at sample `start` of the media timeline."""
+    def put_samples(self, start: int, mono: np.ndarray, make_room: bool = False) -> None:
+        """Place int16 mono samples `[N]` starting at sample `start` of the media timeline.
+        make_room (a paused stream): rather than dropping what lands past the window, move the
+        window on and drop the oldest audio not yet fed (the model's own time stays; a resume seeks)."""
         end = start + len(mono)
+        over = end - (self.cursor + len(self._window))
+        if make_room and over > 0:
+            self.seek((self.cursor + over) / self.rate, self._model_samples * 1_000_000 // self.model_rate)
         late = min(max(self.cursor - start, 0), len(mono))
         self.late_samples += late
         start, mono = start + late, mono[late:]
@@ -128,8 +133,9 @@ class AudioTrack:
         start = self.samples(start_s)
         if start >= self.cursor:
             ahead = self._window[min(start - self.cursor, len(self._window)):]
-        else:
-            ahead = np.concatenate([self._history[max(start - self._history_start, 0):], self._window])
+        else:  # [start, cursor) was frozen: what history still holds of it, silence before that
+            lost = np.zeros(min(max(self._history_start - start, 0), self.cursor - start), np.int16)
+            ahead = np.concatenate([lost, self._history[max(start - self._history_start, 0):], self._window])
         self._window = np.concatenate([ahead, np.zeros(max(len(self._window) - len(ahead), 0), np.int16)])[:len(self._window)]
         self._history, self._history_start = np.zeros(0, np.int16), start
         self.cursor = start

@@ -198,7 +198,10 @@ class Engine:
         track by its media time (BadRequestError if it is not whole samples)."""
         with self._cond:
             if piece.kind == "audio" and stream.audio is not None:
-                stream.audio.put(piece.media_time_us, piece.data)
+                # a paused live stream keeps the newest audio (its resume skips to it), not the oldest
+                pacer = stream.pacer
+                stream.audio.put(piece.media_time_us, piece.data,
+                                 make_room=stream.paused and pacer is not None and pacer.clock.started)
                 self._cond.notify_all()  # the audio a waiting stream needs may be here now
             else:
                 stream.pending_inputs.append(piece)
@@ -419,7 +422,8 @@ class Engine:
                 _call_quietly(stream.on_chunk, chunk, started)
             else:  # the audio under the chunk's frames, as the model heard it: int16 mono [N]
                 first = chunk.first_frame_index
-                audio = stream.audio.output(first / fps, (first + len(chunk.frames)) / fps)
+                with self._cond:  # the track is changed under the lock (feed, a paused stream's make_room)
+                    audio = stream.audio.output(first / fps, (first + len(chunk.frames)) / fps)
                 _call_quietly(stream.on_chunk, chunk, started, audio)
 
 

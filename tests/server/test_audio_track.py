@@ -145,3 +145,19 @@ def test_seek_skips_forward_or_feeds_frozen_audio_again():
     start_us, pcm = back.take(1.15)
     assert start_us == 500_000 and (np.frombuffer(pcm, "<i2") == audio[550:1150]).all()
     np.testing.assert_array_equal(back.output(0.55, 1.05), audio[550:1050])
+
+
+def test_a_paused_track_keeps_the_newest_audio():
+    """While a live stream is paused the client's clock goes on: past the window, `make_room` drops
+    the oldest audio not yet fed instead of the newest (which the resumed stream will play)."""
+    audio = ramp(5000)
+    track = AudioTrack(AudioFormat(1000), model_rate=1000, max_ahead_s=1.0)
+    track.take(0.2)
+    track.put(200_000, audio[200:3000].tobytes(), make_room=True)  # 2.8 s into a 1 s window
+    assert track.overflow_samples == 0 and track.cursor_s == pytest.approx(2.0)
+    track.seek(2.5, model_time_us=200_000)  # the resume
+    start_us, pcm = track.take(2.9)
+    assert start_us == 200_000 and (np.frombuffer(pcm, "<i2") == audio[2500:2900]).all()
+    dropping = AudioTrack(AudioFormat(1000), model_rate=1000, max_ahead_s=1.0)
+    dropping.put(0, audio[:3000].tobytes())  # not paused: what lands past the window is dropped
+    assert dropping.overflow_samples == 2000

@@ -11,14 +11,14 @@ import pytest
 from models.config import apply_overrides, preset
 from models.generator import StreamingGenerator
 from models.model_dir import random_transformer, random_vae
-from models.stream_api import Conditioning
+from models.stream_api import ChunkInput, Conditioning
 from models.text_encoders import build_text_encoder
 from server.audio_track import AudioFormat, AudioTrack
 from server.engine import Engine, EngineStream
 from server.pacing import Pacer
 
 RATE = 16000  # the client sends at the model's rate: what the model hears compares sample for sample
-STEP_S, MARGIN_S, PAUSE_S = 0.2, 0.25, 3.0
+STEP_S, MARGIN_S, WINDOW_S = 0.2, 0.25, 10.0  # WINDOW_S: audio held past what the model heard
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +36,13 @@ class Session:
         self.engine = Engine(gen, max_sessions=1, max_running_jobs=0, lead_margin_s=MARGIN_S, max_lead_s=1.0,
                              clock=lambda: self.now)
         rng = np.random.default_rng(0)
-        self.audio = (rng.standard_normal(RATE * 20) * 6000).astype(np.int16)  # 20 s, every sample its own
+        self.audio = (rng.standard_normal(RATE * 30) * 6000).astype(np.int16)  # 30 s, every sample its own
         self.sent = 0  # samples sent so far
         self.delivered = []  # (chunk, muxed audio, model's first frame, the player's start after it)
-        self.heard = np.zeros(RATE * 30, np.int16)  # what the model was fed, on its own timeline
+        self.heard = np.zeros(RATE * 40, np.int16)  # what the model was fed, on its own timeline
         self.stream = EngineStream(live=True, on_chunk=self._on_chunk, on_error=print, opened_at=self.now,
                                    pacer=Pacer(gen.info.fps, margin_s=MARGIN_S, max_lead_s=1.0),
-                                   audio=AudioTrack(AudioFormat(RATE), gen.info.audio_sample_rate, max_ahead_s=10))
+                                   audio=AudioTrack(AudioFormat(RATE), gen.info.audio_sample_rate, max_ahead_s=WINDOW_S))
         self.stream.state = gen.open(Conditioning("a face", seed=1, inputs=("audio",)))
         self.engine._streams.append(self.stream)
         self._step = gen.step
@@ -66,7 +66,9 @@ class Session:
     def send(self) -> None:
         """Everything captured up to now, as a microphone client sends it (stamped by capture time)."""
         upto = round((self.now - self.t0) * RATE)
-        self.stream.audio.put_samples(self.sent, self.audio[self.sent:upto])
+        if upto > self.sent:  # through the engine, as the session's binary input messages arrive
+            self.engine.feed(self.stream, ChunkInput("audio", self.sent * 1_000_000 // RATE,
+                                                     self.audio[self.sent:upto].tobytes()))
         self.sent = max(self.sent, upto)
 
     def run(self, chunks: int) -> None:
@@ -85,13 +87,14 @@ class Session:
         self.gen.close_stream(self.stream.state)
 
 
-def test_audio_delay_stays_the_same_across_pause_and_resume(gen):
+@pytest.mark.parametrize("pause_s", [3.0, 12.0])  # 12 s: longer than the audio window
+def test_audio_delay_stays_the_same_across_pause_and_resume(gen, pause_s):
     s = Session(gen)
     try:
         s.run(3)
         before = len(s.delivered)
         s.engine.pause(s.stream)
-        for _ in range(round(PAUSE_S / 0.02)):  # paused: the microphone goes on
+        for _ in range(round(pause_s / 0.02)):  # paused: the microphone goes on, in 20 ms pieces
             s.now += 0.02
             s.send()
         s.engine.resume(s.stream)
@@ -109,7 +112,7 @@ def test_audio_delay_stays_the_same_across_pause_and_resume(gen):
     # the pause left a gap in the media timeline, about its length (minus the lead that played out)
     last, first_after = s.delivered[before - 1][0], s.delivered[before][0]
     gap_s = (first_after.first_frame_index - last.first_frame_index - len(last.frames)) / fps
-    assert PAUSE_S - 1.5 < gap_s <= PAUSE_S + STEP_S + MARGIN_S
+    assert pause_s - 1.5 < gap_s <= pause_s + STEP_S + MARGIN_S
     for chunk, muxed, model_first, _ in s.delivered:
         first, n = chunk.first_frame_index, len(chunk.frames)
         # the fMP4's audio under the frames is what was sent for their media time ...

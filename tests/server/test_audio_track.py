@@ -161,3 +161,12 @@ def test_a_paused_track_keeps_the_newest_audio():
     dropping = AudioTrack(AudioFormat(1000), model_rate=1000, max_ahead_s=1.0)
     dropping.put(0, audio[:3000].tobytes())  # not paused: what lands past the window is dropped
     assert dropping.overflow_samples == 2000
+
+
+def test_a_piece_stamped_in_whole_microseconds_lands_on_its_sample():
+    """Clients stamp pieces with floored µs (`pcm_pieces`: start * 1e6 // rate): sample 1 at 16 kHz is
+    62 µs, which the track must place at sample 1 (the nearest), not 0."""
+    track = AudioTrack(AudioFormat(16000), model_rate=16000, max_ahead_s=1.0)
+    track.put(1 * 1_000_000 // 16000, ramp(10).tobytes())
+    heard = np.frombuffer(track.take(0.001)[1], "<i2")  # 16 samples
+    assert heard[0] == 0 and (heard[1:11] == ramp(10)).all()

@@ -71,6 +71,7 @@ class EngineStream:
     # chunk's frame = model frame + media_offset; the client's audio clock went on while paused)
     media_offset: int = 0
     realign: bool = False  # resumed after a pause: its next tick skips the media time the player stalled
+    stalled_s: float = 0.0  # live audio streams: stall time (under a frame) not yet jumped over
 
 
 class Engine:
@@ -300,7 +301,7 @@ class Engine:
         plus the pacing margin (less under a frame), and the model hears the audio of that media time; the audio sent
         while paused is not heard. The skip leaves a gap in `first_frame_index` and in the fMP4
         timeline, as dropped chunks do (docs/PROTOCOL.md, "Audio and video timing")."""
-        stream.realign = False
+        stream.realign, stream.stalled_s = False, 0.0  # (the skip covers any stall before it)
         clock, fps = stream.pacer.clock, self.gen.info.fps
         if not clock.started:
             return
@@ -310,6 +311,24 @@ class Engine:
             return
         clock.skip(skip)
         stream.media_offset += skip
+        stream.audio.seek((stream.frames_out + stream.media_offset) / fps,
+                          model_time_us=stream.frames_out * 1_000_000 // fps)
+
+    def _catch_up(self, stream: EngineStream, stall_s: float) -> None:
+        """A live audio stream's chunk landed `stall_s` after its player ran dry (an underrun: the
+        device did not keep real time): the player waited, so every later word would show that much
+        later. The stream's media time instead jumps the stall (whole frames; the rest is kept for the
+        next underrun): its next chunk starts past a gap, which the player jumps right after the late
+        chunk, as it does a dropped chunk, and the audio-to-screen delay is back to what it was. The
+        audio of the jumped media time is not heard (docs/PROTOCOL.md, "Audio and video timing")."""
+        stream.stalled_s += stall_s
+        fps = self.gen.info.fps
+        jump = math.floor(stream.stalled_s * fps + 0.5)
+        if jump <= 0:
+            return
+        stream.stalled_s -= jump / fps
+        stream.pacer.clock.jump(jump)
+        stream.media_offset += jump
         stream.audio.seek((stream.frames_out + stream.media_offset) / fps,
                           model_time_us=stream.frames_out * 1_000_000 // fps)
 
@@ -413,7 +432,8 @@ class Engine:
         for stream, chunk in zip(batch, chunks):
             if stream.pacer:
                 stream.pacer.record_step(elapsed)
-                if stream.pacer.delivered(len(chunk.frames), landed) and self.metrics:
+                underrun = stream.pacer.delivered(len(chunk.frames), landed)
+                if underrun and self.metrics:
                     self.metrics.underruns.inc()
             stream.frames_out += len(chunk.frames)
             if stream.media_offset:  # the chunk's frames on the session's media timeline
@@ -425,6 +445,9 @@ class Engine:
                 with self._cond:  # the track is changed under the lock (feed, a paused stream's make_room)
                     audio = stream.audio.output(first / fps, (first + len(chunk.frames)) / fps)
                 _call_quietly(stream.on_chunk, chunk, started, audio)
+                if stream.pacer and underrun:
+                    with self._cond:
+                        self._catch_up(stream, stream.pacer.clock.last_stall_s)
 
 
 def _ignore_chunk(chunk: Any, started: float) -> None:

@@ -33,7 +33,10 @@ class PlaybackClock:
         self.start: float | None = None  # when frame 0 is shown; moved later by each stall
         self.frames = 0  # frames delivered
         self.underruns = 0  # chunks that arrived after the player had run dry
+        self.last_stall_s = 0.0  # how long the player waited before the latest chunk (0: it did not)
         self._resync = False  # the next stall is intended (resume after pause): not an underrun
+        self._skipped: deque[tuple[int, int]] = deque()  # (first frame, count) of skips not yet passed
+        self._skipped_passed = 0  # frames of skips the player has passed
 
     @property
     def started(self) -> bool:
@@ -52,7 +55,12 @@ class PlaybackClock:
         return min(max(now - self.start, 0.0), self.frames / self.fps)
 
     def played_frames(self, now: float) -> float:
-        return self.position(now) * self.fps
+        """Frames the player has shown: its position, less the frames it passed over (skips and jumps)."""
+        shown = self.position(now) * self.fps
+        while self._skipped and self._skipped[0][0] + self._skipped[0][1] <= shown:
+            self._skipped_passed += self._skipped.popleft()[1]
+        partial = sum(min(max(shown - first, 0), n) for first, n in self._skipped)
+        return shown - self._skipped_passed - partial
 
     def deliver(self, frames: int, now: float) -> bool:
         """A chunk of `frames` arrived at `now`; True when it came after the player ran dry."""
@@ -61,6 +69,7 @@ class PlaybackClock:
             self.start = now
         else:
             lead = self.lead(now)
+            self.last_stall_s = max(-lead, 0.0)
             if lead < 0:  # the player waited -lead seconds: it shows this chunk from now
                 self.start -= lead
                 underrun = not self._resync
@@ -79,7 +88,16 @@ class PlaybackClock:
         """The stream's media time passes over `frames` frames it will never deliver (a live audio
         stream resumed after a pause): the player counts them as shown, so the next chunk plays on
         the same clock, with no stall."""
+        self._skipped.append((self.frames, frames))
         self.frames += frames
+
+    def jump(self, frames: int) -> None:
+        """The player jumps over `frames` frames the stream will never deliver, at once (a live audio
+        stream catching up after an underrun: the gap in its timeline takes no time to play), so
+        frame n is shown `frames / fps` earlier than before the jump."""
+        self.skip(frames)
+        if self.start is not None:
+            self.start -= frames / self.fps
 
     def resync(self) -> None:
         """The stream was paused on purpose: its next stall is not counted as an underrun."""

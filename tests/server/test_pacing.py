@@ -61,6 +61,24 @@ def test_resync_after_pause_is_not_an_underrun():
     assert clock.deliver(16, now=10.0) is True  # the resync covered one stall only
 
 
+def test_played_frames_leave_out_skipped_and_jumped_media_time():
+    """`stats.played_fps` counts frames shown, not the media time a live audio stream passed over."""
+    clock = PlaybackClock(FPS)
+    clock.deliver(16, now=0.0)
+    clock.resync()
+    clock.skip(32)  # resumed after a pause: the player passes over 2 s it will never get
+    clock.deliver(16, now=2.0)
+    assert clock.played_frames(1.0) == pytest.approx(16)
+    assert clock.played_frames(2.5) == pytest.approx(16)  # passing the skipped 2 s shows nothing
+    assert clock.played_frames(3.5) == pytest.approx(16 + 8)
+    assert clock.deliver(16, now=5.0) is True and clock.last_stall_s == pytest.approx(1.0)
+    assert clock.lead(5.0) == pytest.approx(1.0)
+    clock.jump(16)  # an underrun caught up: the gap takes no time to play, the lead is unchanged
+    assert clock.lead(5.0) == pytest.approx(1.0)
+    assert clock.played_frames(6.0) == pytest.approx(16 + 16 + 16)
+    assert clock.frames == 16 + 32 + 16 + 16 + 16
+
+
 def test_default_stream_is_due_when_lead_falls_to_step_time_plus_margin():
     pacer = Pacer(FPS, margin_s=0.25, max_lead_s=1.0)
     assert pacer.due_at() == -math.inf  # the first chunk starts at once

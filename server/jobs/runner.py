@@ -8,9 +8,11 @@ copied without re-encoding, and the frames its stream made past that video's end
 uploaded clip's frames.
 Audio jobs (avatar models) keep their audio on the media timeline: the model hears it chunk by
 chunk, the MP4 carries it as an AAC track, and the published job saves it beside its resume state
-(`JobFiles.audio`). An extension's audio is the source's up to the join, then its own audio file
-(silence without one); its model continues from the audio buffer in the ResumeState and is fed
-the new audio from the join on.
+(`JobFiles.audio`, covering the frames its stream made past its video's end too). An extension's
+audio is the source's up to the join, then its own audio file (silence without one); the join is
+where the source's stream stopped: the source video's end plus the frames its stream had already
+made past it (they open the extension and carry the audio they were made with). Its model
+continues from the audio buffer in the ResumeState and is fed the new audio from the join on.
 DELETE flips the stored status or removes the record; the runner notices at the next chunk. On shutdown a running job goes back to `queued` so the next start renders it again.
 """
 
@@ -145,7 +147,8 @@ class JobRunner:
         audio = None  # int16 mono [N] at JOB_AUDIO_RATE from media time 0: heard by the model, muxed into the MP4
         audio_args = {}
         if "audio" in job.conditioning.inputs:
-            audio, join = await loop.run_in_executor(self.pool, self._audio_timeline, job)
+            tail = len(prefix) if job.extends_video_id and prefix is not None else 0
+            audio, join = await loop.run_in_executor(self.pool, self._audio_timeline, job, tail)
             audio_args = dict(audio=AudioFormat(JOB_AUDIO_RATE), audio_window_s=job.seconds + 1.0,
                               audio_preload=audio[join:].tobytes(), audio_start_s=join / JOB_AUDIO_RATE)
         chunks: asyncio.Queue = asyncio.Queue()  # Chunk | Exception
@@ -214,12 +217,13 @@ class JobRunner:
         return {"image": functools.partial(decode_image_bytes, max_bytes=self.max_image_bytes,
                                            max_pixels=self.max_image_pixels, size=(self.width, self.height))}
 
-    def _audio_timeline(self, job: Job) -> tuple[np.ndarray, int]:
+    def _audio_timeline(self, job: Job, tail_frames: int = 0) -> tuple[np.ndarray, int]:
         """(the job's audio on its media timeline, int16 mono at JOB_AUDIO_RATE from frame 0; the
         sample where its own audio starts) (pool thread). A job's own audio is its `audio` file; an
-        extension's starts at the join (the source video's end) after the source's audio: the audio
-        its job saved, else its file's audio track (an uploaded clip's, or a job's from before audio
-        was saved), else silence; without a file of its own it goes on in silence."""
+        extension's starts at the join after the source's audio: the audio its job saved (through the
+        `tail_frames` its stream made past its video's end, the join), else its file's audio track (an
+        uploaded clip's, or a job's from before audio was saved), else silence; without a file of its
+        own it goes on in silence."""
         name = job.conditioning.files.get("audio")
         own = np.zeros(0, np.int16)
         if name:
@@ -227,7 +231,7 @@ class JobRunner:
                                max_seconds=self.max_clip_seconds)
         if not (job.extends_video_id or job.upload):
             return own, 0
-        join = round(round(job.source_seconds * self.fps) * JOB_AUDIO_RATE / self.fps)  # the source's frames
+        join = round((round(job.source_seconds * self.fps) + tail_frames) * JOB_AUDIO_RATE / self.fps)
         source = np.zeros(join, np.int16)
         saved = self.files.audio(job.extends_video_id) if job.extends_video_id else None
         if saved is not None and saved.is_file():
@@ -245,8 +249,9 @@ class JobRunner:
         """Write the resume state (and an audio job's audio as its MP4 carries it), publish the video,
         then its stills (pool thread)."""
         state.save(self.files.state(job.id))
-        if audio is not None:
-            length = round(writer.frames_written * JOB_AUDIO_RATE / self.fps)
+        if audio is not None:  # what the stream heard, through the frames it made past the video's end
+            frames = writer.frames_written + (len(state.tail_frames) if state.tail_frames is not None else 0)
+            length = round(frames * JOB_AUDIO_RATE / self.fps)
             track = np.zeros(length, np.int16)
             track[:min(length, len(audio))] = audio[:length]
             partial = self.files.audio(job.id).with_suffix(".partial")

@@ -130,6 +130,14 @@ async def _audio_seconds(state: ServerState, audio: Upload) -> float:
     return len(samples) / JOB_AUDIO_RATE
 
 
+def _tail_seconds(state: ServerState, video_id: str) -> float:
+    """Seconds of frames a finished job's stream made past its video's end: its extension opens with
+    them, and its own audio starts after them (server/jobs/runner.py)."""
+    from models.resume import ResumeState
+
+    return len(ResumeState.load(state.runner.files.state(video_id)).tail_frames) / state.info.fps
+
+
 async def _save_audio(state: ServerState, job_id: str, raw: bytes) -> dict[str, str]:
     """JobConditioning.files for an audio file kept by reference as the job's own upload."""
     return {"audio": await asyncio.to_thread(state.runner.files.save_upload, job_id, raw, ".audio")}
@@ -194,6 +202,8 @@ async def extend_video(request: Request, state: ServerState = Depends(get_state)
             raise api_error(409, f"video {source.id!r} is {source.status}; only a completed video can be extended",
                            code="conflict", param="video")
         job.extends_video_id, job.source_seconds = source.id, source.seconds
+        if audio is not None and body.seconds is None:  # the new audio starts after the source stream's tail
+            seconds += await asyncio.to_thread(_tail_seconds, state, source.id)
         inputs = tuple(dict.fromkeys(source.conditioning.inputs + inputs))  # an audio job's extension hears audio
         job.conditioning = dataclasses.replace(job.conditioning, seed=source.conditioning.seed)  # its stream's seed
     else:

@@ -31,6 +31,7 @@ def uvicorn_config(app, settings: Settings) -> uvicorn.Config:
         log_level="warning" if settings.log_level == "info" else settings.log_level,
         timeout_graceful_shutdown=settings.shutdown_grace_s + 5,
         lifespan="on",
+        forwarded_allow_ips=settings.forwarded_allow_ips,  # per-client limits key on the address it trusts
     )
 
 

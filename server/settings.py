@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(default=1 << 20, ge=1024)  # larger client messages: too_large
     max_connections: int = Field(default=64, ge=1)  # open sockets (HTTP + WebSocket); beyond: 503 / capacity
     max_connections_per_client: int = Field(default=16, ge=1)  # WebSockets open from one client address; beyond: capacity
+    # proxies whose X-Forwarded-For names the client address (comma-separated IPs or networks, or *);
+    # None: uvicorn's own default (its FORWARDED_ALLOW_IPS variable, else 127.0.0.1)
+    forwarded_allow_ips: str | None = None
     refused_bytes_per_s: float = Field(default=64 << 10, gt=0)  # refusal budget per client address, refilled per second
     refused_bytes_burst: int = Field(default=1 << 20, ge=1)  # refusal budget at once (a refused message costs its size + 4 KiB)
     idle_timeout_s: float = Field(default=30.0, gt=0)  # a WebSocket without session.start this long is closed

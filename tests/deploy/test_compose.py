@@ -58,6 +58,7 @@ def test_compose_wires_gpu_workers_redis_and_gateway(compose):
         assert device["capabilities"] == ["gpu"] and len(device["device_ids"]) == 1
         gpus.append(device["device_ids"][0])
         assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert env["FRAMECAST_FORWARDED_ALLOW_IPS"] == "*"  # only the gateway reaches them: trust its X-Forwarded-For
     assert len(set(gpus)) == len(workers), "each worker needs its own GPU"
     assert len(volumes) == 1, "every worker must mount the same data volume"
     gateway = services["gateway"]

@@ -10,6 +10,7 @@ import io
 import json
 
 import pytest
+import websockets
 from PIL import Image
 
 from server.limits import REFUSAL_OVERHEAD_BYTES, ClientBudgets
@@ -123,3 +124,32 @@ def test_client_budgets_charge_refill_and_forget():
     assert budgets.wait_s("a") == 0.0 and len(budgets) == 1
     now[0] += 10.0  # refilled completely: forgotten
     assert budgets.wait_s("a") == 0.0 and len(budgets) == 0
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_the_cap_keys_on_the_forwarded_address_from_a_trusted_proxy(tmp_path, trusted):
+    """Behind a gateway every socket comes from its address: with FRAMECAST_FORWARDED_ALLOW_IPS
+    naming the gateway (here *, what docker/compose.yaml sets) each client's X-Forwarded-For is its
+    address, so two clients hold a socket each under a cap of one; from an untrusted proxy the header
+    is ignored and the second socket is refused."""
+    allow = "*" if trusted else "192.0.2.1"  # not the test's 127.0.0.1
+
+    async def scenario(srv):
+        first = await connect(srv.ws_url, additional_headers={"X-Forwarded-For": "198.51.100.1"})
+        try:
+            async with connect(srv.ws_url, additional_headers={"X-Forwarded-For": "198.51.100.2"}) as second:
+                try:
+                    await send(second, {"type": "session.ping"})
+                except websockets.ConnectionClosed:  # refused: its error event came first
+                    pass
+                return await next_event(second)
+        finally:
+            await first.close()
+
+    with start_server(tmp_path, max_connections_per_client=1, forwarded_allow_ips=allow) as srv:
+        event = asyncio.run(scenario(srv))
+    if trusted:
+        assert event["type"] == "pong"
+    else:
+        assert event["type"] == "error" and event["code"] == "capacity"
+

@@ -9,10 +9,12 @@ import asyncio
 import io
 import json
 import time
+import wave
 
 import av
 import numpy as np
 import pytest
+from PIL import Image
 
 from client import audio_file
 from client.protocol.chunks import pack_input, parse_chunk
@@ -286,6 +288,26 @@ def test_framecast_avatar_cli(gen, server, tmp_path):
                  "-o", str(out), "--url", server.url]) == 0
     frames, audio, rate = decode_av(out.read_bytes())
     assert frames == gen.info.fps and len(audio) / rate == pytest.approx(1.0, abs=1 / gen.info.fps)
+
+
+def test_framecast_avatar_sample_files_render(gen, server, tmp_path):
+    """`framecast avatar --sample DIR`: an evaluation face and its speech, which the README's command renders."""
+    from client.cli import main
+    from distill.avatar_eval import eval_face
+
+    assert main(["avatar", "--sample", str(tmp_path), "--seconds", "1.5", "--sample-index", "3"]) == 0
+    face = np.asarray(Image.open(tmp_path / "face.png"))
+    np.testing.assert_array_equal(face, eval_face(3, 1.5, gen.info)[0])  # [64, 64, 3]: that face's first frame
+    with wave.open(str(tmp_path / "speech.wav")) as w:
+        assert w.getframerate() == 16000 and w.getnframes() == 24000
+        pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+    loud = np.abs(pcm.reshape(-1, 1000)).max(axis=1) > 3000  # per 1/16 s frame
+    assert loud.any() and not loud.all()  # speech with pauses, not noise or silence
+    out = tmp_path / "talk.mp4"
+    assert main(["avatar", "--image", str(tmp_path / "face.png"), "--audio", str(tmp_path / "speech.wav"),
+                 "-o", str(out), "--url", server.url]) == 0
+    frames, audio, rate = decode_av(out.read_bytes())
+    assert frames == round(1.5 * gen.info.fps) and len(audio) / rate == pytest.approx(1.5, abs=1 / gen.info.fps)
 
 
 def test_python_client_streams_a_wav_and_records_it_with_its_audio(gen, server, tmp_path):

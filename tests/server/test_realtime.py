@@ -162,8 +162,9 @@ def test_non_reading_client_does_not_slow_others(server):
         return statistics.median(baseline), statistics.median(with_slow), dropped
 
     baseline, with_slow, dropped = run(scenario())
-    # a blocked engine would stall A for seconds; 1.5x leaves room for a noisy shared CPU
-    assert with_slow <= 1.5 * baseline, (baseline, with_slow)
+    # a blocked engine or event loop stalls A for seconds (the slow reader's socket never drains): many
+    # times its paced interval. 3x leaves room for a loaded CI machine (1.5x failed there on main)
+    assert with_slow <= 3 * baseline, (baseline, with_slow)
     assert dropped > 0
 
 

@@ -203,6 +203,11 @@ class SelfForcingStageConfig(StageConfig):
     # does; frames from the switch on are scored under the new prompt
     switch_share: float = 0.0
     switch_transition_chunks: int = 0  # each switch blends embeddings over U{0..this} chunks (0: KV re-cache)
+    # True: the frames after a switch are judged in windows of their own, without the frames before it
+    # as context, as a fresh clip of the new prompt (the bidirectional teacher never saw a scene change,
+    # so with the old frames in its window its score asks for their continuation); the switch is then
+    # drawn so a whole window follows it
+    switch_fresh_windows: bool = False
     # start images: in this share of rollouts every stream starts from a frame of its prompt's shapes
     # clip, opened as `stream(image=...)` opens it (needs prompts = "shapes"); a stage run with
     # image_share > 0 marks the model `supports_image` in framecast.json

@@ -36,7 +36,7 @@ import torch
 from distill.config import SelfForcingStageConfig
 from distill.dmd import cfg_flow, dmd_generator_loss, flow_matching_loss, lead_sigma
 from distill.parallel import broadcast_ints, global_batch, rank_slice
-from distill.rollout import Switch, labelled_windows, run_rollout
+from distill.rollout import Switch, labelled_windows, run_rollout, score_windows
 from distill.shapes_data import StartImages
 from distill.trainer import Method, OptimSpec
 from models.generator import StreamingGenerator
@@ -100,6 +100,9 @@ class SelfForcingDMD(Method):
             raise ValueError("need 0 <= rollout_min_chunks <= rollout_chunks and dmd_window_chunks >= 0")
         if cfg.switch_share > 0 and (shortest < 2 or len(prompts) < self.switch_prompts):
             raise ValueError(f"prompt-switch rollouts need rollouts of >= 2 chunks and >= {self.switch_prompts} prompts")
+        if cfg.switch_share > 0 and cfg.switch_fresh_windows and shortest < 1 + self._after_switch_chunks():
+            raise ValueError(f"switch_fresh_windows needs rollouts of >= {1 + self._after_switch_chunks()} chunks "
+                             "(a chunk before the switch and a whole judged window after it)")
         if cfg.image_share > 0 and images is None:
             raise ValueError("start-image rollouts need start images (self_forcing.prompts: shapes)")
 
@@ -137,6 +140,10 @@ class SelfForcingDMD(Method):
         images = [self.images(i, j) for i, j in zip(ids, image_at)] if image_at is not None else None
         return RolloutInputs([self.prompts[i] for i in ids], [self.prompts[i] for i in new_ids], images)
 
+    def _after_switch_chunks(self) -> int:
+        """Chunks a fresh-window switch needs after it: one judged window of `score_frames`."""
+        return -(-self.cfg.score_frames // self.gen.cfg.stream.chunk_frames)
+
     def _window_audio(self, inputs: RolloutInputs, frames: list[list[int]]) -> torch.Tensor | None:
         """Audio features [B*n, W, M, A] of the judged windows (frames: each window's stream latent frames);
         None for a model without audio."""
@@ -157,8 +164,9 @@ class SelfForcingDMD(Method):
             chunks = int(torch.randint(cfg.rollout_min_chunks, cfg.rollout_chunks + 1, (), generator=self.rng))
         grad_from = max(0, chunks - cfg.dmd_window_chunks) if cfg.dmd_window_chunks > 0 else 0
         switch_at, transition, new_ids = -1, 0, ids
-        if self._chance(cfg.switch_share):
-            switch_at = int(torch.randint(max(1, grad_from), chunks, (), generator=self.rng))
+        latest = chunks - (self._after_switch_chunks() if cfg.switch_fresh_windows else 1)
+        if self._chance(cfg.switch_share) and latest >= max(1, grad_from):
+            switch_at = int(torch.randint(max(1, grad_from), latest + 1, (), generator=self.rng))
             transition = int(torch.randint(0, cfg.switch_transition_chunks + 1, (), generator=self.rng))
             new_ids = self._switch_ids(ids)
         image_at = None
@@ -187,6 +195,9 @@ class SelfForcingDMD(Method):
         if switch is not None:
             texts.append(self.text.get_batch(switch.prompts)[0])
         chosen = labelled_windows(labels, w)
+        if switch is not None and cfg.switch_fresh_windows:  # the new prompt's frames alone, as a fresh clip
+            k = labels.index(1)
+            chosen = [(s, lab) for s, lab in chosen if lab != 1] + [(k + s, 1) for s in score_windows(len(labels) - k, w)]
         windows = torch.cat([x[:, :, s:s + w] for s, _ in chosen])  # [B*n, C, W, h, w]
         rows = [[float(lab == chosen_lab) for lab in labels[s:s + w]] for s, chosen_lab in chosen]
         held = [frames[s:s + w] for s, _ in chosen]

@@ -299,3 +299,36 @@ def test_supports_image_says_whether_the_weights_were_trained_from_images(parts,
         flags.append(json.loads((tmp_path / "model" / "framecast.json").read_text())["supports_image"])
     assert flags == [False, True, True]
     assert load_generator(str(tmp_path / "model"), device="cpu").info.supports_image
+
+
+def test_fresh_windows_judge_the_frames_after_a_switch_without_the_old_ones(parts, monkeypatch):
+    """switch_fresh_windows: the new prompt's frames are judged in windows of their own (a fresh clip
+    of the new prompt), the switch drawn so a whole window follows it; the old prompt's window keeps
+    the new frames as unjudged context, as without the option."""
+    c = parts[1].stream.chunk_frames
+    # a window of two chunks after the switch: with 3-chunk rollouts it must come at chunk 1
+    m = method(parts, rollout_chunks=3, score_frames=2 * c, switch_share=1.0, switch_fresh_windows=True)
+    rollouts, judged = [], []
+    run, loss_fn = self_forcing_module.run_rollout, self_forcing_module.dmd_generator_loss
+
+    def spy_rollout(gen, prompts, seeds, chunks, **kw):
+        rollouts.append((kw["switch"], run(gen, prompts, seeds, chunks, **kw)))
+        return rollouts[-1][1]
+
+    def spy_loss(x, real, fake, mask=None):
+        judged.append((x.detach(), mask))
+        return loss_fn(x, real, fake, mask=mask)
+
+    monkeypatch.setattr(self_forcing_module, "run_rollout", spy_rollout)
+    monkeypatch.setattr(self_forcing_module, "dmd_generator_loss", spy_loss)
+    m.student_loss()[0].backward()
+    (switch, ro), = rollouts
+    assert switch.chunk == 1
+    x, mask = judged[0]
+    b, latents = ro.latents.shape[0], ro.latents.float()
+    assert x.shape[0] == 2 * b  # (window at 0, old prompt), (window at the switch, new prompt)
+    assert torch.equal(x[:b], latents[:, :, :2 * c]) and torch.equal(x[b:], latents[:, :, c:3 * c])
+    assert mask[:b, 0, :, 0, 0].tolist() == [[1] * c + [0] * c] * b
+    assert mask[b:, 0, :, 0, 0].tolist() == [[1] * (2 * c)] * b  # nothing of the old prompt in its window
+    with pytest.raises(ValueError, match="switch_fresh_windows"):
+        method(parts, rollout_chunks=2, score_frames=2 * c, switch_share=1.0, switch_fresh_windows=True)

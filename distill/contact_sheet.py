@@ -6,6 +6,10 @@
 Each row: the prompt as a caption, then `columns` frames evenly spaced over `seconds` of the
 stream (the same frames `framecast generate` would give for that prompt and seed), each scaled
 up `scale` times with nearest-neighbour pixels so the 64x64 frames stay readable.
+
+An avatar model (audio input) streams the first `count` faces of `framecast eval`'s evaluation set
+instead, each from its start image (the first column) with its synthetic speech fed from media time 0;
+the caption gives the speech's loudness at each column's frame (dB; below -35: silence).
 """
 
 from __future__ import annotations
@@ -30,6 +34,33 @@ def stream_frames(gen, prompt: str, seed: int, frames: int) -> np.ndarray:
         if total >= frames:
             break
     return np.concatenate(out)[:frames]
+
+
+def avatar_rows(gen, count: int, frames: int, columns: int) -> list[tuple[str, np.ndarray]]:
+    """(caption, [start image, frames...]) of the first `count` evaluation faces speaking (avatar models)."""
+    from distill.avatar_data import PROMPT, frame_loudness_db
+    from distill.avatar_eval import eval_face
+    from models.audio import float_to_pcm_s16le
+    from models.stream_api import ChunkInput, Conditioning
+
+    rows = []
+    spf = gen.info.audio_sample_rate // gen.info.fps
+    for index in range(count):
+        image, _, audio = eval_face(index, frames / gen.info.fps + 1.0, gen.info)
+        stream = gen.open(Conditioning(PROMPT, seed=index, image=image, inputs=("audio",)))
+        out, inputs = [], [[ChunkInput("audio", 0, float_to_pcm_s16le(audio))]]
+        try:
+            while sum(len(f) for f in out) < frames:
+                out.append(gen.step([stream], inputs)[0].frames)
+                inputs = [[]]
+        finally:
+            gen.close_stream(stream)
+        video = np.concatenate(out)[:frames]  # [T, H, W, 3]
+        db = frame_loudness_db(audio[:frames * spf], spf)
+        picks = np.linspace(0, frames - 1, columns - 1).round().astype(int)
+        caption = f"face {index}: image, then dB " + " ".join(f"{db[t]:.0f}" for t in picks)
+        rows.append((caption, np.concatenate([image[None], video[picks]])))
+    return rows
 
 
 def contact_sheet(rows: list[tuple[str, np.ndarray]], columns: int, scale: int):
@@ -69,8 +100,11 @@ def main(argv: list[str] | None = None) -> int:
 
     gen = load_generator(args.model, device="cpu", max_batch=1)
     frames = max(args.columns, int(round(args.seconds * gen.info.fps)))
-    rows = [(f"{prompt} (seed {args.seed})", stream_frames(gen, prompt, args.seed, frames))
-            for prompt in read_prompts(args.prompts)[: args.count]]
+    if "audio" in gen.info.inputs:  # each row already holds exactly `columns` pictures
+        rows = avatar_rows(gen, args.count, frames, args.columns)
+    else:
+        rows = [(f"{prompt} (seed {args.seed})", stream_frames(gen, prompt, args.seed, frames))
+                for prompt in read_prompts(args.prompts)[: args.count]]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     contact_sheet(rows, args.columns, args.scale).save(args.out)
     print(f"wrote {args.out} ({len(rows)} prompts x {args.columns} frames over {frames / gen.info.fps:g} s)")

@@ -100,3 +100,20 @@ def test_contact_sheet_places_each_prompts_frames_in_its_row():
     reds = [sheet[top + 1, GAP + c * (cell + GAP) + 1, 0] for c in range(3)]
     assert reds == [0, 80, 180]  # frames 0, 4 (round(4.5) = 4) and 9
     assert (sheet[top + cell + GAP + CAPTION_HEIGHT + GAP + 1, GAP + 1] == 200).all()
+
+
+def test_avatar_contact_sheet_rows_open_with_the_start_image():
+    """An avatar model's rows: evaluation face i's start image, then frames of its stream, captioned
+    with the speech's loudness at each column."""
+    from distill.avatar_eval import eval_face
+    from distill.contact_sheet import avatar_rows
+    from models import load_generator
+
+    gen = load_generator("tiny-avatar", device="cpu", max_batch=1)
+    rows = avatar_rows(gen, count=2, frames=12, columns=4)
+    assert len(rows) == 2
+    for index, (caption, pictures) in enumerate(rows):
+        assert pictures.shape == (4, gen.info.height, gen.info.width, 3)
+        np.testing.assert_array_equal(pictures[0], eval_face(index, 1.0, gen.info)[0])
+        assert caption.startswith(f"face {index}: image, then dB ") and len(caption.split("dB ")[1].split()) == 3
+    assert not np.array_equal(rows[0][1][1:], rows[1][1][1:])  # two faces, two streams

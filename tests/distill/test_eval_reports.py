@@ -14,7 +14,7 @@ import pytest
 
 from client.cli import main
 from distill.eval_cli import EvalRun, summarise
-from distill.image_eval import evaluate_image_start, pixel_error, start_image
+from distill.image_eval import evaluate_image_start, ground_truth, pixel_error, start_image
 from distill.scoring import COMPONENTS, WindowScore
 from distill.switch_eval import evaluate_switches, frame_jump
 from tests.distill.test_eval_cli import PROMPTS, OracleGenerator
@@ -98,6 +98,12 @@ def test_image_start_keeps_the_image_and_a_stream_without_it_does_not(shapes_gen
     # the whole first chunk stays nearer the image than the same stream opened without it (shipped
     # model 2026-11-28: 8.9 against 11.2 levels; the margin depends on the model, the order does not)
     assert s["without_image"] > s["first_chunk"], s
+    # the ground truth of this prompt moves (its objects move by default): its own first frames leave
+    # the image, further than a reconstruction, but the first frame is the image itself
+    truth = ground_truth(prompt, 0, 64, 64, len(run["per_frame"]))
+    assert pixel_error(truth[:1], image)[0] == 0.0
+    assert run["ground_truth_motion"] == pytest.approx(float(pixel_error(truth, image).mean()))
+    assert run["ground_truth_motion"] > s["vae_reconstruction"]
 
 
 @pytest.mark.slow
@@ -115,7 +121,7 @@ def test_cli_writes_the_switch_and_image_reports(tmp_path, capsys):
     assert switch["switch_at_chunk"] == 1 and switch["within_chunks"] == 1 and len(switch["runs"]) == 2
     assert len(switch["summary"]["per_chunk"]) == 1
     image = report["image_start"]["summary"]
-    assert set(image) >= {"first_frame", "first_chunk", "vae_reconstruction", "without_image"}
+    assert set(image) >= {"first_frame", "first_chunk", "vae_reconstruction", "without_image", "ground_truth_motion"}
     printed = capsys.readouterr().out
     assert "switch before chunk 1" in printed and "image start" in printed and "slope" in printed
     assert main(["eval", "--model", "tiny", "--prompts", str(prompts), "--switch-at", "-1"]) == 2

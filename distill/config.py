@@ -114,6 +114,10 @@ class VAEDecoderStageConfig(VAEStageConfig):
     batch_size: int = 2
     clip_frames: int = 25  # 7 latent frames
     crop: int = 48
+    # share of clips that cut to another video at a random latent frame, as a stream's latents do at a
+    # prompt switch (the server's session.update): a decoder never trained on a cut turns the chunks
+    # after it into a flash of colour while its causal cache still holds the old scene
+    cut_share: float = 0.0
 
 
 @dataclass

@@ -120,16 +120,37 @@ class DecoderFinetuneMethod(VAEMethod):
         vae.model.decoder.requires_grad_(True)
 
     def loss(self, role, step):
-        """Object-weighted L1 + mse_weight * MSE of decode(encoder mean) (module docstring)."""
+        """Object-weighted L1 + mse_weight * MSE of decode(encoder mean) (module docstring); with
+        `cut_share`, that share of clips cuts to another clip (`cut_clips`)."""
         video = self.batch()
         with torch.no_grad():
             z = self.vae.model.encode(video).latent_dist.mean  # [B, z, F, h/8, w/8]
+            if self.cfg.cut_share > 0:
+                video, z = self.cut_clips(video, z)
         recon = decode_unclamped(self.vae, z)
         weight = object_weights(video, self.cfg.object_weight)
         l1 = ((recon - video).abs() * weight).mean()
         mse = ((recon - video).pow(2) * weight).mean()
         loss = l1 + self.cfg.mse_weight * mse
         return loss, {"loss": loss.item(), "l1": l1.item()}
+
+
+    def cut_clips(self, video: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each clip, with chance `cut_share`, becomes a cut at a random latent frame j >= 1: the latents
+        of its own frames before j, then those of another clip of the batch's size drawn afresh (same
+        positions, encoded from that clip's start); its target video the same cut, at video frame
+        1 + 4 (j - 1), the first frame latent j decodes to (the causal VAE's frame 0 is a latent alone)."""
+        t = self.vae.temporal_compression
+        others = self.batch()  # [B, 3, T, h, w]
+        z_other = self.vae.model.encode(others).latent_dist.mean  # [B, z, F, h', w']
+        video, z = video.clone(), z.clone()
+        for i in range(video.shape[0]):
+            if torch.rand((), generator=self.gen).item() >= self.cfg.cut_share:
+                continue
+            j = int(torch.randint(1, z.shape[2], (), generator=self.gen))
+            z[i, :, j:] = z_other[i, :, j:]
+            video[i, :, 1 + t * (j - 1):] = others[i, :, 1 + t * (j - 1):]
+        return video, z
 
 
 @torch.no_grad()

@@ -147,3 +147,35 @@ def test_vae_decoder_stage_trains_only_the_decoder(recipe, tmp_path):
     after = fixed_loss(method, "vae")
     assert after < 0.9 * before, (before, after)
     assert all(torch.equal(v, encoder_before[k]) for k, v in vae.model.encoder.state_dict().items())
+
+
+def test_decoder_cut_clips_cut_latents_and_video_at_the_same_place():
+    """cut_share: a clip's latents switch to another clip's at latent frame j, and its target video at
+    the first frame latent j decodes to. Checked with the shipped shapes VAE's causal encoder: encoding
+    the cut video gives the first clip's latents exactly before j (nothing of the second clip reaches
+    them) and, from j on, latents nearer the second clip's than the first's."""
+    from distill.config import ShapesDataConfig, VAEDecoderStageConfig
+    from distill.vae_stage import DecoderFinetuneMethod
+    from models.model_dir import resolve_model
+
+    vae = VideoVAE.from_pretrained(resolve_model("shapes").path / "vae").float()
+    cfg = VAEDecoderStageConfig(batch_size=3, clip_frames=25, crop=0, cut_share=1.0)
+    method = DecoderFinetuneMethod(vae, cfg, ShapesDataConfig(width=64, height=64), seed=3)
+    video = method.batch()
+    with torch.no_grad():
+        z = vae.model.encode(video).latent_dist.mean  # [B, C, 7, 16, 16]
+        state = copy.deepcopy(method.state_dict())
+        others = method.batch()  # what cut_clips draws next
+        method.load_state_dict(state)
+        cut_video, cut_z = method.cut_clips(video, z)
+        z_other = vae.model.encode(others).latent_dist.mean
+        encoded = vae.model.encode(cut_video).latent_dist.mean
+    for i in range(video.shape[0]):
+        j = next(f for f in range(z.shape[2]) if not torch.equal(cut_z[i, :, f], z[i, :, f]))  # the cut
+        assert j >= 1 and torch.equal(cut_z[i, :, j:], z_other[i, :, j:])
+        first = 1 + vae.temporal_compression * (j - 1)
+        assert torch.equal(cut_video[i, :, :first], video[i, :, :first])
+        assert torch.equal(cut_video[i, :, first:], others[i, :, first:])
+        torch.testing.assert_close(encoded[i, :, :j], z[i, :, :j], rtol=0, atol=1e-5)
+        for f in range(j, z.shape[2]):
+            assert (encoded[i, :, f] - z_other[i, :, f]).norm() < (encoded[i, :, f] - z[i, :, f]).norm()

@@ -118,6 +118,8 @@ class VAEDecoderStageConfig(VAEStageConfig):
     # prompt switch (the server's session.update): a decoder never trained on a cut turns the chunks
     # after it into a flash of colour while its causal cache still holds the old scene
     cut_share: float = 0.0
+    cut_after: int = 3  # latent frames before a cut, at least: a stream switches at a chunk boundary, never
+    #                     right after its first latent frame (a start image's, which must decode into its chunk)
 
 
 @dataclass

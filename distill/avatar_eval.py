@@ -44,19 +44,24 @@ def eval_face(index: int, seconds: float, gen_info) -> tuple:
 def sample_files(index: int, seconds: float, width: int = 64, height: int = 64, fps: int = 16,
                  sample_rate: int = 16000) -> tuple[bytes, bytes]:
     """(PNG, WAV) of evaluation face `index` and `seconds` of its synthetic speech: a face and a voice
-    from the world the shapes-avatar model was trained on (`framecast avatar --sample DIR`)."""
+    from the world the shapes-avatar model was trained on (`python -m distill.avatar_sample DIR`)."""
     import io
+    import wave
 
     from PIL import Image
-
-    from client.audio_file import wav_bytes
 
     info = type("Canvas", (), {"width": width, "height": height, "fps": fps, "audio_sample_rate": sample_rate})
     image, _, audio = eval_face(index, seconds, info)
     png = io.BytesIO()
     Image.fromarray(image).save(png, format="PNG")
-    pcm = np.clip(audio[:round(seconds * sample_rate)] * 32767, -32768, 32767).astype(np.int16)  # [N]
-    return png.getvalue(), wav_bytes(pcm, sample_rate)
+    pcm = np.clip(audio[:round(seconds * sample_rate)] * 32767, -32768, 32767).astype("<i2")  # [N]
+    wav = io.BytesIO()
+    with wave.open(wav, "wb") as w:  # PCM s16le mono
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(pcm.tobytes())
+    return png.getvalue(), wav.getvalue()
 
 
 def evaluate_avatar(gen, seeds: list[int], seconds: float, window_seconds: float = 5.0, progress=None) -> dict:

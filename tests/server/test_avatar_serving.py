@@ -291,11 +291,12 @@ def test_framecast_avatar_cli(gen, server, tmp_path):
 
 
 def test_framecast_avatar_sample_files_render(gen, server, tmp_path):
-    """`framecast avatar --sample DIR`: an evaluation face and its speech, which the README's command renders."""
+    """`python -m distill.avatar_sample DIR`: an evaluation face and its speech, which the README's command renders."""
     from client.cli import main
     from distill.avatar_eval import eval_face
+    from distill.avatar_sample import main as write_sample
 
-    assert main(["avatar", "--sample", str(tmp_path), "--seconds", "1.5", "--sample-index", "3"]) == 0
+    assert write_sample([str(tmp_path), "--seconds", "1.5", "--index", "3"]) == 0
     face = np.asarray(Image.open(tmp_path / "face.png"))
     np.testing.assert_array_equal(face, eval_face(3, 1.5, gen.info)[0])  # [64, 64, 3]: that face's first frame
     with wave.open(str(tmp_path / "speech.wav")) as w:

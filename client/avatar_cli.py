@@ -45,4 +45,3 @@ def run_avatar(args: argparse.Namespace) -> int:
         _finish(jobs, lambda: jobs.create(args.prompt, seconds=args.seconds, seed=args.seed, model=args.model,
                                           image=args.image, audio=args.audio), args)
     return 0
-

@@ -41,29 +41,6 @@ def eval_face(index: int, seconds: float, gen_info) -> tuple:
     return first.video[0], first.params.identity, audio
 
 
-def sample_files(index: int, seconds: float, width: int = 64, height: int = 64, fps: int = 16,
-                 sample_rate: int = 16000) -> tuple[bytes, bytes]:
-    """(PNG, WAV) of evaluation face `index` and `seconds` of its synthetic speech: a face and a voice
-    from the world the shapes-avatar model was trained on (`python -m distill.avatar_sample DIR`)."""
-    import io
-    import wave
-
-    from PIL import Image
-
-    info = type("Canvas", (), {"width": width, "height": height, "fps": fps, "audio_sample_rate": sample_rate})
-    image, _, audio = eval_face(index, seconds, info)
-    png = io.BytesIO()
-    Image.fromarray(image).save(png, format="PNG")
-    pcm = np.clip(audio[:round(seconds * sample_rate)] * 32767, -32768, 32767).astype("<i2")  # [N]
-    wav = io.BytesIO()
-    with wave.open(wav, "wb") as w:  # PCM s16le mono
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sample_rate)
-        w.writeframes(pcm.tobytes())
-    return png.getvalue(), wav.getvalue()
-
-
 def evaluate_avatar(gen, seeds: list[int], seconds: float, window_seconds: float = 5.0, progress=None) -> dict:
     """Generate and score one stream per seed (batched); returns the report dict."""
     from models.audio import float_to_pcm_s16le

@@ -8,9 +8,32 @@ and the studio's Avatar tab take.
 from __future__ import annotations
 
 import argparse
+import io
+import wave
 from pathlib import Path
+from types import SimpleNamespace
 
-from distill.avatar_eval import sample_files
+from distill.avatar_eval import eval_face
+
+
+def sample_files(index: int, seconds: float, width: int = 64, height: int = 64, fps: int = 16,
+                 sample_rate: int = 16000) -> tuple[bytes, bytes]:
+    """(PNG, WAV) of evaluation face `index` and `seconds` of its synthetic speech."""
+    from PIL import Image
+
+    from models.audio import float_to_pcm_s16le
+
+    canvas = SimpleNamespace(width=width, height=height, fps=fps, audio_sample_rate=sample_rate)
+    image, _, audio = eval_face(index, seconds, canvas)
+    png = io.BytesIO()
+    Image.fromarray(image).save(png, format="PNG")
+    wav = io.BytesIO()
+    with wave.open(wav, "wb") as w:  # PCM s16le mono
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(float_to_pcm_s16le(audio[:round(seconds * sample_rate)]))
+    return png.getvalue(), wav.getvalue()
 
 
 def main(argv: list[str] | None = None) -> int:

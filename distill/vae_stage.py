@@ -134,21 +134,21 @@ class DecoderFinetuneMethod(VAEMethod):
         loss = l1 + self.cfg.mse_weight * mse
         return loss, {"loss": loss.item(), "l1": l1.item()}
 
-
     def cut_clips(self, video: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each clip, with chance `cut_share`, becomes a cut at a random latent frame j >= `cut_after`: the latents
         of its own frames before j, then those of another clip of the batch's size drawn afresh (same
         positions, encoded from that clip's start); its target video the same cut, at video frame
         1 + 4 (j - 1), the first frame latent j decodes to (the causal VAE's frame 0 is a latent alone)."""
+        if self.cfg.cut_after >= z.shape[2]:
+            raise ValueError(f"cut_after {self.cfg.cut_after} leaves no cut in clips of {z.shape[2]} latent frames")
+        cut = [torch.rand((), generator=self.gen).item() < self.cfg.cut_share for _ in range(video.shape[0])]
+        if not any(cut):
+            return video, z
         t = self.vae.temporal_compression
         others = self.batch()  # [B, 3, T, h, w]
         z_other = self.vae.model.encode(others).latent_dist.mean  # [B, z, F, h', w']
         video, z = video.clone(), z.clone()
-        for i in range(video.shape[0]):
-            if torch.rand((), generator=self.gen).item() >= self.cfg.cut_share:
-                continue
-            if self.cfg.cut_after >= z.shape[2]:
-                raise ValueError(f"cut_after {self.cfg.cut_after} leaves no cut in clips of {z.shape[2]} latent frames")
+        for i in (i for i, c in enumerate(cut) if c):
             j = int(torch.randint(max(1, self.cfg.cut_after), z.shape[2], (), generator=self.gen))
             z[i, :, j:] = z_other[i, :, j:]
             video[i, :, 1 + t * (j - 1):] = others[i, :, 1 + t * (j - 1):]

@@ -105,6 +105,14 @@ class ResumeState:
             audio_start=meta.get("audio_start", 0),
         )
 
+    @staticmethod
+    def tail_frame_count(path: str | Path) -> int:
+        """len(tail_frames) of a saved state, read from the file's header (the tensors stay on disk)."""
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            return f.get_slice("tail_frames").get_shape()[0]
+
     def nbytes(self) -> int:
         """Bytes held (about the file size)."""
         tensors = [self.latents, self.rng_state, self.audio_windows,

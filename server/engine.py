@@ -307,12 +307,9 @@ class Engine:
             return
         lands = self.clock() + stream.pacer.step_s + self.lead_margin_s  # (its audio is there: see _due_at)
         skip = math.floor((lands - clock.start) * fps - clock.frames + 1e-6)  # frames the player passes over
-        if skip <= 0:
-            return
-        clock.skip(skip)
-        stream.media_offset += skip
-        stream.audio.seek((stream.frames_out + stream.media_offset) / fps,
-                          model_time_us=stream.frames_out * 1_000_000 // fps)
+        if skip > 0:
+            clock.skip(skip)
+            self._move_media_time(stream, skip)
 
     def _catch_up(self, stream: EngineStream, stall_s: float) -> None:
         """A live audio stream's chunk landed `stall_s` after its player ran dry (an underrun: the
@@ -328,7 +325,13 @@ class Engine:
             return
         stream.stalled_s -= jump / fps
         stream.pacer.clock.jump(jump)
-        stream.media_offset += jump
+        self._move_media_time(stream, jump)
+
+    def _move_media_time(self, stream: EngineStream, frames: int) -> None:
+        """The stream's media time passes over `frames` frames it never makes: its next chunk and the
+        audio the model hears for it are those of the later media time (the model's own timeline has no gap)."""
+        fps = self.gen.info.fps
+        stream.media_offset += frames
         stream.audio.seek((stream.frames_out + stream.media_offset) / fps,
                           model_time_us=stream.frames_out * 1_000_000 // fps)
 

@@ -86,8 +86,8 @@ class PlaybackClock:
 
     def skip(self, frames: int) -> None:
         """The stream's media time passes over `frames` frames it will never deliver (a live audio
-        stream resumed after a pause): the player counts them as shown, so the next chunk plays on
-        the same clock, with no stall."""
+        stream resumed after a pause): its clock passes over them (they are not counted as played),
+        so the next chunk plays on the same clock, with no stall."""
         self._skipped.append((self.frames, frames))
         self.frames += frames
 

@@ -250,7 +250,7 @@ class JobRunner:
         then its stills (pool thread)."""
         state.save(self.files.state(job.id))
         if audio is not None:  # what the stream heard, through the frames it made past the video's end
-            frames = writer.frames_written + (len(state.tail_frames) if state.tail_frames is not None else 0)
+            frames = writer.frames_written + len(state.tail_frames)
             length = round(frames * JOB_AUDIO_RATE / self.fps)
             track = np.zeros(length, np.int16)
             track[:min(length, len(audio))] = audio[:length]

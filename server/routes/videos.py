@@ -135,7 +135,7 @@ def _tail_seconds(state: ServerState, video_id: str) -> float:
     them, and its own audio starts after them (server/jobs/runner.py)."""
     from models.resume import ResumeState
 
-    return len(ResumeState.load(state.runner.files.state(video_id)).tail_frames) / state.info.fps
+    return ResumeState.tail_frame_count(state.runner.files.state(video_id)) / state.info.fps
 
 
 async def _save_audio(state: ServerState, job_id: str, raw: bytes) -> dict[str, str]:

@@ -112,14 +112,20 @@ class VAEDecoderStageConfig(VAEStageConfig):
     max_steps: int = 0  # 0 = skip the stage
     beside_teacher: bool = False  # `distill all`: run in a second process while the teacher trains (it only needs the encoder)
     batch_size: int = 2
-    clip_frames: int = 25  # 7 latent frames
-    crop: int = 48
+    # 21 latent frames: the causal decoder reaches ~10 latent frames back, and one trained only within that
+    # reach of a clip's start decodes a stream worse past its first 2 s (distill/stream_reconstruction.py)
+    clip_frames: int = 81
+    crop: int = 32
     # share of clips that cut to another video at a random latent frame, as a stream's latents do at a
     # prompt switch (the server's session.update): a decoder never trained on a cut turns the chunks
     # after it into a flash of colour while its causal cache still holds the old scene
     cut_share: float = 0.0
     cut_after: int = 3  # latent frames before a cut, at least: a stream switches at a chunk boundary, never
     #                     right after its first latent frame (a start image's, which must decode into its chunk)
+    # latent frames per encoder pass (0 = the whole clip; None = the teacher's clip_latent_frames): the teacher's
+    # clips are encoded whole and short, so the latents a student makes are those of an encoder near its start;
+    # a long clip encoded whole has others past frame ~32 (`vae_stage.encode_in_windows`)
+    encode_window: int | None = None
 
 
 @dataclass

@@ -175,6 +175,8 @@ class Pipeline:
         dc = self.cfg.vae_decoder
         if self.cfg.model_dir or dc.max_steps == 0:
             return {"step": 0, "skipped": True}
+        if dc.encode_window is None:  # the latents the student makes: those of the teacher's clips
+            dc = dataclasses.replace(dc, encode_window=self.cfg.teacher.clip_latent_frames)
         vae = self.load_vae()
         method = DecoderFinetuneMethod(vae.train(), dc, self.video_data, seed=rank_seed(self.cfg.seed + 5))
         trainer = self._trainer(method, dc, "vae-decoder")

@@ -10,7 +10,8 @@ shapes recipe, with the same scorer (`distill.scoring`).
 | student | the shipped student (after Self-Forcing DMD), streamed |
 
 Each row is the mean `score_video` over prompts x seeds of `frames` frames; rows whose model is
-missing are left out. `framecast eval --stages` prints and writes the table.
+missing are left out. `framecast eval --stages` prints and writes the table, and beside it the VAE's
+error over a 6-s clip decoded as a stream (`distill.stream_reconstruction`), which a 1.3-s row cannot show.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ def stage_table(model: str, prompts: list[str], seeds: list[int], seconds: float
     timed("clips", lambda: score_clips([c[:frames] for c in clips], prompts, seeds, fps))
     vae = load_vae(source, device=torch.device(device or "cpu")).eval()
     timed("vae", lambda: score_clips([c[:frames] for c in reconstruct(vae, clips)], prompts, seeds, fps))
+    rows["vae"]["streamed"] = vae_over_time(vae, prompts[:4], seeds[0], cfg, log)
     if has("teacher"):
         from distill.teacher_sampler import TeacherSampler
 
@@ -104,6 +106,18 @@ def stage_table(model: str, prompts: list[str], seeds: list[int], seconds: float
         gen = load_generator(model, device=device, max_batch=max_batch)
         timed("student", lambda: _streamed(gen, prompts, seeds, seconds))
     return rows
+
+
+def vae_over_time(vae: VideoVAE, prompts: list[str], seed: int, cfg, log=print, seconds: float = 6.0) -> dict:
+    """`streamed_error` of 2-s windows over `seconds`-long ground-truth clips of `prompts` (one seed)."""
+    from distill.stream_reconstruction import streamed_error
+
+    fps, tc = cfg.stream.fps, cfg.vae.temporal_compression
+    clips = ground_truth_clips(prompts, [seed], 1 + tc * int(seconds * fps / tc), cfg.stream.width, cfg.stream.height, fps)
+    result = streamed_error(vae, clips, window_frames=2 * fps)
+    log(f"[stages] vae streamed over {seconds:g} s: error per 2-s window {result['windows']} (levels 0-255), "
+        f"last / first {result['last_over_first']:.2f}")
+    return result
 
 
 def _streamed(gen, prompts: list[str], seeds: list[int], seconds: float) -> dict:

@@ -119,12 +119,19 @@ class DecoderFinetuneMethod(VAEMethod):
         vae.model.post_quant_conv.requires_grad_(True)
         vae.model.decoder.requires_grad_(True)
 
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """Raw latents `[B, z, F, h, w]` of clips `[B, 3, T, h, w]` as the teacher's data has them: encoded
+        in windows of `encode_window` latent frames (`encode_in_windows`), or whole when it is 0."""
+        if self.cfg.encode_window:
+            return encode_in_windows(self.vae, video, self.cfg.encode_window)
+        return self.vae.model.encode(video).latent_dist.mean
+
     def loss(self, role, step):
         """Object-weighted L1 + mse_weight * MSE of decode(encoder mean) (module docstring); with
         `cut_share`, that share of clips cuts to another clip (`cut_clips`)."""
         video = self.batch()
         with torch.no_grad():
-            z = self.vae.model.encode(video).latent_dist.mean  # [B, z, F, h/8, w/8]
+            z = self.encode(video)  # [B, z, F, h/8, w/8]
             if self.cfg.cut_share > 0:
                 video, z = self.cut_clips(video, z)
         recon = decode_unclamped(self.vae, z)
@@ -146,13 +153,35 @@ class DecoderFinetuneMethod(VAEMethod):
             return video, z
         t = self.vae.temporal_compression
         others = self.batch()  # [B, 3, T, h, w]
-        z_other = self.vae.model.encode(others).latent_dist.mean  # [B, z, F, h', w']
+        z_other = self.encode(others)  # [B, z, F, h', w']
         video, z = video.clone(), z.clone()
         for i in (i for i, c in enumerate(cut) if c):
             j = int(torch.randint(max(1, self.cfg.cut_after), z.shape[2], (), generator=self.gen))
             z[i, :, j:] = z_other[i, :, j:]
             video[i, :, 1 + t * (j - 1):] = others[i, :, 1 + t * (j - 1):]
         return video, z
+
+
+@torch.no_grad()
+def encode_in_windows(vae: VideoVAE, video: torch.Tensor, window: int) -> torch.Tensor:
+    """Raw posterior-mean latents `[B, z, F, h, w]` of a long clip `[B, 3, 1 + tc (F - 1), H, W]`, each encoded
+    no further than `window` latent frames from the start of an encoder pass: the first window from the
+    clip's start, each next one from the video frame before it (whose lone latent, an image's, is dropped).
+
+    The causal encoder is not stationary within the reach of its start: a clip's latents 0..8 differ from
+    those it gives an hour into a video. The teacher learns, and the student makes, latents of the first
+    kind (its clips are encoded whole, `teacher.clip_latent_frames` long), so a decoder that must decode
+    a long stream of them is trained on long clips encoded this way."""
+    if window < 2:
+        raise ValueError(f"encode_window must be >= 2 latent frames, got {window}")
+    tc = vae.temporal_compression
+    frames = video.shape[2]
+    step = tc * (window - 1)  # video frames of a window after its lead frame
+    pieces = [vae.model.encode(video[:, :, :1 + step]).latent_dist.mean]  # [B, z, <= window, h, w]
+    for start in range(1 + step, frames, step):
+        piece = vae.model.encode(video[:, :, start - 1:start + step]).latent_dist.mean
+        pieces.append(piece[:, :, 1:])  # drop the lead frame's own latent
+    return torch.cat(pieces, dim=2)
 
 
 @torch.no_grad()

@@ -59,6 +59,7 @@ def test_cli_stage_table_on_the_tiny_preset(tmp_path, capsys):
     rows = report["rows"]
     assert list(rows) == ["clips", "vae", "teacher", "ode-init", "student"]
     assert rows["clips"]["overall"] > 0.9 and rows["vae"]["overall"] < 0.6
+    assert len(rows["vae"]["streamed"]["windows"]) == 3  # 2-s windows over 6 s
     assert rows["ode-init"] == {**rows["student"], "wall_s": rows["ode-init"]["wall_s"]}
     assert "quality by stage" in capsys.readouterr().out
 

@@ -179,3 +179,32 @@ def test_decoder_cut_clips_cut_latents_and_video_at_the_same_place():
         torch.testing.assert_close(encoded[i, :, :j], z[i, :, :j], rtol=0, atol=1e-5)
         for f in range(j, z.shape[2]):
             assert (encoded[i, :, f] - z_other[i, :, f]).norm() < (encoded[i, :, f] - z[i, :, f]).norm()
+
+
+def test_decoder_latents_encoded_in_windows_as_the_teachers_clips_are():
+    """encode_window: a long clip's latents come from encoder passes at most `window` latent frames long, each
+    after the first starting one video frame early (its lone latent dropped): the first window equals the
+    whole encode's start (the encoder is causal); later latents equal those of their own short pass."""
+    from distill.config import ShapesDataConfig, VAEDecoderStageConfig
+    from distill.vae_stage import DecoderFinetuneMethod, encode_in_windows
+    from models.model_dir import resolve_model
+
+    torch.manual_seed(0)
+    vae = VideoVAE.from_config(resolve_model("tiny").config.vae).eval()
+    tc = vae.temporal_compression
+    video = torch.rand(1, 3, 1 + 4 * tc, 16, 16) * 2 - 1  # 5 latent frames
+    with torch.no_grad():
+        whole = vae.model.encode(video).latent_dist.mean
+        windowed = encode_in_windows(vae, video, 3)  # frames 0..2 from the start, then 3..4 from video frame 2 tc
+        second = vae.model.encode(video[:, :, 2 * tc:]).latent_dist.mean  # latents of [frame 2tc | 2 tc frames]
+    assert windowed.shape == whole.shape
+    torch.testing.assert_close(windowed[:, :, :3], whole[:, :, :3], rtol=0, atol=1e-6)
+    torch.testing.assert_close(windowed[:, :, 3:], second[:, :, 1:], rtol=0, atol=1e-6)
+    assert not torch.allclose(windowed[:, :, 3:], whole[:, :, 3:], atol=1e-3)
+    torch.testing.assert_close(encode_in_windows(vae, video, 5), whole, rtol=0, atol=1e-6)  # one window: whole
+    with pytest.raises(ValueError, match="encode_window"):
+        encode_in_windows(vae, video, 1)
+    cfg = VAEDecoderStageConfig(batch_size=1, clip_frames=1 + 4 * tc, crop=16, encode_window=3)
+    method = DecoderFinetuneMethod(vae, cfg, ShapesDataConfig(width=16, height=16))
+    clips = method.batch()
+    torch.testing.assert_close(method.encode(clips), encode_in_windows(vae, clips, 3), rtol=0, atol=0)

@@ -9,6 +9,8 @@ import pytest
 from distill.avatar_data import AvatarDataset, frame_loudness_db
 from distill.avatar_scoring import FaceMeter, lip_sync, score_avatar, stillness_ratio
 from distill.config import load_config
+from models.model_dir import resolve_model
+from models.vae import VideoVAE
 
 SPF = 1000  # 16 kHz at 16 fps
 
@@ -68,6 +70,30 @@ def test_random_weights_score_low():
     assert len(report["runs"]) == 2
     assert report["mean"]["identity"] < 0.5
     assert report["mean"]["lip_sync"] < 0.6
+    assert report["vae"]["identity"] < 0.5  # a random VAE holds no face either
+
+
+def test_the_vae_ceiling_scores_a_faithful_vae_high_and_one_that_loses_the_face_low(monkeypatch):
+    """`vae_identity` scores what the VAE gives back: the ground truth itself (a perfect VAE) scores as the
+    ground truth does; one that drops to the background after 1 s scores low, with a low worst / first."""
+    import distill.stream_reconstruction as sr
+    from distill.avatar_eval import vae_identity
+    from models import load_generator
+
+    info = load_generator("tiny-avatar", device="cpu", max_batch=1).info
+    vae = VideoVAE.from_config(resolve_model("tiny-avatar").config.vae)
+    monkeypatch.setattr(sr, "streamed_reconstruction", lambda vae, video, *a, **k: video.copy())
+    perfect = vae_identity(vae, [0, 1], 3.0, info, window_seconds=1.0)
+    assert perfect["identity"] > 0.85 and perfect["worst_over_first"] > 0.85
+
+    def fading(vae, video, *a, **k):
+        out = video.copy()
+        out[info.fps:] = video[0, 0, 0]  # the corner's background colour from 1 s on
+        return out
+
+    monkeypatch.setattr(sr, "streamed_reconstruction", fading)
+    lost = vae_identity(vae, [0, 1], 3.0, info, window_seconds=1.0)
+    assert lost["identity"] < 0.6 and lost["worst_over_first"] < 0.5
 
 
 def test_avatar_recipes_parse():

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from distill.avatar_data import AvatarDataset, synth_speech
-from distill.avatar_scoring import FaceMeter, score_avatar
+from distill.avatar_scoring import FaceMeter, identity_windows, score_avatar
 from distill.config import AvatarDataConfig
 
 EVAL_SEED = 1_000_003  # faces and speech no training run draws (training seeds are small)
@@ -31,11 +31,16 @@ def is_avatar_model(model: str) -> bool:
     return resolve_model(model).config.audio is not None
 
 
+def eval_faces(gen_info) -> AvatarDataset:
+    """The avatar evaluation set at the model's canvas, frame rate and sample rate."""
+    return AvatarDataset(EVAL_SEED, AvatarDataConfig(width=gen_info.width, height=gen_info.height, fps=gen_info.fps,
+                                                     sample_rate=gen_info.audio_sample_rate))
+
+
 def eval_face(index: int, seconds: float, gen_info) -> tuple:
     """(start image, identity, audio float32) of evaluation face `index` at the model's canvas."""
-    cfg = AvatarDataConfig(width=gen_info.width, height=gen_info.height, fps=gen_info.fps,
-                           sample_rate=gen_info.audio_sample_rate)
-    faces = AvatarDataset(EVAL_SEED, cfg)
+    faces = eval_faces(gen_info)
+    cfg = faces.config
     first = faces.sample(index, frames=1)
     rng = np.random.default_rng([EVAL_SEED, int(index), 1])
     audio = synth_speech(rng, seconds, cfg)
@@ -49,18 +54,16 @@ def vae_identity(vae, seeds: list[int], seconds: float, gen_info, window_seconds
     seed's worst window / first}. A VAE that cannot hold the face caps every model that uses it."""
     from distill.stream_reconstruction import streamed_reconstruction
 
-    cfg = AvatarDataConfig(width=gen_info.width, height=gen_info.height, fps=gen_info.fps,
-                           sample_rate=gen_info.audio_sample_rate)
+    faces = eval_faces(gen_info)
     tc = vae.temporal_compression
     frames = 1 + tc * max(1, int(round(seconds * gen_info.fps)) // tc)
     window = max(1, int(round(window_seconds * gen_info.fps)))
     means, ratios = [], []
     for seed in seeds:
-        face = AvatarDataset(EVAL_SEED, cfg).sample(seed, frames=frames)
+        face = faces.sample(seed, frames=frames)
         meter = FaceMeter(face.params.identity, face.video[0])
         scores = meter.identity_scores(streamed_reconstruction(vae, face.video, gen_info.chunk_frames, encode_window=0))
-        windows = [float(scores[i:i + window].mean()) for i in range(0, len(scores), window)
-                   if len(scores[i:i + window]) >= window // 2]
+        windows = identity_windows(scores, window)
         means.append(float(scores.mean()))
         ratios.append(min(windows) / windows[0] if windows[0] > 0 else 0.0)
     return {"identity": float(np.mean(means)), "worst_over_first": float(np.mean(ratios))}

@@ -148,14 +148,19 @@ class AvatarScore:
         return dict(self.__dict__)
 
 
+def identity_windows(identity: np.ndarray, window_frames: int) -> list[float]:
+    """Mean identity per window of `window_frames` frames; a last window under half full is left out."""
+    return [float(identity[s:s + window_frames].mean()) for s in range(0, len(identity), window_frames)
+            if len(identity[s:s + window_frames]) >= window_frames // 2]
+
+
 def score_avatar(opening: np.ndarray, identity: np.ndarray, audio: np.ndarray, samples_per_frame: int,
                  window_frames: int, max_offset: int = 4) -> AvatarScore:
     """Scores of one stream from its per-frame measurements and its audio (frame 0 = media time 0)."""
     target, silent = loudness_target(audio, samples_per_frame)
     n = min(len(opening), len(target))
     sync = lip_sync(opening[:n], target[:n], max_offset)
-    windows = [float(identity[s:s + window_frames].mean()) for s in range(0, len(identity), window_frames)
-               if len(identity[s:s + window_frames]) >= window_frames // 2]
+    windows = identity_windows(identity, window_frames)
     first = windows[0] if windows else 0.0
     return AvatarScore(
         lip_sync=sync.correlation, offset=sync.offset, lip_sync_at_zero=sync.correlation_at_zero,

@@ -151,11 +151,13 @@ class AsyncRealtimeSession:
         except ConnectionClosed as exc:
             raise self._closed_error(exc) from exc
 
-    async def update(self, prompt: str, transition_chunks: int = 0, event_id: str | None = None) -> str:
-        """Switch to `prompt` from the next chunk boundary; returns the event_id to watch in `applied`."""
+    async def update(self, prompt: str, transition_chunks: int = 0, event_id: str | None = None,
+                     cut: bool = False) -> str:
+        """Switch to `prompt` from the next chunk boundary; returns the event_id to watch in `applied`.
+        `cut`: a scene cut (the new prompt starts from an empty cache, as a fresh stream would)."""
         event_id = event_id or f"upd_{uuid.uuid4().hex[:12]}"
         await self._send(SessionUpdate.unchecked(prompt=prompt, transition_chunks=int(transition_chunks),
-                                                 event_id=event_id))
+                                                 cut=bool(cut), event_id=event_id))
         return event_id
 
     async def send_audio(self, pcm: bytes | np.ndarray, media_time_s: float | None = None) -> int:
@@ -559,9 +561,9 @@ class RealtimeSession:
     def __getattr__(self, name: str) -> Any:  # info, stats, applied, errors, events, done_reason, ...
         return getattr(self._session, name)
 
-    def update(self, prompt: str, transition_chunks: int = 0, event_id: str | None = None) -> str:
-        """Switch to `prompt` from the next chunk boundary; returns the event_id."""
-        return self._runner.run(self._session.update(prompt, transition_chunks, event_id))
+    def update(self, prompt: str, transition_chunks: int = 0, event_id: str | None = None, cut: bool = False) -> str:
+        """Switch to `prompt` from the next chunk boundary (`cut`: a scene cut); returns the event_id."""
+        return self._runner.run(self._session.update(prompt, transition_chunks, event_id, cut=cut))
 
     def pause(self) -> None:
         self._runner.run(self._session.pause())

@@ -66,6 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--switch", type=parse_switch, action="append", default=[], metavar="SECONDS:PROMPT",
                         help="switch to PROMPT after SECONDS of video (repeatable)")
     parser.add_argument("--transition-chunks", type=int, default=0, help="chunks to blend over on a switch (default 0)")
+    parser.add_argument("--cut", action="store_true",
+                        help="switches are scene cuts: the new prompt starts from an empty cache, as a fresh stream")
     parser.add_argument("--format", choices=FORMATS, default="jpeg", help="transport format (default jpeg)")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     parser.set_defaults(func=run)
@@ -79,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--switch at {switch.seconds:g}s is not before the end of the stream ({args.seconds:g}s)")
     if args.transition_chunks < 0:
         raise UsageError("--transition-chunks must be >= 0")
+    if args.cut and args.transition_chunks:
+        raise UsageError("--cut switches at once: leave out --transition-chunks")
     if args.image is not None and not args.image.is_file():
         raise UsageError(f"image not found: {args.image}")
     console = Console(stderr=True)
@@ -116,7 +120,7 @@ def _record(session: RealtimeSession, args: argparse.Namespace, switches: list[P
             first_chunk_s = first_chunk_s if first_chunk_s is not None else chunk.since_start_s
             writer.write(chunk.frames[: total - writer.frames_written])
             while pending and writer.frames_written >= pending[0].seconds * fps:
-                session.update(pending.pop(0).prompt, args.transition_chunks)
+                session.update(pending.pop(0).prompt, args.transition_chunks, cut=args.cut)
             progress.update(task, completed=writer.frames_written,
                             line=_status_line(session, chunk, writer.frames_written, first_chunk_s, t0))
             if writer.frames_written >= total:

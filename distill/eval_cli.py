@@ -356,8 +356,9 @@ def print_summary(report: dict) -> None:
         console.print(f"hue drift (first vs last window): {drift['kept_share']:.0%} of {len(drift['objects'])} objects keep "
                       f"their colour; presence {drift['mean_presence_first']:.2f} -> {drift['mean_presence_last']:.2f}, "
                       f"median RGB shift {rgb}")
-    if "switch" in report:
-        print_switch(console, report["switch"])
+    for key in ("switch", "switch_cut"):
+        if key in report:
+            print_switch(console, report[key])
     if "image_start" in report:
         i = report["image_start"]["summary"]
         console.print(f"image start (mean |pixel error|, 0-255): first frame {i['first_frame']:.2f}, first chunk "
@@ -382,7 +383,8 @@ def print_switch(console, switch: dict) -> None:
         return "n/a" if v is None else format(v, fmt)
 
     chunks = ", ".join(f"chunk {c['chunk']} {num(c['ratio'])}" for c in s["per_chunk"])
-    console.print(f"switch before chunk {switch['switch_at_chunk']} (transition {switch['transition_chunks']}): next "
+    how = "cut" if switch.get("cut") else f"transition {switch['transition_chunks']}"
+    console.print(f"switch before chunk {switch['switch_at_chunk']} ({how}): next "
                   f"{switch['within_chunks']} chunks score {num(s['switched_overall'])} vs fresh {num(s['fresh_overall'])} "
                   f"(ratio {num(s['ratio'])}; objects {num(s['switched_objects'])} vs {num(s['fresh_objects'])}; {chunks})")
     console.print(f"  jump across the switch {num(s['jump_switched'], '.1f')} levels (fresh stream, same boundary: "
@@ -414,6 +416,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="switch report: chunks after the switch scored against the new prompt (default: %(default)s)")
     p.add_argument("--transition-chunks", type=int, default=defaults.transition_chunks,
                    help="switch report: blend the prompt embedding over this many chunks (default: %(default)s)")
+    p.add_argument("--switch-cut", action="store_true", help="switch report: also the same switches as scene cuts "
+                   "(session.update cut: the new prompt from an empty cache), written as switch_cut")
     p.add_argument("--image-start", action="store_true", help="also the image-start report: streams started from a "
                    "ground-truth first frame; pixel error of the first chunk vs the image and the VAE's reconstruction")
     p.add_argument("--stages", action="store_true", help="instead: the stage-by-stage quality table (clips, VAE "
@@ -443,6 +447,8 @@ def run(args: argparse.Namespace) -> int:
         raise DistillError("--teacher-steps must be at least 1")
     if args.switch_at < 0 or args.switch_within < 1 or args.transition_chunks < 0:
         raise DistillError("--switch-at must be >= 0, --switch-within >= 1, --transition-chunks >= 0")
+    if args.switch_cut and not args.switch_at:
+        raise DistillError("--switch-cut needs --switch-at")
     if args.switch_at and len(set(prompts)) < 2:
         raise DistillError("--switch-at needs a prompt file with at least two different prompts")
     if args.stages:
@@ -489,6 +495,8 @@ def run(args: argparse.Namespace) -> int:
         from distill.switch_eval import evaluate_switches
 
         report["switch"] = evaluate_switches(gen, prompts, seeds, args.switch_at, args.switch_within, args.transition_chunks)
+        if args.switch_cut:
+            report["switch_cut"] = evaluate_switches(gen, prompts, seeds, args.switch_at, args.switch_within, cut=True)
     if args.image_start:
         from distill.image_eval import evaluate_image_start
 

@@ -2,8 +2,9 @@
 
 For each prompt A of the file (the next prompt B = the following line, wrapping) and seed, two
 streams of `K + N` chunks are generated side by side:
-- switched: A for chunks 0..K-1, then `set_prompt(B, transition_chunks)` -- the call the server's
-  `session.update` makes (models/generator.py: KV re-cache, or the embedding blend) -- before chunk K;
+- switched: A for chunks 0..K-1, then `set_prompt(B, transition_chunks, cut)` -- the call the server's
+  `session.update` makes (models/generator.py: KV re-cache, the embedding blend, or with `cut` a
+  scene cut from an empty cache) -- before chunk K;
 - fresh: B from the start, the same seed.
 
 Chunks K..K+N-1 of both are scored against B (`distill.scoring.score_video`), per chunk and as one
@@ -44,7 +45,7 @@ class _Stream:
     after: list[np.ndarray] = field(default_factory=list)  # frames of each chunk from the switch on, [T, H, W, 3]
 
 
-def _generate(gen, streams: list[_Stream], switch_at: int, within: int, transition_chunks: int) -> None:
+def _generate(gen, streams: list[_Stream], switch_at: int, within: int, transition_chunks: int, cut: bool) -> None:
     """Run every stream for `switch_at + within` chunks (up to `gen.info.max_batch` at once)."""
     for start in range(0, len(streams), gen.info.max_batch):
         group = streams[start:start + gen.info.max_batch]
@@ -54,7 +55,7 @@ def _generate(gen, streams: list[_Stream], switch_at: int, within: int, transiti
                 if k == switch_at:
                     for s, state in zip(group, states):
                         if s.switch_to is not None:
-                            gen.set_prompt(state, s.switch_to, transition_chunks=transition_chunks)
+                            gen.set_prompt(state, s.switch_to, transition_chunks=transition_chunks, cut=cut)
                 for s, chunk in zip(group, gen.step(states)):
                     if k == switch_at - 1:
                         s.before = chunk.frames[-1]
@@ -76,7 +77,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def evaluate_switches(gen, prompts: list[str], seeds: list[int], switch_at: int, within: int,
-                      transition_chunks: int = 0) -> dict:
+                      transition_chunks: int = 0, cut: bool = False) -> dict:
     """The `switch` section of eval.json (see the module docstring)."""
     if len(set(prompts)) < 2:
         raise ValueError("the switch report needs at least two different prompts")
@@ -86,7 +87,7 @@ def evaluate_switches(gen, prompts: list[str], seeds: list[int], switch_at: int,
     pairs = [(a, b) for a, b in pairs if a != b]
     switched = [_Stream(a, s, b) for a, b in pairs for s in seeds]
     fresh = [_Stream(b, s, None) for _, b in pairs for s in seeds]
-    _generate(gen, switched + fresh, switch_at, within, transition_chunks)
+    _generate(gen, switched + fresh, switch_at, within, transition_chunks, cut)
     fps = gen.info.fps
     runs = []
     for sw, fr in zip(switched, fresh):
@@ -104,7 +105,7 @@ def evaluate_switches(gen, prompts: list[str], seeds: list[int], switch_at: int,
         run["ratio"] = _ratio(run["switched"]["overall"], run["fresh"]["overall"])
         run["objects_ratio"] = _ratio(run["switched"]["objects"], run["fresh"]["objects"])
         runs.append(run)
-    return {"switch_at_chunk": switch_at, "within_chunks": within, "transition_chunks": transition_chunks,
+    return {"switch_at_chunk": switch_at, "within_chunks": within, "transition_chunks": transition_chunks, "cut": cut,
             "runs": runs, "summary": summarise_switches(runs)}
 
 

@@ -57,6 +57,7 @@ class ModelInfo:
     supports_image: bool = False  # trained to continue a start image (any stream can start from one: VAE-encoded into the sink)
     audio_sample_rate: int = 0  # audio models: the PCM rate they take (s16le mono, models/audio.py); 0 = none
     audio_lookahead_frames: int = 0  # audio models: video frames of audio a chunk reads past its last frame
+    cuts: bool = True  # a prompt switch may be a scene cut (set_prompt(cut=True)); audio models cannot
 
 
 @dataclass
@@ -79,7 +80,7 @@ class StreamState:
     decoder: StreamingDecoder
     chunk_index: int = 0  # index of the next chunk
     frames_emitted: int = 0
-    pending_prompt: tuple[str, int] | None = None  # (prompt, transition_chunks) applied at the next step
+    pending_prompt: tuple[str, int, bool] | None = None  # (prompt, transition_chunks, cut) applied at the next step
     transition: list[torch.Tensor] = field(default_factory=list)  # embeddings for the next chunks
     image_latent: torch.Tensor | None = None  # [1, C, 1, h, w], decoded in front of the first chunk
     inputs: tuple[str, ...] = ()  # per-chunk input kinds this stream is fed (its Conditioning.inputs)
@@ -114,6 +115,7 @@ class StreamingGenerator(StreamingModel):
                 raise ValueError(f"audio encoder gives {encoder.dim}-d features, the transformer takes {cfg.transformer.audio_dim}")
             self.audio = AudioConditioner(cfg.audio, encoder, cfg.stream.fps, vae.temporal_compression)
             self.info.inputs = ("audio",)
+            self.info.cuts = False  # the audio clock counts the cache's frames
             self.info.audio_sample_rate = cfg.audio.sample_rate
             self.info.audio_lookahead_frames = cfg.audio.lookahead_frames
 
@@ -183,12 +185,18 @@ class StreamingGenerator(StreamingModel):
         self._commit(latent, [stream], plan, self._chunk_audio([stream], 1))
         stream.image_latent = latent
 
-    def set_prompt(self, stream: StreamState, prompt: str, transition_chunks: int = 0) -> None:
+    def set_prompt(self, stream: StreamState, prompt: str, transition_chunks: int = 0, cut: bool = False) -> None:
         """Switch prompts from the next chunk; with transition_chunks > 0 the embedding moves
-        linearly from the old prompt to the new one over that many chunks."""
+        linearly from the old prompt to the new one over that many chunks. `cut`: a scene cut, the
+        next chunk starts from an empty cache as a fresh stream of `prompt` would (its start image
+        is forgotten too), while the frame count and the VAE decoder go on, so the video has no gap."""
         if transition_chunks < 0:
             raise ValueError("transition_chunks must be >= 0")
-        stream.pending_prompt = (prompt, int(transition_chunks))
+        if cut and transition_chunks:
+            raise ValueError("a cut switches at once: transition_chunks must be 0")
+        if cut and not self.info.cuts:
+            raise ValueError(f"model {self.info.name!r} takes audio and cannot cut: switch with a re-cache")
+        stream.pending_prompt = (prompt, int(transition_chunks), bool(cut))
 
     def close_stream(self, stream: StreamState) -> None:
         if stream.row not in self.free_rows:
@@ -275,11 +283,16 @@ class StreamingGenerator(StreamingModel):
     # ------------------------------------------------------------------ prompt switching
     def _apply_pending_prompt(self, stream: StreamState) -> None:
         if stream.pending_prompt is not None:
-            prompt, transition = stream.pending_prompt
+            prompt, transition, cut = stream.pending_prompt
             stream.pending_prompt = None
             new = self._embed(prompt)
             stream.prompt = prompt
-            if transition == 0:
+            if cut:  # forget every cached frame (and a start image not yet decoded): a fresh context
+                stream.transition = []
+                self._use_text(stream, new)
+                self.cache.reset(stream.row)
+                stream.image_latent = None
+            elif transition == 0:
                 stream.transition = []
                 self._use_text(stream, new)
                 self._recache(stream)

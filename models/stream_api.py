@@ -55,8 +55,9 @@ class StreamingModel(Protocol):
         """The next chunk of every stream, batched; `inputs[i]`: what arrived for stream i since
         its previous chunk (only kinds it declared in its Conditioning)."""
 
-    def set_prompt(self, stream: StreamState, prompt: str, transition_chunks: int = 0) -> None:
-        """Switch the stream's prompt from its next chunk."""
+    def set_prompt(self, stream: StreamState, prompt: str, transition_chunks: int = 0, cut: bool = False) -> None:
+        """Switch the stream's prompt from its next chunk (`cut`: from an empty cache, a scene cut;
+        ValueError where the model cannot)."""
 
     def close_stream(self, stream: StreamState) -> None:
         """Free the stream's cache row."""

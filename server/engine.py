@@ -32,6 +32,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from client.protocol.errors import BadRequestError
 from models.generator import Chunk, StreamState
 from models.stream_api import ChunkInput, Conditioning, StreamingModel
 from server.audio_track import AudioFormat, AudioTrack, model_audio_rate
@@ -61,7 +62,7 @@ class EngineStream:
     closing: bool = False  # close() was called: not stepped any more, its slot is already free
     closed: bool = False  # its cache row was returned to the generator
     released: bool = False  # its admission slot was returned
-    pending_prompts: deque = field(default_factory=deque)  # (prompt, transition_chunks, on_applied, play position s)
+    pending_prompts: deque = field(default_factory=deque)  # (prompt, transition_chunks, cut, on_applied, play position s)
     pacer: Pacer | None = None  # live streams: playback clock and due time; None for (unpaced) jobs
     pending_inputs: list[ChunkInput] = field(default_factory=list)  # arrived since its last chunk
     audio: AudioTrack | None = None  # streamed audio input, lined up with chunks by media time
@@ -187,11 +188,16 @@ class Engine:
         return self._submit(do_open)
 
     def set_prompt(self, stream: EngineStream, prompt: str, transition_chunks: int,
-                   on_applied: Callable[[UpdateApplied], None] | None = None) -> None:
-        """New prompt from the stream's next generated chunk; `on_applied` runs on the device thread."""
+                   on_applied: Callable[[UpdateApplied], None] | None = None, cut: bool = False) -> None:
+        """New prompt from the stream's next generated chunk; `on_applied` runs on the device thread.
+        `cut`: a scene cut (models/generator.py `set_prompt`); BadRequestError where it cannot be."""
+        if cut and transition_chunks:
+            raise BadRequestError("a cut switches at once: transition_chunks must be 0")
+        if cut and not self.gen.info.cuts:
+            raise BadRequestError(f"model {self.gen.info.name!r} cannot cut (it takes audio): switch without cut")
         with self._cond:
             position = stream.pacer.clock.position(self.clock()) if stream.pacer else 0.0
-            stream.pending_prompts.append((prompt, transition_chunks, on_applied, position))
+            stream.pending_prompts.append((prompt, transition_chunks, cut, on_applied, position))
             self._cond.notify_all()
 
     def feed(self, stream: EngineStream, piece: ChunkInput) -> None:
@@ -394,8 +400,8 @@ class Engine:
     def _tick(self, batch: list[EngineStream]) -> None:
         for stream in batch:
             while stream.pending_prompts:
-                prompt, transition_chunks, on_applied, position = stream.pending_prompts.popleft()
-                self.gen.set_prompt(stream.state, prompt, transition_chunks=transition_chunks)
+                prompt, transition_chunks, cut, on_applied, position = stream.pending_prompts.popleft()
+                self.gen.set_prompt(stream.state, prompt, transition_chunks=transition_chunks, cut=cut)
                 if stream.pacer:
                     applied = stream.pacer.applied(stream.state.chunk_index, position)
                     if self.metrics:

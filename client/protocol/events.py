@@ -69,6 +69,7 @@ class SessionUpdate(_Message):
     type: Literal["session.update"] = "session.update"
     prompt: str = Field(min_length=1)
     transition_chunks: int = Field(default=0, ge=0, le=MAX_TRANSITION_CHUNKS)
+    cut: bool = False  # a scene cut: the new prompt starts from an empty cache (transition_chunks must be 0)
     event_id: str | int | None = None
 
 

@@ -510,11 +510,13 @@
     if (!prompt) return showError("bad_request", "Type the new prompt first.");
     updateCounter += 1;
     const eventId = `web-${Date.now().toString(36)}-${updateCounter}`;
-    const transition = $("smooth").checked ? Math.max(1, Number.parseInt($("transition-chunks").value, 10) || 1) : 0;
-    send({ type: "session.update", prompt, transition_chunks: transition, event_id: eventId });
+    const cut = $("cut").checked;
+    const transition = !cut && $("smooth").checked ? Math.max(1, Number.parseInt($("transition-chunks").value, 10) || 1) : 0;
+    send({ type: "session.update", prompt, transition_chunks: transition, cut, event_id: eventId });
     state.updatesSent.push(eventId);
     player.pendingSwitch = { eventId, sentAt: performance.now(), frame: null };
-    $("switch-status").textContent = transition ? `Blending into the new prompt over ${transition} chunks…` : "Switching at the next chunk…";
+    $("switch-status").textContent = cut ? "Cutting to the new scene at the next chunk…"
+      : transition ? `Blending into the new prompt over ${transition} chunks…` : "Switching at the next chunk…";
   });
 
   // ---------------------------------------------------------------- recording

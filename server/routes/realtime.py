@@ -274,7 +274,7 @@ class RealtimeConnection:
                                          latency_s=round(update.latency_s, 4))
             loop.call_soon_threadsafe(self.outbox.event, event.dump())
 
-        self.state.engine.set_prompt(self.session.stream, message.prompt, message.transition_chunks, applied)
+        self.state.engine.set_prompt(self.session.stream, message.prompt, message.transition_chunks, applied, cut=message.cut)
 
     def _on_generation_error(self, message: str) -> None:  # device thread
         # the connection's own loop: the step may fail before `_start` has set self.session

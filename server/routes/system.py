@@ -59,6 +59,7 @@ def list_models(state: ServerState = Depends(get_state)) -> dict:
         "id": info.name, "object": "model", "family": info.family, "width": info.width, "height": info.height,
         "fps": info.fps, "chunk_frames": info.chunk_frames, "steps": info.steps,
         "max_sessions": state.settings.max_sessions, "supports_image": info.supports_image,
+        "cuts": info.cuts,  # session.update may be a scene cut (`cut`)
         "inputs": list(info.inputs),  # per-chunk inputs a session may declare ("audio": avatar models)
     }
     if "audio" in info.inputs:  # what the model hears (any session rate is resampled to it) and how far ahead

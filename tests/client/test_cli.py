@@ -37,6 +37,12 @@ def test_switch_after_the_end_is_a_one_line_error(capsys):
     assert err.startswith("framecast: error:") and "\n" not in err and "3s" in err
 
 
+def test_a_cut_with_a_blend_is_a_one_line_error(capsys):
+    assert main(["stream", "p", "--seconds", "2", "--switch", "1:blue", "--cut", "--transition-chunks", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("framecast: error:") and "--cut" in err
+
+
 def test_unreachable_server_is_a_one_line_error(capsys, tmp_path):
     url = f"http://127.0.0.1:{free_port()}"
     assert main(["stream", "p", "--seconds", "1", "--url", url, "-o", str(tmp_path / "o.mp4"), "--quiet"]) == 2

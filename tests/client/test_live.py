@@ -31,7 +31,7 @@ def test_stream_cli_writes_a_valid_mp4(server, info, tmp_path, capsys):
     out = tmp_path / "stream.mp4"
     seconds = 2 * info["chunk_frames"] / info["fps"]  # two chunks' worth, whatever the model
     code = main(["stream", "a red ball on a blue background", "--seconds", f"{seconds}", "-o", str(out),
-                 "--url", server, "--seed", "3", "--switch", f"{seconds / 2}:a green square", "--quiet"])
+                 "--url", server, "--seed", "3", "--switch", f"{seconds / 2}:a green square", "--cut", "--quiet"])
     assert code == 0, capsys.readouterr().err
     probe = ffprobe_video(out)
     assert probe["codec_name"] == "h264"
@@ -58,6 +58,22 @@ def test_sync_session_iterates_switches_and_stops(server, info):
     assert first.std() > 1.0, "frames are blank"
     assert chunks[0].since_start_s > 0 and all(c.received_at > 0 for c in chunks)
     assert event_id in session.applied and session.applied[event_id] >= 2
+
+
+def test_a_cut_is_applied_and_a_cut_with_a_blend_is_refused_while_the_stream_goes_on(server):
+    with RealtimeClient(server).connect("a red ball", seed=2) as session:
+        chunks, cut_id, bad_id = [], None, None
+        for chunk in session:
+            chunks.append(chunk)
+            if chunk.index == 1:
+                bad_id = session.update("a green square", transition_chunks=2, cut=True)
+                cut_id = session.update("a blue square", cut=True)
+            if cut_id in session.applied or len(chunks) > 8:
+                break
+        session.stop()
+    assert cut_id in session.applied and bad_id not in session.applied
+    assert any(isinstance(e, BadRequestError) and "cut" in str(e) for e in session.errors)
+    assert [c.index for c in chunks] == list(range(len(chunks)))
 
 
 def test_async_fmp4_pause_and_resume(server, info):

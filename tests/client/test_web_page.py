@@ -89,6 +89,16 @@ def test_live_stream_switch_record_stop(browser_page, tmp_path):
         "window.framecast.lastAppliedEventId === window.framecast.updatesSent[0]", timeout=120_000)
     assert "applied" in page.inner_text("#switch-status")
     assert page.get_attribute("body", "data-last-applied") == state(page, "updatesSent")[0]
+    # a scene cut: "smooth transition" stays ticked, the cut wins (a cut with a blend is a bad_request)
+    page.check("#cut")
+    page.fill("#prompt", "a yellow triangle on a white background")
+    page.click("#switch")
+    assert "Cutting" in page.inner_text("#switch-status")
+    page.wait_for_function(
+        "() => window.framecast.updatesSent.length === 2 && "
+        "window.framecast.lastAppliedEventId === window.framecast.updatesSent[1]", timeout=120_000)
+    assert state(page, "errors") == []
+    page.uncheck("#cut")
     # the overlay's "last switch": update sent -> first frame of the new prompt drawn (frame index
     # from session.update.applied's media_time_s); "lead": frames received but not yet drawn
     page.wait_for_function("() => window.framecast.lastSwitchS !== null", timeout=120_000)

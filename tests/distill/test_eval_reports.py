@@ -38,15 +38,35 @@ def test_long_horizon_slope_is_the_least_squares_score_change_per_minute():
 class SwitchingOracle(OracleGenerator):
     """Ground-truth videos; `set_prompt` moves the stream onto the new prompt's video at the same frame."""
 
-    def set_prompt(self, stream, prompt, transition_chunks=0):
+    def set_prompt(self, stream, prompt, transition_chunks=0, cut=False):
         seed = int(stream.id.rsplit("/", 1)[1])
         stream.video = self.data.sample_for_prompt(prompt, seed).video
+
+
+class CutRecordingOracle(SwitchingOracle):
+    """Follows the switch and records whether it was asked for a cut."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.cuts = []
+
+    def set_prompt(self, stream, prompt, transition_chunks=0, cut=False):
+        self.cuts.append(cut)
+        super().set_prompt(stream, prompt, transition_chunks, cut)
+
+
+def test_switch_report_asks_the_model_for_a_cut_when_told():
+    model = CutRecordingOracle(max_batch=3)
+    report = evaluate_switches(model, PROMPTS, [0], switch_at=2, within=1, cut=True)
+    assert report["cut"] is True and model.cuts == [True] * len(PROMPTS)
+    model.cuts.clear()
+    assert evaluate_switches(model, PROMPTS, [0], switch_at=2, within=1)["cut"] is False and not any(model.cuts)
 
 
 class StubbornOracle(OracleGenerator):
     """Takes the switch call and keeps drawing the old prompt (a model that ignores a new prompt)."""
 
-    def set_prompt(self, stream, prompt, transition_chunks=0):
+    def set_prompt(self, stream, prompt, transition_chunks=0, cut=False):
         pass
 
 
@@ -113,15 +133,18 @@ def test_cli_writes_the_switch_and_image_reports(tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["eval", "--model", "tiny", "--prompts", str(prompts), "--seconds", "0.5", "--window-seconds", "0.25",
                  "--seeds", "3", "--device", "cpu", "--out", str(out), "--switch-at", "1", "--switch-within", "1",
-                 "--image-start"])
+                 "--switch-cut", "--image-start"])
     assert code == 0
     report = json.loads((out / "eval.json").read_text())
     assert isinstance(report["summary"]["slope_per_minute"], float)
     switch = report["switch"]
     assert switch["switch_at_chunk"] == 1 and switch["within_chunks"] == 1 and len(switch["runs"]) == 2
-    assert len(switch["summary"]["per_chunk"]) == 1
+    assert len(switch["summary"]["per_chunk"]) == 1 and switch["cut"] is False
+    cut = report["switch_cut"]
+    assert cut["cut"] is True and len(cut["runs"]) == 2 and cut["transition_chunks"] == 0
     image = report["image_start"]["summary"]
     assert set(image) >= {"first_frame", "first_chunk", "vae_reconstruction", "without_image", "ground_truth_motion"}
     printed = capsys.readouterr().out
-    assert "switch before chunk 1" in printed and "image start" in printed and "slope" in printed
+    assert "switch before chunk 1" in printed and "(cut)" in printed and "image start" in printed and "slope" in printed
+    assert main(["eval", "--model", "tiny", "--prompts", str(prompts), "--switch-cut"]) == 2  # needs --switch-at
     assert main(["eval", "--model", "tiny", "--prompts", str(prompts), "--switch-at", "-1"]) == 2

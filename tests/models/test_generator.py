@@ -123,3 +123,43 @@ def test_rollout_with_grad_trains_cross_attention(gen):
         grads = [p.grad for p in gen.transformer.blocks[0].attn2.to_k.parameters()]
         gen.transformer.zero_grad(set_to_none=True)
     assert all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_a_cut_starts_the_new_prompt_from_an_empty_cache_and_keeps_the_timeline(gen):
+    """After `set_prompt(cut=True)` the next chunk's latents are exactly a fresh stream's first chunk
+    of the new prompt (given the same noise); a re-cache switch, which keeps the old frames as
+    context, is not; frame numbering and decoding go on without a gap."""
+    def switched_chunk(cut):
+        s = gen.open_stream("a red circle on black", seed=3)
+        try:
+            chunks = _take(gen, s, 3)
+            gen.set_prompt(s, "two green triangles on white", cut=cut)
+            noise = s.rng.get_state()
+            x0 = gen.rollout_chunk([s])
+            after = gen.step([s])[0]
+        finally:
+            gen.close_stream(s)
+        return x0, noise, chunks, after
+
+    x_cut, noise, before, after = switched_chunk(cut=True)
+    x_recache, _, _, _ = switched_chunk(cut=False)
+    fresh = gen.open_stream("two green triangles on white", seed=99)
+    try:
+        fresh.rng.set_state(noise)
+        x_fresh = gen.rollout_chunk([fresh])
+    finally:
+        gen.close_stream(fresh)
+    assert torch.allclose(x_cut, x_fresh, atol=1e-5)
+    assert not torch.allclose(x_recache, x_fresh, atol=1e-3)
+    assert after.index == 3 and after.prompt == "two green triangles on white"  # rollout_chunk neither decodes nor counts
+    assert after.first_frame_index == sum(len(c.frames) for c in before)
+    assert len(after.frames) == gen.info.chunk_video_frames  # not a first chunk's length: the decoder went on
+
+
+def test_a_cut_switches_at_once(gen):
+    s = gen.open_stream("a red circle", seed=1)
+    try:
+        with pytest.raises(ValueError, match="transition_chunks must be 0"):
+            gen.set_prompt(s, "a blue square", transition_chunks=2, cut=True)
+    finally:
+        gen.close_stream(s)

@@ -141,3 +141,15 @@ def test_resume_of_an_audio_stream_equals_the_uninterrupted_one(gen, tmp_path):
     for want, have in zip(expected, got):
         assert (have.index, have.first_frame_index) == (want.index, want.first_frame_index)
         np.testing.assert_array_equal(have.frames, want.frames)
+
+
+def test_audio_models_refuse_a_cut(gen):
+    """The audio clock counts the cache's frames, so an avatar stream cannot start its cache over."""
+    assert gen.info.cuts is False
+    s = gen.open(Conditioning("a talking face", seed=1, image=FACE, inputs=("audio",)))
+    try:
+        with pytest.raises(ValueError, match="cannot cut"):
+            gen.set_prompt(s, "a smiling face", cut=True)
+        gen.set_prompt(s, "a smiling face")  # a re-cache switch is fine
+    finally:
+        gen.close_stream(s)

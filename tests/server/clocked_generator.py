@@ -49,7 +49,7 @@ class ClockedGenerator(StreamingModel):  # no audio input: the protocol's audio_
     def open(self, conditioning: Conditioning) -> _Stream:
         return _Stream(conditioning.prompt)
 
-    def set_prompt(self, stream: _Stream, prompt: str, transition_chunks: int = 0) -> None:
+    def set_prompt(self, stream: _Stream, prompt: str, transition_chunks: int = 0, cut: bool = False) -> None:
         stream.prompt = prompt
 
     def close_stream(self, stream: _Stream) -> None:

@@ -111,6 +111,7 @@ def test_the_model_declares_audio(gen, server):
 
     model = httpx.get(server.url + "/v1/models").json()["data"][0]
     assert model["inputs"] == ["audio"] and model["audio_sample_rate"] == gen.info.audio_sample_rate > 0
+    assert model["cuts"] is False
 
 
 def test_a_live_stream_waits_for_its_first_audio_and_never_for_late_audio(gen):

@@ -39,7 +39,7 @@ class RecordingModel(StreamingModel):
             stream["index"] += 1
         return chunks
 
-    def set_prompt(self, stream, prompt: str, transition_chunks: int = 0) -> None:
+    def set_prompt(self, stream, prompt: str, transition_chunks: int = 0, cut: bool = False) -> None:
         stream["conditioning"] = Conditioning(prompt)
 
     def close_stream(self, stream) -> None:
@@ -140,3 +140,31 @@ def test_an_unknown_attention_backend_is_refused_at_load():
 
     with pytest.raises(ValueError, match="unknown attention backend"):
         load_generator("tiny", device="cpu", max_batch=1, attn="warp-drive")
+
+
+def test_a_cut_reaches_the_model_and_one_it_cannot_make_is_refused_at_once():
+    from client.protocol.errors import BadRequestError
+
+    model = tiny_generator()
+    switches = []  # the model's set_prompt calls: (prompt, transition_chunks, cut)
+    set_prompt = model.set_prompt
+    model.set_prompt = lambda state, prompt, transition_chunks=0, cut=False: (
+        switches.append((prompt, transition_chunks, cut)), set_prompt(state, prompt, transition_chunks, cut))
+    engine = Engine(model, max_sessions=1, max_running_jobs=1, lead_margin_s=0.1, max_lead_s=1.0)
+    applied = threading.Event()
+    engine.start()
+    try:
+        stream = engine.open(Conditioning("a red circle", seed=1), live=False, on_chunk=lambda c, s: None,
+                             on_error=print).result(10)
+        with pytest.raises(BadRequestError, match="at once"):
+            engine.set_prompt(stream, "a blue square", 2, cut=True)
+        engine.set_prompt(stream, "a blue square", 0, lambda update: applied.set(), cut=True)
+        assert applied.wait(30)
+        model.info.cuts = False  # an audio model's answer (models/generator.py)
+        with pytest.raises(BadRequestError, match="cannot cut"):
+            engine.set_prompt(stream, "a green square", 0, cut=True)
+        engine.close(stream).result(10)
+    finally:
+        model.info.cuts = True
+        engine.stop(10)
+    assert switches == [("a blue square", 0, True)]

@@ -265,5 +265,6 @@ def test_system_routes(server):
     assert status == 200
     model = models["data"][0]
     assert (model["id"], model["width"], model["fps"], model["max_sessions"]) == ("tiny", 64, 16, 2)
+    assert model["cuts"] is True and model["inputs"] == []
     assert http("GET", server.url + "/docs")[0] == 200
     assert http("GET", server.url + "/")[0] == 200

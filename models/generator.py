@@ -287,15 +287,14 @@ class StreamingGenerator(StreamingModel):
             stream.pending_prompt = None
             new = self._embed(prompt)
             stream.prompt = prompt
-            if cut:  # forget every cached frame (and a start image not yet decoded): a fresh context
+            if transition == 0:
                 stream.transition = []
                 self._use_text(stream, new)
-                self.cache.reset(stream.row)
-                stream.image_latent = None
-            elif transition == 0:
-                stream.transition = []
-                self._use_text(stream, new)
-                self._recache(stream)
+                if cut:  # forget every cached frame (and a start image not yet decoded): a fresh context
+                    self.cache.reset(stream.row)
+                    stream.image_latent = None
+                else:
+                    self._recache(stream)
             else:
                 old = stream.text_states
                 stream.transition = [torch.lerp(old, new, (j + 1) / transition) for j in range(transition)]

@@ -83,6 +83,7 @@ class StreamState:
     pending_prompt: tuple[str, int, bool] | None = None  # (prompt, transition_chunks, cut) applied at the next step
     transition: list[torch.Tensor] = field(default_factory=list)  # embeddings for the next chunks
     image_latent: torch.Tensor | None = None  # [1, C, 1, h, w], decoded in front of the first chunk
+    prime_decoder: bool = False  # after a cut: the decoder sees the new chunk's first latent once before it
     inputs: tuple[str, ...] = ()  # per-chunk input kinds this stream is fed (its Conditioning.inputs)
     audio: AudioBuffer | None = None  # audio models: the audio received so far (silence where none)
     audio_windows: dict[int, torch.Tensor] = field(default_factory=dict)  # latent frame -> [M, A] of cached frames
@@ -293,6 +294,7 @@ class StreamingGenerator(StreamingModel):
                 if cut:  # forget every cached frame (and a start image not yet decoded): a fresh context
                     self.cache.reset(stream.row)
                     stream.image_latent = None
+                    stream.prime_decoder = stream.decoder.latent_frames_seen > 0
                 else:
                     self._recache(stream)
             else:
@@ -454,14 +456,19 @@ class StreamingGenerator(StreamingModel):
     def decode(self, streams: list[StreamState], x0: torch.Tensor) -> list[torch.Tensor]:
         """Each stream's clean chunk latents `x0[i]` -> its video `[1, 3, T, H, W]`, through its own
         streaming decoder (a pending reference image leads its first chunk); one batched VAE pass for
-        all streams past their first chunk."""
+        all streams past their first chunk. After a cut the decoder first decodes the new chunk's first
+        latent frame and drops those frames: its causal cache then holds the new scene, so the cut is
+        one clean frame boundary instead of the old scene smeared into the new chunk's first frames."""
         latents = []
         for i, stream in enumerate(streams):
-            z = x0[i:i + 1]  # [1, C, c, h, w]
+            z = x0[i:i + 1].to(self.vae.device, self.vae.dtype)  # [1, C, c, h, w]
+            if stream.prime_decoder:
+                stream.decoder.decode_chunk(z[:, :, :1])
+                stream.prime_decoder = False
             if stream.image_latent is not None:
-                z = torch.cat([stream.image_latent, z], dim=2)
+                z = torch.cat([stream.image_latent.to(z.device, z.dtype), z], dim=2)
                 stream.image_latent = None
-            latents.append(z.to(self.vae.device, self.vae.dtype))
+            latents.append(z)
         return StreamingDecoder.decode_together([s.decoder for s in streams], latents)
 
     @staticmethod

@@ -163,3 +163,31 @@ def test_a_cut_switches_at_once(gen):
             gen.set_prompt(s, "a blue square", transition_chunks=2, cut=True)
     finally:
         gen.close_stream(s)
+
+
+def _decoder_copy(gen, decoder):
+    copy = gen.vae.streaming_decoder(1)
+    copy._cache = [c.clone() if isinstance(c, torch.Tensor) else c for c in decoder._cache]
+    copy.latent_frames_seen = decoder.latent_frames_seen
+    return copy
+
+
+def test_after_a_cut_the_decoder_sees_the_new_chunks_first_latent_once_before_the_chunk(gen):
+    """So its causal cache holds the new scene: the cut is one frame boundary, not the old scene
+    smeared into the new chunk's first frames."""
+    s = gen.open_stream("a red circle on black", seed=3)
+    try:
+        _take(gen, s, 2)
+        gen.set_prompt(s, "two green triangles on white", cut=True)
+        before = _decoder_copy(gen, s.decoder)
+        x0 = gen.rollout_chunk([s])  # [1, C, c, h, w]
+        got = gen.decode([s], x0)[0]
+        again = gen.decode([s], x0)[0]  # the next chunk: primed once only
+    finally:
+        gen.close_stream(s)
+    primed = _decoder_copy(gen, before)
+    primed.decode_chunk(x0[:, :, :1])
+    want = primed.decode_chunk(x0)
+    assert torch.allclose(got, want, atol=1e-6)
+    assert not torch.allclose(got, _decoder_copy(gen, before).decode_chunk(x0), atol=1e-4)
+    assert torch.allclose(again, primed.decode_chunk(x0), atol=1e-6)

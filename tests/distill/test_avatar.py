@@ -99,7 +99,8 @@ def test_the_vae_ceiling_scores_a_faithful_vae_high_and_one_that_loses_the_face_
 def test_avatar_recipes_parse():
     cfg = load_config("configs/shapes-avatar.yaml")
     m = cfg.model_config()
-    assert m.audio is not None and m.stream.sink_frames == 1 and cfg.teacher.train_frames == 1 + 2 * m.stream.chunk_frames
+    assert m.audio is not None and m.stream.sink_frames == 1 and cfg.teacher.train_frames == 1 + m.stream.window_frames
+    assert m.stream.chunk_frames == 1  # 0.25-s chunks: the audio-to-playable latency
     assert cfg.self_forcing.rollout_chunks * m.stream.chunk_frames > m.stream.sink_frames + m.stream.window_frames
     tiny = load_config("configs/tiny-avatar.yaml")
     assert tiny.model_config().audio is not None

@@ -31,7 +31,7 @@ from models.config import ModelConfig
 from models.kv_cache import CachePlan, RollingKVCache
 from models.resume import ResumeState
 from models.schedule import FlowMatchSchedule
-from models.stream_api import ChunkInput, Conditioning, StreamingModel
+from models.stream_api import ChunkInput, Conditioning, StreamingModel, check_prompt_switch
 from models.transformer import CausalWanTransformer
 from models.vae import StreamingDecoder, VideoVAE, frames_to_uint8, uint8_to_video
 
@@ -191,12 +191,7 @@ class StreamingGenerator(StreamingModel):
         linearly from the old prompt to the new one over that many chunks. `cut`: a scene cut, the
         next chunk starts from an empty cache as a fresh stream of `prompt` would (its start image
         is forgotten too), while the frame count and the VAE decoder go on, so the video has no gap."""
-        if transition_chunks < 0:
-            raise ValueError("transition_chunks must be >= 0")
-        if cut and transition_chunks:
-            raise ValueError("a cut switches at once: transition_chunks must be 0")
-        if cut and not self.info.cuts:
-            raise ValueError(f"model {self.info.name!r} takes audio and cannot cut: switch with a re-cache")
+        check_prompt_switch(self.info, transition_chunks, cut)
         stream.pending_prompt = (prompt, int(transition_chunks), bool(cut))
 
     def close_stream(self, stream: StreamState) -> None:

@@ -31,6 +31,18 @@ class Conditioning:
     inputs: tuple[str, ...] = ()  # per-chunk input kinds the stream will be fed (e.g. "audio")
 
 
+def check_prompt_switch(info: ModelInfo, transition_chunks: int, cut: bool) -> None:
+    """ValueError for a switch the model cannot make: a negative blend, a cut with a blend (a cut is
+    at once), or a cut on a model whose `info.cuts` is false. The one rule the generator applies in
+    `set_prompt` and a server checks when the request arrives (its switch runs later)."""
+    if transition_chunks < 0:
+        raise ValueError("transition_chunks must be >= 0")
+    if cut and transition_chunks:
+        raise ValueError("a cut switches at once: transition_chunks must be 0")
+    if cut and not info.cuts:
+        raise ValueError(f"model {info.name!r} takes audio and cannot cut: switch with a re-cache")
+
+
 @dataclass(frozen=True)
 class ChunkInput:
     """One piece of a streamed per-chunk input (e.g. audio samples), as it arrived."""

@@ -34,7 +34,7 @@ from typing import Any
 
 from client.protocol.errors import BadRequestError
 from models.generator import Chunk, StreamState
-from models.stream_api import ChunkInput, Conditioning, StreamingModel
+from models.stream_api import ChunkInput, Conditioning, StreamingModel, check_prompt_switch
 from server.audio_track import AudioFormat, AudioTrack, model_audio_rate
 from server.metrics import Metrics
 from server.pacing import Pacer, UpdateApplied, plan_step
@@ -191,10 +191,10 @@ class Engine:
                    on_applied: Callable[[UpdateApplied], None] | None = None, cut: bool = False) -> None:
         """New prompt from the stream's next generated chunk; `on_applied` runs on the device thread.
         `cut`: a scene cut (models/generator.py `set_prompt`); BadRequestError where it cannot be."""
-        if cut and transition_chunks:
-            raise BadRequestError("a cut switches at once: transition_chunks must be 0")
-        if cut and not self.gen.info.cuts:
-            raise BadRequestError(f"model {self.gen.info.name!r} cannot cut (it takes audio): switch without cut")
+        try:
+            check_prompt_switch(self.gen.info, transition_chunks, cut)
+        except ValueError as exc:
+            raise BadRequestError(str(exc)) from None
         with self._cond:
             position = stream.pacer.clock.position(self.clock()) if stream.pacer else 0.0
             stream.pending_prompts.append((prompt, transition_chunks, cut, on_applied, position))

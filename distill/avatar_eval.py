@@ -6,7 +6,7 @@ its speech-like audio is fed to the stream at once, as a job would) for `--secon
 chunk as it is generated (distill/avatar_scoring.py keeps per-frame scalars only, so a 10-minute
 stream never sits in memory) and writes `OUT/avatar_eval.json`: per seed and on average the lip-sync
 correlation and its best frame offset, the stillness ratio, identity per window and the worst window
-over the first; and the same identity of the VAE alone (`vae_identity`), the ceiling of the model. Streams
+over the first; and the same scores of the VAE alone (`vae_ceiling`), the ceiling of the model. Streams
 of several seeds are stepped together (`--max-batch`).
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from distill.avatar_data import AvatarDataset, synth_speech
-from distill.avatar_scoring import FaceMeter, identity_windows, score_avatar
+from distill.avatar_scoring import FaceMeter, score_avatar
 from distill.config import AvatarDataConfig
 
 EVAL_SEED = 1_000_003  # faces and speech no training run draws (training seeds are small)
@@ -47,26 +47,31 @@ def eval_face(index: int, seconds: float, gen_info) -> tuple:
     return first.video[0], first.params.identity, audio
 
 
-def vae_identity(vae, seeds: list[int], seconds: float, gen_info, window_seconds: float) -> dict:
-    """The VAE's ceiling on identity: each evaluation face's ground-truth video (the frames the stream is
-    scored against), encoded and decoded as a stream is (`distill.stream_reconstruction`, encoded whole)
-    and scored like a generated stream: {"identity": mean over seeds, "worst_over_first": the mean of each
-    seed's worst window / first}. A VAE that cannot hold the face caps every model that uses it."""
+def vae_ceiling(vae, seeds: list[int], seconds: float, gen_info, window_seconds: float) -> dict:
+    """The VAE's ceiling: each evaluation face's ground-truth video (the frames the stream is scored
+    against), encoded and decoded as a stream is (`distill.stream_reconstruction`, encoded whole) and scored
+    like a generated stream against its own speech: {"identity": mean over seeds, "worst_over_first": the
+    mean of each seed's worst window / first, "lip_sync": the mean best correlation}. A VAE that cannot hold
+    the face, or that blurs the mouth shut, caps every model that uses it (the ground truth scores 0.99)."""
     from distill.stream_reconstruction import streamed_reconstruction
 
     faces = eval_faces(gen_info)
     tc = vae.temporal_compression
     frames = 1 + tc * max(1, int(round(seconds * gen_info.fps)) // tc)
     window = max(1, int(round(window_seconds * gen_info.fps)))
-    means, ratios = [], []
+    spf = gen_info.audio_sample_rate // gen_info.fps
+    means, ratios, syncs = [], [], []
     for seed in seeds:
         face = faces.sample(seed, frames=frames)
         meter = FaceMeter(face.params.identity, face.video[0])
-        scores = meter.identity_scores(streamed_reconstruction(vae, face.video, gen_info.chunk_frames, encode_window=0))
-        windows = identity_windows(scores, window)
-        means.append(float(scores.mean()))
-        ratios.append(min(windows) / windows[0] if windows[0] > 0 else 0.0)
-    return {"identity": float(np.mean(means)), "worst_over_first": float(np.mean(ratios))}
+        video = streamed_reconstruction(vae, face.video, gen_info.chunk_frames, encode_window=0)
+        score = score_avatar(meter.opening(video), meter.identity_scores(video), face.audio, spf, window)
+        windows = score.windows_identity
+        means.append(score.identity)
+        ratios.append(min(windows) / windows[0] if windows and windows[0] > 0 else 0.0)
+        syncs.append(score.lip_sync)
+    return {"identity": float(np.mean(means)), "worst_over_first": float(np.mean(ratios)),
+            "lip_sync": float(np.mean(syncs))}
 
 
 def evaluate_avatar(gen, seeds: list[int], seconds: float, window_seconds: float = 5.0, progress=None) -> dict:
@@ -119,7 +124,7 @@ def evaluate_avatar(gen, seeds: list[int], seconds: float, window_seconds: float
         "mean": {k: mean(k) for k in ("lip_sync", "lip_sync_at_zero", "stillness", "identity", "identity_worst_over_first")},
         "offsets": [r["offset"] for r in runs],
         "generated_fps": frames_total * len(seeds) / elapsed if elapsed > 0 else None,
-        "vae": vae_identity(gen.vae, seeds, min(seconds, 10.0), info, window_seconds),
+        "vae": vae_ceiling(gen.vae, seeds, min(seconds, 10.0), info, window_seconds),
     }
 
 
@@ -136,7 +141,12 @@ def run_avatar(args, seeds: list[int]) -> int:
                              text_device=args.text_device)
     except RuntimeError as exc:
         raise DistillError(f"cannot load {args.model!r}: {exc}") from None
+    teacher = None
+    if args.teacher:
+        teacher = _teacher_sampler(args)
     report = evaluate_avatar(gen, seeds, args.seconds, args.window_seconds)
+    if teacher is not None:
+        report["teacher"] = teacher_comparison(gen, teacher, seeds, args.window_seconds, args.max_batch)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "avatar_eval.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -149,7 +159,54 @@ def run_avatar(args, seeds: list[int]) -> int:
                       f"{r['identity_worst_over_first']:.3f}")
     Console().print(table)
     vae = report["vae"]
-    print(f"the VAE's ceiling (the evaluation faces encoded and decoded as a stream, up to 10 s): identity "
-          f"{vae['identity']:.3f}, worst / first window {vae['worst_over_first']:.3f}")
+    print(f"the VAE's ceiling (the evaluation faces encoded and decoded as a stream, up to 10 s): lip-sync "
+          f"{vae['lip_sync']:.3f}, identity {vae['identity']:.3f}, worst / first window {vae['worst_over_first']:.3f}")
+    if teacher is not None:
+        _print_teacher(report["teacher"])
     print(f"wrote {out / 'avatar_eval.json'}")
     return 0
+
+
+def _teacher_sampler(args):
+    from distill.avatar_teacher import AvatarTeacherSampler
+    from distill.errors import DistillError
+    from models.errors import ModelError
+
+    if args.teacher_steps is not None and args.teacher_steps < 1:
+        raise DistillError("--teacher-steps must be at least 1")
+    try:
+        return AvatarTeacherSampler(args.teacher, device=args.device, steps=args.teacher_steps,
+                                    guidance=1.0 if args.guidance is None else args.guidance,
+                                    audio_guidance=args.audio_guidance)
+    except (ModelError, ValueError) as exc:
+        raise DistillError(f"cannot load the teacher of {args.teacher!r}: {exc}") from None
+
+
+def teacher_comparison(gen, sampler, seeds: list[int], window_seconds: float, batch_size: int) -> dict:
+    """The `teacher` section of avatar_eval.json: the teacher's clips (`distill/avatar_teacher.py`) and the
+    student streamed for the same frames from the same faces, and student / teacher ratios."""
+    from distill.avatar_teacher import evaluate_avatar_teacher
+
+    teacher = evaluate_avatar_teacher(sampler, gen.info, seeds, window_seconds, batch_size)
+    student = evaluate_avatar(gen, seeds, teacher["frames"] / gen.info.fps, window_seconds)
+    student_mean = {k: student["mean"][k] for k in teacher["mean"]}
+
+    def ratio(key):
+        s, t = student_mean[key], teacher["mean"][key]
+        return s / t if s is not None and t else None
+
+    return {**teacher, "student_same_frames": {"runs": student["runs"], "mean": student_mean},
+            "student_over_teacher": {k: ratio(k) for k in ("lip_sync", "identity")}}
+
+
+def _print_teacher(section: dict) -> None:
+    t, s = section["mean"], section["student_same_frames"]["mean"]
+    r = section["student_over_teacher"]
+
+    def num(v):
+        return "n/a" if v is None else f"{v:.3f}"
+
+    print(f"teacher ({section['steps']} steps, guidance {section['guidance']:g}, audio guidance "
+          f"{section['audio_guidance']:g}), clips of {section['frames']} frames: lip-sync {num(t['lip_sync'])}, identity "
+          f"{num(t['identity'])}; the student on the same frames: lip-sync {num(s['lip_sync'])}, identity "
+          f"{num(s['identity'])}; student / teacher: lip-sync {num(r['lip_sync'])}, identity {num(r['identity'])}")

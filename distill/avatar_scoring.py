@@ -149,9 +149,11 @@ class AvatarScore:
 
 
 def identity_windows(identity: np.ndarray, window_frames: int) -> list[float]:
-    """Mean identity per window of `window_frames` frames; a last window under half full is left out."""
-    return [float(identity[s:s + window_frames].mean()) for s in range(0, len(identity), window_frames)
-            if len(identity[s:s + window_frames]) >= window_frames // 2]
+    """Mean identity per window of `window_frames` frames; a last window under half full is left out (a
+    stream shorter than half a window is one window)."""
+    windows = [float(identity[s:s + window_frames].mean()) for s in range(0, len(identity), window_frames)
+               if len(identity[s:s + window_frames]) >= window_frames // 2]
+    return windows or ([float(identity.mean())] if len(identity) else [])
 
 
 def score_avatar(opening: np.ndarray, identity: np.ndarray, audio: np.ndarray, samples_per_frame: int,

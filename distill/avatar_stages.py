@@ -131,6 +131,21 @@ def guided_flow(model, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, aud
     return out
 
 
+def image_led_flow(teacher, image: torch.Tensor, text: torch.Tensor, audio: torch.Tensor, null_text: torch.Tensor | None,
+                   text_scale: float, audio_scale: float):
+    """The teacher's ODE flow over an image-led clip, as `FlowMatchSchedule.sample(per_frame_timesteps=True)`
+    calls it: model_fn(x [B, C, F, h, w], t [B, F]) -> `guided_flow` with latent frame 0 replaced by the clean
+    `image` [B, C, 1, h, w] at timestep 0 (the identity sink is never noised). audio [B, F, M, A]."""
+
+    def model_fn(x, t):
+        x = torch.cat([image.to(x.dtype), x[:, :, 1:]], dim=2)
+        t = t.clone()
+        t[:, 0] = 0.0
+        return guided_flow(teacher, x, t, text, audio, null_text, text_scale, audio_scale)
+
+    return model_fn
+
+
 class AvatarFlowMatchMethod(FlowMatchMethod):
     """Teacher: flow matching on [clean image | noised frames] clips with audio, text and audio dropout
     (module docstring)."""
@@ -187,12 +202,7 @@ def sample_avatar_ode_pairs(teacher, schedule, data: dict, cfg, directory: Path,
         image, audio, text = x0[:, :, :1].to(device), audio.to(device), text.to(device)
         noise = torch.randn(x0.shape, generator=gen).to(device)
 
-        def model_fn(x, t):
-            x = torch.cat([image, x[:, :, 1:]], dim=2)
-            t = t.clone()
-            t[:, 0] = 0.0
-            return guided_flow(teacher, x, t, text, audio, null_text, text_scale, cfg.audio_guidance)
-
+        model_fn = image_led_flow(teacher, image, text, audio, null_text, text_scale, cfg.audio_guidance)
         out, kept = schedule.sample(model_fn, noise, sigmas, solver=cfg.solver, keep_sigmas=keep, per_frame_timesteps=True)
         out[:, :, :1] = image
         kept[:, :, :, :1] = image

@@ -408,7 +408,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", default=None, help="also score this model directory's teacher/ (bidirectional, "
                    "many steps with CFG) on the same prompts and seeds, and report student / teacher ratios")
     p.add_argument("--teacher-steps", type=int, default=None, help="teacher sampling steps (default: the model's teacher_steps)")
-    p.add_argument("--guidance", type=float, default=None, help="teacher CFG scale (default: the model's guidance_scale)")
+    p.add_argument("--guidance", type=float, default=None, help="teacher CFG scale (default: the model's guidance_scale; "
+                   "avatar models: 1, their text is constant)")
+    p.add_argument("--audio-guidance", type=float, default=1.0, help="avatar models' teacher: audio guidance scale s_a "
+                   "(1 = the plain conditional flow; set it to the recipe's ode_pairs.audio_guidance) (default: %(default)s)")
     p.add_argument("--switch-at", type=int, default=defaults.switch_at, metavar="CHUNK",
                    help="also the switch report: streams switch to the next prompt of the file before chunk CHUNK "
                    "(set_prompt, as the server does), scored against a fresh stream of that prompt (0 = off)")
@@ -433,7 +436,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from distill.avatar_eval import is_avatar_model, run_avatar
 
-    if not args.stages and not args.teacher and is_avatar_model(args.model):  # lip-sync / stillness / identity
+    if not args.stages and is_avatar_model(args.model):  # lip-sync / stillness / identity (and the teacher's)
         if args.seconds <= 0 or args.window_seconds <= 0 or args.max_batch < 1:
             raise DistillError("--seconds and --window-seconds must be positive, --max-batch at least 1")
         return run_avatar(args, parse_seeds(args.seeds))

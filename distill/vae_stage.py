@@ -5,7 +5,8 @@ sample, or from the posterior mean with `sample_posterior: false`, which converg
 a small budget), + kl_weight * KL(q(z|x) || N(0, I)) averaged per latent element (a beta-VAE with a
 small beta, as latent diffusion autoencoders are trained, minus the adversarial term). Pixels
 that differ from their frame's background (the per-frame median colour) weigh `1 + object_weight`:
-the objects are a few percent of the pixels but all of the prompt. Clips are random spatial crops
+the objects are a few percent of the pixels but all of the prompt; with `motion_weight`, pixels that
+change over the clip weigh more again (a talking face's mouth is a few pixels but all of its lip-sync). Clips are random spatial crops
 (the VAE is fully convolutional), which makes a step cheap on a CPU. After training
 the per-channel mean / std of the latents of full-size clips are measured and stored in the VAE
 config, so the transformer sees normalised latents.
@@ -37,12 +38,17 @@ def decode_unclamped(vae: VideoVAE, z: torch.Tensor) -> torch.Tensor:
     return torch.cat([first, rest], dim=2)
 
 
-def object_weights(video: torch.Tensor, object_weight: float) -> torch.Tensor:
-    """Per-pixel loss weights [B, 1, T, H, W], normalised to mean 1: 1 + object_weight where a pixel
-    differs from its frame's median colour (the background) by more than 0.1, else 1."""
+def object_weights(video: torch.Tensor, object_weight: float, motion_weight: float = 0.0) -> torch.Tensor:
+    """Per-pixel loss weights [B, 1, T, H, W], normalised to mean 1: 1, plus `object_weight` where a pixel
+    differs from its frame's median colour (the background) by more than 0.1, plus `motion_weight` where it
+    differs from its own median over the clip's frames by more than 0.1 (what moves: a talking face's mouth
+    and eyelids, a shape's path)."""
     background = video.flatten(3).median(dim=3).values[..., None, None]  # [B, 3, T, 1, 1]
     differs = ((video - background).abs().amax(dim=1, keepdim=True) > 0.1).float()  # [B, 1, T, H, W]
     weight = 1.0 + object_weight * differs
+    if motion_weight:
+        still = video.median(dim=2, keepdim=True).values  # [B, 3, 1, H, W]
+        weight = weight + motion_weight * ((video - still).abs().amax(dim=1, keepdim=True) > 0.1).float()
     return weight / weight.mean()
 
 
@@ -93,7 +99,7 @@ class VAEMethod(Method):
         posterior = self.vae.model.encode(video).latent_dist
         z = posterior.sample(generator=None) if self.cfg.sample_posterior else posterior.mean  # [B, z, F, h/8, w/8]
         recon = decode_unclamped(self.vae, z)
-        weight = object_weights(video, self.cfg.object_weight)  # [B, 1, T, h, w]
+        weight = object_weights(video, self.cfg.object_weight, self.cfg.motion_weight)  # [B, 1, T, h, w]
         l1 = ((recon - video).abs() * weight).mean()
         mse = ((recon - video).pow(2) * weight).mean()
         kl = 0.5 * (posterior.mean.pow(2) + posterior.var - 1.0 - posterior.logvar).mean()
@@ -135,7 +141,7 @@ class DecoderFinetuneMethod(VAEMethod):
             if self.cfg.cut_share > 0:
                 video, z = self.cut_clips(video, z)
         recon = decode_unclamped(self.vae, z)
-        weight = object_weights(video, self.cfg.object_weight)
+        weight = object_weights(video, self.cfg.object_weight, self.cfg.motion_weight)
         l1 = ((recon - video).abs() * weight).mean()
         mse = ((recon - video).pow(2) * weight).mean()
         loss = l1 + self.cfg.mse_weight * mse

@@ -74,17 +74,17 @@ def test_random_weights_score_low():
 
 
 def test_the_vae_ceiling_scores_a_faithful_vae_high_and_one_that_loses_the_face_low(monkeypatch):
-    """`vae_identity` scores what the VAE gives back: the ground truth itself (a perfect VAE) scores as the
+    """`vae_ceiling` scores what the VAE gives back: the ground truth itself (a perfect VAE) scores as the
     ground truth does; one that drops to the background after 1 s scores low, with a low worst / first."""
     import distill.stream_reconstruction as sr
-    from distill.avatar_eval import vae_identity
+    from distill.avatar_eval import vae_ceiling
     from models import load_generator
 
     info = load_generator("tiny-avatar", device="cpu", max_batch=1).info
     vae = VideoVAE.from_config(resolve_model("tiny-avatar").config.vae)
     monkeypatch.setattr(sr, "streamed_reconstruction", lambda vae, video, *a, **k: video.copy())
-    perfect = vae_identity(vae, [0, 1], 3.0, info, window_seconds=1.0)
-    assert perfect["identity"] > 0.85 and perfect["worst_over_first"] > 0.85
+    perfect = vae_ceiling(vae, [0, 1], 3.0, info, window_seconds=1.0)
+    assert perfect["identity"] > 0.85 and perfect["worst_over_first"] > 0.85 and perfect["lip_sync"] > 0.95
 
     def fading(vae, video, *a, **k):
         out = video.copy()
@@ -92,8 +92,8 @@ def test_the_vae_ceiling_scores_a_faithful_vae_high_and_one_that_loses_the_face_
         return out
 
     monkeypatch.setattr(sr, "streamed_reconstruction", fading)
-    lost = vae_identity(vae, [0, 1], 3.0, info, window_seconds=1.0)
-    assert lost["identity"] < 0.6 and lost["worst_over_first"] < 0.5
+    lost = vae_ceiling(vae, [0, 1], 3.0, info, window_seconds=1.0)
+    assert lost["identity"] < 0.6 and lost["worst_over_first"] < 0.5 and lost["lip_sync"] < 0.5
 
 
 def test_avatar_recipes_parse():

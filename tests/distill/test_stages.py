@@ -149,6 +149,27 @@ def test_vae_decoder_stage_trains_only_the_decoder(recipe, tmp_path):
     assert all(torch.equal(v, encoder_before[k]) for k, v in vae.model.encoder.state_dict().items())
 
 
+def test_motion_weight_weighs_what_moves_over_what_stands_still():
+    """object_weights: a still object outweighs the background by 1 + object_weight; with motion_weight a pixel
+    the moving object crosses (unlike its median over the clip) outweighs the still object's."""
+    from distill.vae_stage import object_weights
+
+    video = -torch.ones(1, 3, 5, 16, 16)  # black background
+    video[..., 2:5, 2:5] = 1.0  # a still white square
+    for t in range(5):
+        video[0, :, t, 10:12, 2 + 2 * t:4 + 2 * t] = 1.0  # a bar moving right
+
+    def ratios(w):
+        return (w[0, 0, 0, 3, 3] / w[0, 0, 0, 14, 14]).item(), (w[0, 0, 0, 10, 2] / w[0, 0, 0, 3, 3]).item()
+
+    still_over_bg, moving_over_still = ratios(object_weights(video, 4.0))
+    assert still_over_bg == pytest.approx(5.0) and moving_over_still == pytest.approx(1.0)
+    w = object_weights(video, 4.0, motion_weight=10.0)
+    still_over_bg, moving_over_still = ratios(w)
+    assert still_over_bg == pytest.approx(5.0) and moving_over_still == pytest.approx(15.0 / 5.0)
+    assert w.mean().item() == pytest.approx(1.0)
+
+
 def test_decoder_cut_clips_cut_latents_and_video_at_the_same_place():
     """cut_share: a clip's latents switch to another clip's at latent frame j, and its target video at
     the first frame latent j decodes to. Checked with the shipped shapes VAE's causal encoder: encoding

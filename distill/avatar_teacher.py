@@ -1,0 +1,100 @@
+"""`framecast eval --model AVATAR --teacher DIR`: the avatar teacher scored beside its student.
+
+Where does an avatar student lose lip-sync and identity: in the teacher it was distilled from, or in
+the distillation? The teacher is bidirectional and was trained on clips of the start image and one
+cache window (`sink_frames + window_frames` latent frames; `configs/shapes-avatar.yaml`
+`teacher.train_frames`), so it is sampled at that length: for each evaluation face (the same faces,
+speech and start images as `distill/avatar_eval.py`), latent frame 0 is the encoded start image held
+clean and the frames after it are integrated from noise along the teacher's ODE with the face's speech
+(`image_led_flow`: the flow the ODE pairs were made with, text guidance `s_t` and audio guidance `s_a`).
+The decoded clip is measured with the same scorer as a stream (`distill/avatar_scoring.py`), and the
+student is streamed for the same frames, so the two are compared on equal footing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from distill.avatar_eval import eval_face
+from distill.avatar_scoring import FaceMeter, score_avatar
+from models.vae import frames_to_uint8, uint8_to_video
+
+
+class AvatarTeacherSampler:
+    """Image-led, audio-driven clips `[T, H, W, 3]` uint8 from a model directory's `teacher/` transformer."""
+
+    def __init__(self, model: str, device: str | torch.device | None = None, steps: int | None = None,
+                 guidance: float = 1.0, audio_guidance: float = 1.0):
+        from distill.avatar_stages import conditioner
+        from models.generator import default_device
+        from models.model_dir import load_transformer, load_vae, resolve_model
+        from models.schedule import FlowMatchSchedule
+        from models.text_encoders import build_text_encoder
+
+        self.device = torch.device(device) if device is not None else default_device()
+        source = resolve_model(model)
+        self.cfg = source.config
+        if self.cfg.audio is None:
+            raise ValueError(f"{model!r} takes no audio: its teacher is not an avatar teacher")
+        self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.teacher = load_transformer(source, "teacher", device=self.device, dtype=self.dtype).eval()
+        self.vae = load_vae(source, device=self.device).eval()
+        self.text = build_text_encoder(self.cfg.text_encoder, source.path, self.device)
+        self.audio = conditioner(self.cfg, self.vae.temporal_compression)
+        self.schedule = FlowMatchSchedule(self.cfg.schedule)
+        self.steps = steps or self.cfg.schedule.teacher_steps
+        self.guidance, self.audio_guidance = guidance, audio_guidance
+        stream = self.cfg.stream
+        self.latent_frames = stream.sink_frames + stream.window_frames  # the teacher's clip: image + one window
+        self.frames = self.vae.num_video_frames(self.latent_frames)
+
+    @torch.no_grad()
+    def sample(self, images: list[np.ndarray], audio: list[np.ndarray], prompt: str, seeds: list[int]) -> list[np.ndarray]:
+        """One clip per (start image uint8 [H, W, 3], speech float [S] from media time 0, seed), sampled
+        together: list of `[frames, H, W, 3]` uint8, frame 0 the decoded start image."""
+        from distill.avatar_stages import image_led_flow
+
+        f = self.latent_frames
+        pixels = uint8_to_video(np.stack(images)[:, None])[:, :, 0].to(self.device)  # [B, 3, H, W]
+        image = self.vae.encode_image(pixels).float()  # [B, C, 1, h, w]
+        c, _, h, w = image.shape[1:]
+        noise = torch.stack([torch.randn((c, f, h, w), generator=torch.Generator().manual_seed(s)) for s in seeds])
+        pcm = torch.from_numpy(np.stack(audio))  # [B, S]
+        windows = self.audio.windows(pcm, 0, 0, f).to(self.device, self.dtype)  # [B, F, M, A]
+        text = self.text.get_batch([prompt] * len(seeds))[0].to(self.device, self.dtype)  # [B, L, D]
+        null = self.text.get("")[0].to(self.device, self.dtype) if self.guidance != 1.0 else None  # [1, L, D]
+        flow = image_led_flow(self.teacher, image.to(self.dtype), text, windows, null, self.guidance, self.audio_guidance)
+        latents = self.schedule.sample(lambda x, t: flow(x.to(self.dtype), t), noise.to(self.device),
+                                       self.schedule.teacher_sigmas(self.steps), per_frame_timesteps=True)
+        latents[:, :, :1] = image
+        return list(frames_to_uint8(self.vae.decode(latents.float())))  # [B][T, H, W, 3]
+
+
+def evaluate_avatar_teacher(sampler: AvatarTeacherSampler, gen_info, seeds: list[int], window_seconds: float,
+                            batch_size: int = 4) -> dict:
+    """Score the teacher's clips of the evaluation faces `seeds` (module docstring); returns the report dict."""
+    from distill.avatar_data import PROMPT
+
+    seconds = sampler.frames / gen_info.fps
+    spf = gen_info.audio_sample_rate // gen_info.fps
+    runs = []
+    for start in range(0, len(seeds), batch_size):
+        group = seeds[start:start + batch_size]
+        faces = [eval_face(s, seconds, gen_info) for s in group]
+        clips = sampler.sample([image for image, _, _ in faces], [audio for _, _, audio in faces], PROMPT, group)
+        for seed, (image, identity, audio), clip in zip(group, faces, clips):
+            meter = FaceMeter(identity, image)
+            score = score_avatar(meter.opening(clip), meter.identity_scores(clip), audio, spf,
+                                 int(round(window_seconds * gen_info.fps)))
+            runs.append({"seed": seed, **score.as_dict()})
+
+    def mean(key):
+        values = [r[key] for r in runs if r[key] is not None]
+        return float(np.mean(values)) if values else None
+
+    return {
+        "steps": sampler.steps, "guidance": sampler.guidance, "audio_guidance": sampler.audio_guidance,
+        "latent_frames": sampler.latent_frames, "frames": sampler.frames, "seconds": seconds, "runs": runs,
+        "mean": {k: mean(k) for k in ("lip_sync", "lip_sync_at_zero", "stillness", "identity")},
+    }

@@ -2,9 +2,11 @@
  * framecast studio, Avatar tab: a face (an uploaded picture) speaks what the microphone hears, or
  * a dropped audio file, live (docs/PROTOCOL.md, "Audio and video timing").
  *
- * Audio: an AudioWorklet (web/pcm-worklet.js) taps the microphone (or the decoded file, played into
- * the graph at real time); the page sends it as 20 ms PCM s16le input messages (FCI1) stamped with
- * their media time (samples sent / rate, from session.started). Video: an fMP4 session whose
+ * Audio: an AudioWorklet (web/pcm-worklet.js) taps the microphone; the page sends it as 20 ms PCM
+ * s16le input messages (FCI1) stamped with their media time (samples sent / rate, from
+ * session.started). A dropped file is decoded and sent ahead of the stream's clock instead (up to
+ * FILE_LEAD_S: all of a short file at once), so every chunk finds its audio already there, however
+ * late a loaded page or network would have delivered it in real time. Video: an fMP4 session whose
  * fragments carry the received audio as a second track; they are appended to a MediaSource
  * SourceBuffer in `segments` mode (timestamps from the fragments), so the <video> element plays
  * face and voice on one clock, in sync.
@@ -17,6 +19,7 @@
   const $ = (id) => document.getElementById(id);
   const HEADER_BYTES = 20;
   const PIECE_S = 0.02; // audio message length
+  const FILE_LEAD_S = 30; // a dropped file is sent up to this far ahead of media time (the server takes 900 s)
   const MIME = 'video/mp4; codecs="avc1.42C01E, mp4a.40.2"';
 
   const state = (window.framecastAvatar = {
@@ -27,6 +30,7 @@
     audioRate: null, // the capture's sample rate (declared in session.start.audio)
     audioSentS: 0, // media seconds of audio sent
     audioMessages: 0,
+    audioSentAtFirstChunk: null, // media seconds of audio sent when the first chunk arrived
     chunksReceived: 0,
     framesReceived: 0,
     bytesAppended: 0,
@@ -35,7 +39,7 @@
   });
 
   let ws = null;
-  let audio = null; // {context, nodes: [...], stream}
+  let audio = null; // {context, nodes: [...], stream} (microphone) or {context, nodes: [], file, fileSent, timer} (file)
   let media = null; // {source: MediaSource, buffer: SourceBuffer, queue: [Uint8Array], url}
   let pending = new Float32Array(0); // captured samples not yet sent
 
@@ -107,6 +111,7 @@
     const view = new DataView(buffer);
     if (buffer.byteLength < HEADER_BYTES || view.getUint8(4) !== 2) return fail("protocol", "expected an fMP4 chunk");
     state.chunksReceived += 1;
+    if (state.chunksReceived === 1) state.audioSentAtFirstChunk = state.audioSentS;
     state.framesReceived += view.getUint16(6, true);
     media.queue.push(new Uint8Array(buffer, HEADER_BYTES, view.getUint32(16, true)));
     pump();
@@ -143,30 +148,49 @@
   async function openAudio(kind, file) {
     const context = new AudioContext();
     context.resume().catch(() => {}); // started from a click, a file choice or a drop: allowed to run
+    if (kind === "file") {
+      const decoded = await context.decodeAudioData(await file.arrayBuffer()); // at the context's rate
+      const mono = new Float32Array(decoded.length);
+      for (let c = 0; c < decoded.numberOfChannels; c++) {
+        const channel = decoded.getChannelData(c);
+        for (let i = 0; i < mono.length; i++) mono[i] += channel[i] / decoded.numberOfChannels;
+      }
+      audio = { context, nodes: [], stream: null, file: mono, fileSent: 0, timer: null, startedAt: 0 };
+      return context.sampleRate;
+    }
     await context.audioWorklet.addModule("web/pcm-worklet.js");
     const tap = new AudioWorkletNode(context, "pcm-tap");
     tap.port.onmessage = (event) => audio && state.status === "streaming" && sendAudio(event.data);
     tap.connect(context.destination); // the tap outputs silence; the <video> plays the voice, in sync
     audio = { context, nodes: [tap], stream: null };
-    if (kind === "microphone") {
-      audio.stream = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: false, noiseSuppression: false } });
-      const mic = context.createMediaStreamSource(audio.stream);
-      mic.connect(tap);
-      audio.nodes.push(mic);
-    } else {
-      const decoded = await context.decodeAudioData(await file.arrayBuffer());
-      const player = context.createBufferSource();
-      player.buffer = decoded;
-      player.connect(tap); // played into the tap at real time, as a microphone would hear it
-      audio.nodes.push(player);
-      audio.player = player;
-    }
+    audio.stream = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: false, noiseSuppression: false } });
+    const mic = context.createMediaStreamSource(audio.stream);
+    mic.connect(tap);
+    audio.nodes.push(mic);
     return context.sampleRate;
+  }
+
+  /** Send the dropped file's samples up to FILE_LEAD_S past the media time elapsed since session.started. */
+  function feedFile() {
+    if (!audio || !audio.file || state.status !== "streaming") return;
+    const rate = audio.context.sampleRate;
+    const elapsed = (performance.now() - audio.startedAt) / 1000;
+    const until = Math.min(audio.file.length, Math.round((elapsed + FILE_LEAD_S) * rate));
+    if (audio.fileSent < until) {
+      sendAudio(audio.file.subarray(audio.fileSent, until));
+      audio.fileSent = until;
+    }
+    if (audio.fileSent >= audio.file.length && audio.timer !== null) {
+      clearInterval(audio.timer);
+      audio.timer = null;
+      setTimeout(() => state.status === "streaming" && toastEnd(), Math.max(0, audio.file.length / rate - elapsed) * 1000);
+    }
   }
 
   function closeAudio() {
     if (!audio) return;
-    audio.nodes[0].port.onmessage = null; // the tap: blocks already in flight are dropped
+    if (audio.nodes.length) audio.nodes[0].port.onmessage = null; // the tap: blocks already in flight are dropped
+    if (audio.timer !== null && audio.timer !== undefined) clearInterval(audio.timer);
     audio.nodes.forEach((node) => node.disconnect());
     if (audio.stream) audio.stream.getTracks().forEach((track) => track.stop());
     audio.context.close();
@@ -180,7 +204,7 @@
     if (!state.mseSupported) return fail("unsupported", `this browser cannot play ${MIME}`);
     if (kind === "file" && !file) return;
     if (state.status === "streaming" || state.status === "connecting") return;
-    Object.assign(state, { source: kind, session: null, audioSentS: 0, audioMessages: 0, chunksReceived: 0, framesReceived: 0, bytesAppended: 0 });
+    Object.assign(state, { source: kind, session: null, audioSentS: 0, audioMessages: 0, audioSentAtFirstChunk: null, chunksReceived: 0, framesReceived: 0, bytesAppended: 0 });
     pending = new Float32Array(0);
     setStatus("connecting");
     let rate;
@@ -205,8 +229,11 @@
       if (msg.type === "session.started") {
         state.session = msg;
         setStatus("streaming"); // audio is stamped from here: media time 0
-        if (audio.player) audio.player.start();
-        if (audio.player) audio.player.onended = () => toastEnd();
+        if (audio.file) {
+          audio.startedAt = performance.now();
+          audio.timer = setInterval(feedFile, 250);
+          feedFile();
+        }
       } else if (msg.type === "error") {
         fail(msg.code, msg.message);
       } else if (msg.type === "session.done") {

@@ -149,16 +149,20 @@ def test_avatar_tab_talks_through_the_microphone_in_sync(avatar_page):
 
 
 def test_avatar_tab_speaks_a_dropped_file(avatar_page):
-    """An audio file starts playing into the tap at session.started: media time 0 is the file's
-    first sample, so its beeps are sent (and come back) at 0, 1, 2 s."""
+    """A dropped audio file is sent from session.started, stamped from media time 0 (its first sample), so
+    its beeps are sent (and come back) at 0, 1, 2 s; and ahead of the stream's clock (all of a 3-s file
+    before the first chunk arrives), so no chunk is made before its audio arrived, however loaded the
+    machine."""
     page, errors, frames, tmp = avatar_page
     frames["sent"].clear(), frames["received"].clear()
+    page.click("#tab-avatar")
     speech = tmp / "speech.wav"
     beeps_wav(speech, seconds=3.0)
     page.set_input_files("#avatar-file", str(speech))
     page.wait_for_function("() => window.framecastAvatar.source === 'file' && "
                            "window.framecastAvatar.chunksReceived >= 5 && window.framecastAvatar.audioSentS >= 2.5",
                            timeout=600_000)
+    assert avatar(page, "audioSentAtFirstChunk") >= 2.9  # the whole file, before the first chunk came back
     page.click("#avatar-stop")
     page.wait_for_function("() => window.framecastAvatar.status === 'done'", timeout=30_000)
     assert not errors and not avatar(page, "errors")

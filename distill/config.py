@@ -127,6 +127,10 @@ class VAEDecoderStageConfig(VAEStageConfig):
     # clips are encoded whole and short, so the latents a student makes are those of an encoder near its start;
     # a long clip encoded whole has others past frame ~32 (`vae_stage.encode_in_windows`)
     encode_window: int | None = None
+    # latent noise augmentation: each clip's latents get Gaussian noise of a level drawn from U(0, latent_noise)
+    # channel stds, the target staying the clean video, so the decoder renders a generator's slightly-off latents
+    # smoothly instead of as speckle (`DecoderFinetuneMethod.perturb`; 0 = off)
+    latent_noise: float = 0.0
 
 
 @dataclass

@@ -140,12 +140,23 @@ class DecoderFinetuneMethod(VAEMethod):
             z = self.encode(video)  # [B, z, F, h/8, w/8]
             if self.cfg.cut_share > 0:
                 video, z = self.cut_clips(video, z)
+            if self.cfg.latent_noise > 0:
+                z = self.perturb(z)
         recon = decode_unclamped(self.vae, z)
         weight = object_weights(video, self.cfg.object_weight, self.cfg.motion_weight)
         l1 = ((recon - video).abs() * weight).mean()
         mse = ((recon - video).pow(2) * weight).mean()
         loss = l1 + self.cfg.mse_weight * mse
         return loss, {"loss": loss.item(), "l1": l1.item()}
+
+    def perturb(self, z: torch.Tensor) -> torch.Tensor:
+        """Raw latents [B, z, F, h, w] plus Gaussian noise of a level drawn per clip from U(0, latent_noise), in
+        units of each channel's latent std: a generator's latents are never exactly an encoder's, and a decoder
+        trained only on the encoder's renders their small errors as speckle (the noise augmentation of cascaded
+        diffusion, Ho et al. 2022, sec. 4.2, applied to the decoder's input)."""
+        level = torch.rand(z.shape[0], generator=self.gen) * self.cfg.latent_noise  # [B]
+        noise = torch.randn(z.shape, generator=self.gen)
+        return z + (level.view(-1, 1, 1, 1, 1) * noise).to(z) * self.vae.latents_std.to(z)
 
     def cut_clips(self, video: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each clip, with chance `cut_share`, becomes a cut at a random latent frame j >= `cut_after`: the latents

@@ -170,6 +170,22 @@ def test_motion_weight_weighs_what_moves_over_what_stands_still():
     assert w.mean().item() == pytest.approx(1.0)
 
 
+def test_latent_noise_perturbs_each_channel_by_its_own_std(recipe):
+    """latent_noise: the decoder's input latents get noise in units of each channel's latent std, at a
+    level drawn per clip from U(0, latent_noise) (rms latent_noise / sqrt(3) stds); the target video is
+    untouched."""
+    from distill.vae_stage import DecoderFinetuneMethod
+
+    cfg = recipe.model_config().vae
+    std = torch.linspace(0.5, 2.0, cfg.z_dim)
+    vae = VideoVAE.from_config(dataclasses.replace(cfg, latents_mean=[0.0] * cfg.z_dim, latents_std=std.tolist()))
+    method = DecoderFinetuneMethod(vae, dataclasses.replace(recipe.vae_decoder, latent_noise=0.6), recipe.data)
+    z = torch.zeros(256, cfg.z_dim, 3, 4, 4)
+    noise = method.perturb(z) - z  # [B, C, F, h, w]
+    rms = noise.pow(2).mean(dim=(0, 2, 3, 4)).sqrt() / std  # per channel, in its stds
+    assert torch.allclose(rms, torch.full_like(rms, 0.6 / 3 ** 0.5), rtol=0.15), rms
+
+
 def test_decoder_cut_clips_cut_latents_and_video_at_the_same_place():
     """cut_share: a clip's latents switch to another clip's at latent frame j, and its target video at
     the first frame latent j decodes to. Checked with the shipped shapes VAE's causal encoder: encoding

@@ -101,6 +101,7 @@ class VAEStageConfig(StageConfig):
     sample_posterior: bool = False  # decode a posterior sample (a VAE) or its mean (an autoencoder, converges faster)
     object_weight: float = 4.0  # extra reconstruction weight on pixels unlike the frame's background (median colour)
     motion_weight: float = 0.0  # extra weight on pixels unlike their own median over the clip (what moves: a mouth)
+    first_frame_weight: float = 1.0  # weight of video frame 0 (coded alone, like a start image) against the others
     mse_weight: float = 1.0
     stats_clips: int = 32  # clips encoded to measure the per-channel latent mean / std
 

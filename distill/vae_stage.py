@@ -38,17 +38,21 @@ def decode_unclamped(vae: VideoVAE, z: torch.Tensor) -> torch.Tensor:
     return torch.cat([first, rest], dim=2)
 
 
-def object_weights(video: torch.Tensor, object_weight: float, motion_weight: float = 0.0) -> torch.Tensor:
+def object_weights(video: torch.Tensor, object_weight: float, motion_weight: float = 0.0,
+                   first_frame_weight: float = 1.0) -> torch.Tensor:
     """Per-pixel loss weights [B, 1, T, H, W], normalised to mean 1: 1, plus `object_weight` where a pixel
     differs from its frame's median colour (the background) by more than 0.1, plus `motion_weight` where it
     differs from its own median over the clip's frames by more than 0.1 (what moves: a talking face's mouth
-    and eyelids, a shape's path)."""
+    and eyelids, a shape's path); all of video frame 0 times `first_frame_weight` (the causal VAE codes it
+    alone, as it codes a stream's start image, and it is 1 frame of a long clip's 81)."""
     background = video.flatten(3).median(dim=3).values[..., None, None]  # [B, 3, T, 1, 1]
     differs = ((video - background).abs().amax(dim=1, keepdim=True) > 0.1).float()  # [B, 1, T, H, W]
     weight = 1.0 + object_weight * differs
     if motion_weight:
         still = video.median(dim=2, keepdim=True).values  # [B, 3, 1, H, W]
         weight = weight + motion_weight * ((video - still).abs().amax(dim=1, keepdim=True) > 0.1).float()
+    if first_frame_weight != 1.0:
+        weight = torch.cat([weight[:, :, :1] * first_frame_weight, weight[:, :, 1:]], dim=2)
     return weight / weight.mean()
 
 
@@ -99,7 +103,7 @@ class VAEMethod(Method):
         posterior = self.vae.model.encode(video).latent_dist
         z = posterior.sample(generator=None) if self.cfg.sample_posterior else posterior.mean  # [B, z, F, h/8, w/8]
         recon = decode_unclamped(self.vae, z)
-        weight = object_weights(video, self.cfg.object_weight, self.cfg.motion_weight)  # [B, 1, T, h, w]
+        weight = object_weights(video, self.cfg.object_weight, self.cfg.motion_weight, self.cfg.first_frame_weight)  # [B, 1, T, h, w]
         l1 = ((recon - video).abs() * weight).mean()
         mse = ((recon - video).pow(2) * weight).mean()
         kl = 0.5 * (posterior.mean.pow(2) + posterior.var - 1.0 - posterior.logvar).mean()
@@ -143,7 +147,7 @@ class DecoderFinetuneMethod(VAEMethod):
             if self.cfg.latent_noise > 0:
                 z = self.perturb(z)
         recon = decode_unclamped(self.vae, z)
-        weight = object_weights(video, self.cfg.object_weight, self.cfg.motion_weight)
+        weight = object_weights(video, self.cfg.object_weight, self.cfg.motion_weight, self.cfg.first_frame_weight)
         l1 = ((recon - video).abs() * weight).mean()
         mse = ((recon - video).pow(2) * weight).mean()
         loss = l1 + self.cfg.mse_weight * mse

@@ -168,6 +168,9 @@ def test_motion_weight_weighs_what_moves_over_what_stands_still():
     still_over_bg, moving_over_still = ratios(w)
     assert still_over_bg == pytest.approx(5.0) and moving_over_still == pytest.approx(15.0 / 5.0)
     assert w.mean().item() == pytest.approx(1.0)
+    w = object_weights(video, 4.0, first_frame_weight=8.0)  # frame 0: the start image's
+    assert (w[0, 0, 0, 14, 14] / w[0, 0, 1, 14, 14]).item() == pytest.approx(8.0)
+    assert (w[0, 0, 1, 14, 14] / w[0, 0, 1, 3, 3]).item() == pytest.approx(1 / 5.0)
 
 
 def test_latent_noise_perturbs_each_channel_by_its_own_std(recipe):

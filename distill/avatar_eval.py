@@ -74,8 +74,19 @@ def vae_ceiling(vae, seeds: list[int], seconds: float, gen_info, window_seconds:
             "lip_sync": float(np.mean(syncs))}
 
 
-def evaluate_avatar(gen, seeds: list[int], seconds: float, window_seconds: float = 5.0, progress=None) -> dict:
-    """Generate and score one stream per seed (batched); returns the report dict."""
+def mean_scores(runs: list[dict], keys) -> dict:
+    """{key: mean over the runs that have a value for it (None when none has)}."""
+    out = {}
+    for key in keys:
+        values = [r[key] for r in runs if r[key] is not None]
+        out[key] = float(np.mean(values)) if values else None
+    return out
+
+
+def evaluate_avatar(gen, seeds: list[int], seconds: float, window_seconds: float = 5.0, progress=None,
+                    ceiling: bool = True) -> dict:
+    """Generate and score one stream per seed (batched); returns the report dict (with the VAE's
+    `vae_ceiling` unless `ceiling` is false)."""
     from models.audio import float_to_pcm_s16le
     from models.stream_api import ChunkInput, Conditioning
     from distill.avatar_data import PROMPT
@@ -113,18 +124,13 @@ def evaluate_avatar(gen, seeds: list[int], seconds: float, window_seconds: float
                                  int(round(window_seconds * info.fps)))
             runs.append({"seed": seed, **score.as_dict()})
     elapsed = time.perf_counter() - start_time
-
-    def mean(key):
-        values = [r[key] for r in runs if r[key] is not None]
-        return float(np.mean(values)) if values else None
-
     return {
         "model": info.name, "seconds": seconds, "seeds": seeds, "window_seconds": window_seconds,
         "runs": runs,
-        "mean": {k: mean(k) for k in ("lip_sync", "lip_sync_at_zero", "stillness", "identity", "identity_worst_over_first")},
+        "mean": mean_scores(runs, ("lip_sync", "lip_sync_at_zero", "stillness", "identity", "identity_worst_over_first")),
         "offsets": [r["offset"] for r in runs],
         "generated_fps": frames_total * len(seeds) / elapsed if elapsed > 0 else None,
-        "vae": vae_ceiling(gen.vae, seeds, min(seconds, 10.0), info, window_seconds),
+        "vae": vae_ceiling(gen.vae, seeds, min(seconds, 10.0), info, window_seconds) if ceiling else None,
     }
 
 
@@ -188,7 +194,7 @@ def teacher_comparison(gen, sampler, seeds: list[int], window_seconds: float, ba
     from distill.avatar_teacher import evaluate_avatar_teacher
 
     teacher = evaluate_avatar_teacher(sampler, gen.info, seeds, window_seconds, batch_size)
-    student = evaluate_avatar(gen, seeds, teacher["frames"] / gen.info.fps, window_seconds)
+    student = evaluate_avatar(gen, seeds, teacher["frames"] / gen.info.fps, window_seconds, ceiling=False)
     student_mean = {k: student["mean"][k] for k in teacher["mean"]}
 
     def ratio(key):

@@ -16,38 +16,28 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from distill.avatar_eval import eval_face
+from distill.avatar_eval import eval_face, mean_scores
 from distill.avatar_scoring import FaceMeter, score_avatar
+from distill.teacher_sampler import TeacherSampler
 from models.vae import frames_to_uint8, uint8_to_video
 
 
-class AvatarTeacherSampler:
-    """Image-led, audio-driven clips `[T, H, W, 3]` uint8 from a model directory's `teacher/` transformer."""
+class AvatarTeacherSampler(TeacherSampler):
+    """Image-led, audio-driven clips `[T, H, W, 3]` uint8 from a model directory's `teacher/` transformer
+    (loaded as `TeacherSampler` loads it; `guidance` is the text scale s_t, `audio_guidance` s_a)."""
 
     def __init__(self, model: str, device: str | torch.device | None = None, steps: int | None = None,
                  guidance: float = 1.0, audio_guidance: float = 1.0):
         from distill.avatar_stages import conditioner
-        from models.generator import default_device
-        from models.model_dir import load_transformer, load_vae, resolve_model
-        from models.schedule import FlowMatchSchedule
-        from models.text_encoders import build_text_encoder
 
-        self.device = torch.device(device) if device is not None else default_device()
-        source = resolve_model(model)
-        self.cfg = source.config
+        super().__init__(model, device=device, steps=steps, guidance=guidance)
         if self.cfg.audio is None:
             raise ValueError(f"{model!r} takes no audio: its teacher is not an avatar teacher")
-        self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        self.teacher = load_transformer(source, "teacher", device=self.device, dtype=self.dtype).eval()
-        self.vae = load_vae(source, device=self.device).eval()
-        self.text = build_text_encoder(self.cfg.text_encoder, source.path, self.device)
         self.audio = conditioner(self.cfg, self.vae.temporal_compression)
-        self.schedule = FlowMatchSchedule(self.cfg.schedule)
-        self.steps = steps or self.cfg.schedule.teacher_steps
-        self.guidance, self.audio_guidance = guidance, audio_guidance
+        self.audio_guidance = audio_guidance
         stream = self.cfg.stream
-        self.latent_frames = stream.sink_frames + stream.window_frames  # the teacher's clip: image + one window
-        self.frames = self.vae.num_video_frames(self.latent_frames)
+        self.clip_latent_frames = stream.sink_frames + stream.window_frames  # the teacher's clip: image + one window
+        self.frames = self.vae.num_video_frames(self.clip_latent_frames)
 
     @torch.no_grad()
     def sample(self, images: list[np.ndarray], audio: list[np.ndarray], prompt: str, seeds: list[int]) -> list[np.ndarray]:
@@ -55,7 +45,7 @@ class AvatarTeacherSampler:
         together: list of `[frames, H, W, 3]` uint8, frame 0 the decoded start image."""
         from distill.avatar_stages import image_led_flow
 
-        f = self.latent_frames
+        f = self.clip_latent_frames
         pixels = uint8_to_video(np.stack(images)[:, None])[:, :, 0].to(self.device)  # [B, 3, H, W]
         image = self.vae.encode_image(pixels).float()  # [B, C, 1, h, w]
         c, _, h, w = image.shape[1:]
@@ -89,12 +79,8 @@ def evaluate_avatar_teacher(sampler: AvatarTeacherSampler, gen_info, seeds: list
                                  int(round(window_seconds * gen_info.fps)))
             runs.append({"seed": seed, **score.as_dict()})
 
-    def mean(key):
-        values = [r[key] for r in runs if r[key] is not None]
-        return float(np.mean(values)) if values else None
-
     return {
         "steps": sampler.steps, "guidance": sampler.guidance, "audio_guidance": sampler.audio_guidance,
-        "latent_frames": sampler.latent_frames, "frames": sampler.frames, "seconds": seconds, "runs": runs,
-        "mean": {k: mean(k) for k in ("lip_sync", "lip_sync_at_zero", "stillness", "identity")},
+        "latent_frames": sampler.clip_latent_frames, "frames": sampler.frames, "seconds": seconds, "runs": runs,
+        "mean": mean_scores(runs, ("lip_sync", "lip_sync_at_zero", "stillness", "identity")),
     }

@@ -6,8 +6,9 @@ a small budget), + kl_weight * KL(q(z|x) || N(0, I)) averaged per latent element
 small beta, as latent diffusion autoencoders are trained, minus the adversarial term). Pixels
 that differ from their frame's background (the per-frame median colour) weigh `1 + object_weight`:
 the objects are a few percent of the pixels but all of the prompt; with `motion_weight`, pixels that
-change over the clip weigh more again (a talking face's mouth is a few pixels but all of its lip-sync). Clips are random spatial crops
-(the VAE is fully convolutional), which makes a step cheap on a CPU. After training
+change over the clip weigh more again (a talking face's mouth is a few pixels but all of its
+lip-sync). Clips are random spatial crops (the VAE is fully convolutional), which makes a step cheap
+on a CPU. After training
 the per-channel mean / std of the latents of full-size clips are measured and stored in the VAE
 config, so the transformer sees normalised latents.
 """

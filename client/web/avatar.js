@@ -190,7 +190,7 @@
   function closeAudio() {
     if (!audio) return;
     if (audio.nodes.length) audio.nodes[0].port.onmessage = null; // the tap: blocks already in flight are dropped
-    if (audio.timer !== null && audio.timer !== undefined) clearInterval(audio.timer);
+    if (audio.timer) clearInterval(audio.timer); // a file's feeder
     audio.nodes.forEach((node) => node.disconnect());
     if (audio.stream) audio.stream.getTracks().forEach((track) => track.stop());
     audio.context.close();

@@ -73,11 +73,12 @@ class Pipeline:
             from models.config import VAEConfig
 
             model_cfg = dataclasses.replace(model_cfg, vae=VAEConfig.from_dict(json.loads(vae_json.read_text())))
-        return dataclasses.replace(model_cfg, supports_image=self._trained_with_images())
+        return dataclasses.replace(model_cfg, supports_image=model_cfg.audio is not None or self._trained_with_images())
 
     def _trained_with_images(self) -> bool:
         """Whether the student was trained with start-image rollouts: out/framecast.json says so, or, when
-        fine-tuning a framecast model directory (`model_dir`), that directory's."""
+        fine-tuning a framecast model directory (`model_dir`), that directory's. (An avatar model always
+        starts from its face image, so any stage writes its framecast.json with supports_image true.)"""
         folders = [self.out] + ([Path(self.cfg.model_dir)] if self.cfg.model_dir else [])
         for path in (folder / "framecast.json" for folder in folders):
             if path.exists() and json.loads(path.read_text()).get("supports_image", False):

@@ -106,6 +106,16 @@ def test_avatar_recipes_parse():
     assert tiny.model_config().audio is not None
 
 
+def test_an_avatar_model_is_written_as_image_led_by_every_stage(tmp_path):
+    """The face image is an avatar's identity: a stage run alone in a fresh folder (a VAE fine-tune on a copy)
+    must not write framecast.json with supports_image false, as a shapes model before its image training."""
+    from distill.pipeline import Pipeline
+
+    overrides = {"out": str(tmp_path / "model"), "work_dir": str(tmp_path / "work")}
+    assert Pipeline(load_config(Path("configs/tiny-avatar.yaml"), overrides), progress=False).model_cfg.supports_image
+    assert not Pipeline(load_config(Path("configs/tiny.yaml"), overrides), progress=False).model_cfg.supports_image
+
+
 @pytest.mark.slow
 def test_tiny_avatar_recipe_trains_a_model_that_listens(tmp_path):
     from distill.pipeline import Pipeline

@@ -73,12 +73,12 @@ class Pipeline:
             from models.config import VAEConfig
 
             model_cfg = dataclasses.replace(model_cfg, vae=VAEConfig.from_dict(json.loads(vae_json.read_text())))
+        # an avatar always starts from its face image, whichever stage writes framecast.json
         return dataclasses.replace(model_cfg, supports_image=model_cfg.audio is not None or self._trained_with_images())
 
     def _trained_with_images(self) -> bool:
         """Whether the student was trained with start-image rollouts: out/framecast.json says so, or, when
-        fine-tuning a framecast model directory (`model_dir`), that directory's. (An avatar model always
-        starts from its face image, so any stage writes its framecast.json with supports_image true.)"""
+        fine-tuning a framecast model directory (`model_dir`), that directory's."""
         folders = [self.out] + ([Path(self.cfg.model_dir)] if self.cfg.model_dir else [])
         for path in (folder / "framecast.json" for folder in folders):
             if path.exists() and json.loads(path.read_text()).get("supports_image", False):
@@ -329,9 +329,8 @@ class Pipeline:
         trainer = self._trainer(method, sc, "self-forcing")
         result = trainer.run(resume=resume)
         # the flag follows the weights (with a LoRA run: the student with its adapter): trained from an image
-        # now (avatars always are), or before
-        self.model_cfg = dataclasses.replace(
-            self.model_cfg, supports_image=self.model_cfg.supports_image or sc.image_share > 0 or self.avatar)
+        # now, or before (an avatar's flag is always set: _base_model_config)
+        self.model_cfg = dataclasses.replace(self.model_cfg, supports_image=self.model_cfg.supports_image or sc.image_share > 0)
         if sc.lora.rank > 0:
             return {**result, "lora": self._save_lora(trainer, student)}
         trained = trainer.export("student", CausalWanTransformer(self.model_cfg.transformer).to(self.device))

@@ -220,6 +220,15 @@ def render_face(identity: Identity, opening: np.ndarray, eye_open: np.ndarray, o
     return np.rint(np.clip(video, 0, 255)).astype(np.uint8)
 
 
+def mouth_box(identity: Identity, width: int, height: int, pad: float) -> tuple[slice, slice]:
+    """(rows, columns) of the pixels the mouth can cover: its box fully open at rest, grown by `pad` pixels
+    (the idle head motion and a margin), clipped to a `width` x `height` canvas."""
+    cx, cy = identity.centre
+    my = cy + identity.mouth_y
+    return (slice(max(0, int(my - identity.mouth_h - pad)), min(height, int(np.ceil(my + identity.mouth_h + pad)))),
+            slice(max(0, int(cx - identity.mouth_w - pad)), min(width, int(np.ceil(cx + identity.mouth_w + pad)))))
+
+
 class AvatarDataset:
     """Deterministic talking faces: `sample(i, frames)` depends only on `(seed, i)` and the config."""
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from distill.avatar_data import MOUTH_INTERIOR, SILENT_DB, Identity, frame_loudness_db, opening_from_loudness
+from distill.avatar_data import MOUTH_INTERIOR, SILENT_DB, Identity, frame_loudness_db, mouth_box, opening_from_loudness
 
 SKIN_TOLERANCE = 40.0  # RGB distance within which a pixel counts as skin
 COLOUR_SCALE = 30.0  # RGB distance at which a colour similarity falls to 1/e
@@ -84,10 +84,7 @@ class FaceMeter:
         self.identity = identity
         h, w = start_image.shape[:2]
         cx, cy = identity.centre
-        pad = head_motion + 2.0
-        my = cy + identity.mouth_y
-        self.mouth = (slice(max(0, int(my - identity.mouth_h - pad)), min(h, int(np.ceil(my + identity.mouth_h + pad)))),
-                      slice(max(0, int(cx - identity.mouth_w - pad)), min(w, int(np.ceil(cx + identity.mouth_w + pad)))))
+        self.mouth = mouth_box(identity, w, h, pad=head_motion + 2.0)
         self.full_area = np.pi * identity.mouth_w * 0.8 * max(identity.mouth_h - 0.6, 0.5)
         # cheeks: beside the mouth line, between eyes and mouth, away from both
         ch = (slice(int(cy), int(cy + identity.mouth_y * 0.6)),)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from distill.avatar_data import AvatarDataset
+from distill.avatar_data import AvatarDataset, mouth_box
 from distill.config import AvatarDataConfig
 from distill.dmd import lead_sigma
 from distill.ode_init import ODERegressionMethod
@@ -260,7 +260,8 @@ class AvatarSelfForcingDMD(SelfForcingDMD):
     text is constant, so a stream switches to that same prompt: it is trained on the state after the KV
     re-cache (or blend), while its audio stays where it is on the media timeline (the re-cache replays each
     held frame with the audio it was made with). `image_share` does not apply: every avatar stream starts
-    from its face."""
+    from its face. `mouth_weight` weighs the latent pixels of each face's mouth box up in the DMD and critic
+    losses (`mouth_weights`; dmd.py: the gradient of each element scales, the eq. 8 normaliser does not)."""
 
     lead_image = True
     switch_prompts = 1  # a switch keeps the avatar's one prompt
@@ -288,7 +289,21 @@ class AvatarSelfForcingDMD(SelfForcingDMD):
         _, end = self.cond.span(chunks * self.gen.cfg.stream.chunk_frames, 1)  # video frames the last chunk reads
         samples = [self.faces.sample(i, end) for i in ids]
         prompts = [x.prompt for x in samples]
-        return RolloutInputs(prompts, prompts, [x.video[0] for x in samples], [x.audio for x in samples])
+        weights = None
+        if self.cfg.mouth_weight > 0:
+            weights = torch.stack([self.mouth_weights(x.params.identity) for x in samples])  # [B, 1, 1, h, w]
+        return RolloutInputs(prompts, prompts, [x.video[0] for x in samples], [x.audio for x in samples], weights)
+
+    def mouth_weights(self, identity) -> torch.Tensor:
+        """[1, 1, h, w] latent loss weights of one face: 1 + mouth_weight on every latent pixel its mouth box
+        (avatar_data.mouth_box, grown by the idle head motion and 2 px) touches, 1 elsewhere."""
+        m = self.gen.cfg
+        h, w = m.latent_height, m.latent_width
+        sy, sx = m.stream.height // h, m.stream.width // w  # pixels per latent pixel
+        rows, cols = mouth_box(identity, m.stream.width, m.stream.height, pad=self.faces.config.head_motion + 2.0)
+        weights = torch.ones(1, 1, h, w)
+        weights[..., rows.start // sy:-(-rows.stop // sy), cols.start // sx:-(-cols.stop // sx)] += self.cfg.mouth_weight
+        return weights
 
     def _window_audio(self, inputs, frames):
         """The audio windows of the judged frames, read from each stream's speech at their media time."""

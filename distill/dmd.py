@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 
 
-def _mean(x: torch.Tensor, mask: torch.Tensor | None, dims: tuple[int, ...] | None = None) -> torch.Tensor:
-    """Mean of x over `dims` (None: all), or over the elements where the broadcast `mask` is 1."""
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None, dims: tuple[int, ...] | None = None) -> torch.Tensor:
+    """Mean of x over `dims` (None: all), or over the elements where the broadcast `mask` is 1; a mask of
+    non-negative weights gives the weighted mean sum(w x) / sum(w)."""
     if mask is None:
         return x.mean() if dims is None else x.mean(dim=dims, keepdim=True)
     mask = mask.to(x.dtype).expand_as(x)
@@ -34,11 +35,12 @@ def dmd_gradient(x: torch.Tensor, real_x0: torch.Tensor, fake_x0: torch.Tensor, 
     """DMD eq. 7 direction with the eq. 8 normaliser: (fake_x0 - real_x0) / mean|x - real_x0| per sample.
 
     x, real_x0, fake_x0: [B, ...] (x the generator sample, the others the denoisers' x0 predictions).
-    mask: broadcastable to x (e.g. [B, 1, F, 1, 1]), 1 where an element is judged: the normaliser
-    is the mean over those elements only.
+    mask: broadcastable to x (e.g. [B, 1, F, 1, 1]), > 0 where an element is judged: the normaliser
+    is the plain mean over those elements only (a loss weight in the mask does not change it).
     """
     dims = tuple(range(1, x.ndim))
-    norm = _mean((x.detach() - real_x0).abs(), mask, dims).clamp_min(eps)  # [B, 1, ...]
+    judged = None if mask is None else mask > 0
+    norm = masked_mean((x.detach() - real_x0).abs(), judged, dims).clamp_min(eps)  # [B, 1, ...]
     return (fake_x0 - real_x0) / norm
 
 
@@ -47,10 +49,12 @@ def dmd_generator_loss(x: torch.Tensor, real_x0: torch.Tensor, fake_x0: torch.Te
     """Surrogate whose gradient w.r.t. x is the DMD gradient (eq. 7/8) divided by x.numel():
     0.5 * mean((x - sg[x - g])^2)  =>  d/dx = g / numel. real_x0 / fake_x0 are treated as constants.
     With a 0/1 `mask` (broadcastable to x) only the masked elements count: d/dx = mask * g / mask.sum()
-    (frames a window holds as context only, e.g. those of another prompt, get no gradient from it)."""
+    (frames a window holds as context only, e.g. those of another prompt, get no gradient from it);
+    a mask of weights (an avatar's mouth weighted up) scales each element's gradient the same way,
+    so the fixed point (fake = real) is the same and only where the generator moves first changes."""
     with torch.no_grad():
         target = x - dmd_gradient(x, real_x0.detach(), fake_x0.detach(), mask=mask)
-    return 0.5 * _mean((x.float() - target.float()) ** 2, mask)
+    return 0.5 * masked_mean((x.float() - target.float()) ** 2, mask)
 
 
 def flow_matching_loss(pred_flow: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor,
@@ -59,7 +63,7 @@ def flow_matching_loss(pred_flow: torch.Tensor, x0: torch.Tensor, eps: torch.Ten
     || v_phi(x_t, t) - (eps - x0) ||^2 with x0 = sg[G(z)] (mean over the masked elements with a mask)."""
     if mask is None:
         return F.mse_loss(pred_flow.float(), (eps - x0).float())
-    return _mean((pred_flow.float() - (eps - x0).float()) ** 2, mask)
+    return masked_mean((pred_flow.float() - (eps - x0).float()) ** 2, mask)
 
 
 def cfg_flow(cond: torch.Tensor, uncond: torch.Tensor, guidance: float) -> torch.Tensor:

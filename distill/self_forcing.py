@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from distill.config import SelfForcingStageConfig
-from distill.dmd import cfg_flow, dmd_generator_loss, flow_matching_loss, lead_sigma
+from distill.dmd import cfg_flow, dmd_generator_loss, flow_matching_loss, lead_sigma, masked_mean
 from distill.parallel import broadcast_ints, global_batch, rank_slice
 from distill.rollout import Switch, labelled_windows, run_rollout, score_windows
 from distill.shapes_data import StartImages
@@ -50,7 +50,9 @@ class ScoredBatch:
 
     windows: torch.Tensor  # [B*n, C, W, h, w] latent clips (with gradient at the exit steps in a student rollout)
     text: torch.Tensor  # [B*n, L, D] the prompt each window is judged under
-    mask: torch.Tensor | None  # [B*n, 1, W, 1, 1] 1 where a frame is judged (None: every frame)
+    # [B*n, 1, W, 1, 1] 1 where a frame is judged (None: every frame); times the streams' spatial
+    # loss weights ([B*n, 1, W, h, w]) when the inputs bring them
+    mask: torch.Tensor | None
     logs: dict[str, float]  # what the rollout did (options only)
     audio: torch.Tensor | None = None  # [B*n, W, M, A] the windows' audio features (avatar models)
 
@@ -68,6 +70,7 @@ class RolloutInputs:
     new_prompts: list[str]  # each stream's prompt after a switch
     images: list | None = None  # uint8 [H, W, 3] start image per stream (None: no image start)
     audio: list | None = None  # float PCM per stream from media time 0 (avatar models)
+    weights: torch.Tensor | None = None  # [B, 1, 1, h, w] per-stream loss weight of each latent pixel (avatars' mouth)
 
 
 class SelfForcingDMD(Method):
@@ -208,6 +211,9 @@ class SelfForcingDMD(Method):
         mask = None
         if any(v == 0.0 for r in rows for v in r):
             mask = torch.cat([torch.tensor(r).view(1, 1, -1, 1, 1).expand(b, 1, -1, 1, 1) for r in rows]).to(self.device)
+        if inputs.weights is not None:  # the same map on every window of a stream (window-major, as the windows)
+            weights = inputs.weights.to(self.device).repeat(len(chosen), 1, 1, 1, 1)  # [B*n, 1, 1, h, w]
+            mask = weights if mask is None else mask * weights
         logs = {}
         if cfg.rollout_min_chunks > 0:
             logs["rollout_chunks"] = float(chunks)
@@ -273,8 +279,7 @@ class SelfForcingDMD(Method):
             fake = self.critic(x_t, self.schedule.timestep(sigma), text, **batch.conditions).float()
             fake = self.schedule.x0_from_flow(x_t, fake, sigma)
         loss = dmd_generator_loss(x, real, fake, mask=batch.mask)
-        gap = (x.detach() - real).abs()
-        gap = gap.mean() if batch.mask is None else (gap * batch.mask).sum() / (batch.mask.expand_as(gap).sum())
+        gap = masked_mean((x.detach() - real).abs(), None if batch.mask is None else batch.mask > 0)  # plain, over judged frames
         return loss, {"dmd_loss": loss.item(), "real_gap": gap.item(), **batch.logs}
 
     def state_dict(self):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import distill.self_forcing as self_forcing_module
-from distill.avatar_data import AvatarDataset
+from distill.avatar_data import AvatarDataset, mouth_box, render_face
 from distill.avatar_stages import AvatarSelfForcingDMD, data_config
 from distill.config import AvatarDataConfig, load_config
 from models.generator import StreamingGenerator
@@ -130,3 +130,39 @@ def test_avatar_switch_is_the_served_update_with_audio_in_place(parts, monkeypat
 def test_avatar_stage_rejects_image_share(parts):
     with pytest.raises(ValueError, match="image_share"):
         method(parts, image_share=0.5)
+
+
+def test_mouth_box_holds_every_pixel_the_mouth_moves():
+    faces = AvatarDataset(5, AvatarDataConfig(width=64, height=64))
+    for i in range(8):
+        identity = faces.identity(i)
+        still = np.zeros((2, 2))
+        closed, opened = render_face(identity, np.array([0.0, 1.0]), np.ones(2), still, 64, 64)
+        moved = np.abs(closed.astype(int) - opened.astype(int)).sum(axis=-1)  # [H, W] what opening the mouth changes
+        rows, cols = mouth_box(identity, 64, 64, pad=faces.config.head_motion + 2.0)  # as the stage and the scorer pad it
+        inside = np.zeros(moved.shape, bool)
+        inside[rows, cols] = True
+        assert moved.sum() > 0 and moved[inside].sum() >= 0.98 * moved.sum()  # all but the anti-aliased lip corners
+        assert inside.mean() < 0.2  # a small part of the frame
+
+
+def test_mouth_weight_weighs_the_mouth_in_every_judged_window(parts):
+    plain = method(parts, rollout_chunks=3, score_frames=3)
+    weighted = method(parts, rollout_chunks=3, score_frames=3, mouth_weight=4.0)
+    a, b = plain._rollout(grad=False), weighted._rollout(grad=False)
+    assert torch.equal(a.windows, b.windows)  # the same rollout: only the loss weights differ
+    assert a.mask.shape[-2:] == (1, 1)
+    mask = b.mask  # [B*n, 1, W, h, w]
+    assert mask.shape[-2:] == a.windows.shape[-2:]
+    assert torch.equal(mask > 0, (a.mask > 0).expand_as(mask))  # the same judged frames: the lead image never
+    values = set(mask[mask > 0].unique().tolist())
+    assert values == {1.0, 5.0}
+    # where the weight sits: the latent pixels of the face's mouth box (the stream's face, drawn by the rollout)
+    identity = weighted.faces.identity(weighted.last_ids[0])
+    rows, cols = mouth_box(identity, 32, 32, pad=weighted.faces.config.head_motion + 2.0)
+    up = mask[0, 0, 1] > 1  # [h, w], a judged frame of stream 0
+    s = 32 // up.shape[0]
+    ys, xs = torch.nonzero(up, as_tuple=True)
+    assert ys.min() * s <= rows.start and (ys.max() + 1) * s >= rows.stop
+    assert xs.min() * s <= cols.start and (xs.max() + 1) * s >= cols.stop
+    assert up.float().mean() < 0.5

@@ -55,6 +55,20 @@ def test_dmd_gradient_direction_and_normaliser():
     assert (x.detach() - 0.1 * x.grad - real).abs().sum() < (x.detach() - real).abs().sum()
 
 
+def test_a_weight_mask_scales_each_elements_gradient_and_leaves_the_normaliser():
+    torch.manual_seed(0)
+    x, real, fake = torch.randn(2, 6), torch.randn(2, 6), torch.randn(2, 6)
+    judged = torch.tensor([[0.0, 1, 1, 1, 1, 1], [0, 1, 1, 1, 1, 1]])
+    weights = judged * torch.tensor([1.0, 1, 5, 5, 1, 1])  # an element weighted up, as an avatar's mouth
+    # the eq. 8 normaliser is the plain mean over the judged elements, whatever their weights
+    assert torch.allclose(dmd_gradient(x, real, fake, mask=weights), dmd_gradient(x, real, fake, mask=judged))
+    g = dmd_gradient(x, real, fake, mask=judged)
+    x.requires_grad_(True)
+    dmd_generator_loss(x, real, fake, mask=weights).backward()
+    assert torch.allclose(x.grad, weights * g / weights.sum())  # d/dx = w g / sum(w)
+    assert x.grad[:, 0].abs().max() == 0  # an unjudged element gets nothing
+
+
 def test_cfg_convention_matches_self_forcing():
     cond, uncond = torch.randn(4), torch.randn(4)
     # framecast: uncond + g (cond - uncond); Self-Forcing's cond + 3 (cond - uncond) is g = 4

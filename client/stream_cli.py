@@ -19,7 +19,8 @@ from client.errors import ConnectionLostError, UsageError
 from client.http_common import API_KEY_ENV, DEFAULT_URL, URL_ENV
 from client.mp4_writer import Mp4Writer
 from client.protocol.chunks import FORMATS
-from client.realtime import Chunk, RealtimeClient, RealtimeSession
+from client.realtime import Chunk
+from client.realtime_sync import RealtimeClient, RealtimeSession
 
 
 @dataclass(frozen=True)

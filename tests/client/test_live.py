@@ -13,7 +13,8 @@ from PIL import Image
 from client.cli import main
 from client.errors import BadRequestError, NotFoundError, UnauthorizedError, UnsupportedError
 from client.jobs import AsyncJobsClient, JobsClient
-from client.realtime import AsyncRealtimeClient, RealtimeClient
+from client.realtime import AsyncRealtimeClient
+from client.realtime_sync import RealtimeClient
 from tests.server_harness import ffprobe_video, model_info, running_server
 
 @pytest.fixture(scope="module")

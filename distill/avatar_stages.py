@@ -265,6 +265,7 @@ class AvatarSelfForcingDMD(SelfForcingDMD):
 
     lead_image = True
     switch_prompts = 1  # a switch keeps the avatar's one prompt
+    has_mouth = True
 
     def __init__(self, gen, teacher, critic, faces: AvatarDataset, cfg, seed: int = 0, null_text=None):
         from distill.avatar_data import PROMPT

@@ -77,6 +77,7 @@ class SelfForcingDMD(Method):
     main_role = "student"
     lead_image = False  # True: every judged window leads with the stream's clean start-image latent (avatars)
     switch_prompts = 2  # prompts a switch rollout needs (a stream switches to another one)
+    has_mouth = False  # True: the streams are faces whose mouth `mouth_weight` can weigh up (avatars)
 
     def __init__(self, gen: StreamingGenerator, teacher: CausalWanTransformer, critic: CausalWanTransformer,
                  prompts: list[str], cfg: SelfForcingStageConfig, seed: int = 0, negative_prompt: str = "",
@@ -108,6 +109,8 @@ class SelfForcingDMD(Method):
                              "(a chunk before the switch and a whole judged window after it)")
         if cfg.image_share > 0 and images is None:
             raise ValueError("start-image rollouts need start images (self_forcing.prompts: shapes)")
+        if cfg.mouth_weight > 0 and not self.has_mouth:
+            raise ValueError("mouth_weight applies to avatar models only (their streams are faces with a mouth)")
 
     def roles(self):
         return {"student": self.student, "critic": self.critic, "teacher": self.teacher}

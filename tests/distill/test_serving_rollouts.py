@@ -285,6 +285,11 @@ def test_image_share_needs_start_images(parts):
         method(parts, image_share=0.5)
 
 
+def test_mouth_weight_is_refused_where_there_is_no_face(parts):
+    with pytest.raises(ValueError, match="mouth_weight"):
+        method(parts, mouth_weight=3.0)
+
+
 def test_supports_image_says_whether_the_weights_were_trained_from_images(parts, tmp_path):
     """framecast.json's supports_image (and the loaded model's info) turns true after a self-forcing
     run with image rollouts, stays true after a later one without, and is false before."""

@@ -205,8 +205,8 @@ class SelfForcingStageConfig(StageConfig):
     guidance: float = 4.0  # real score: uncond + g * (cond - uncond) (= cond + 3 (cond - uncond))
     audio_guidance: float = 1.0  # avatar models: the real score's audio CFG scale s_a (avatar_stages.py `guided_flow`)
     # avatar models: the DMD and critic losses weigh the latent pixels of each face's mouth box
-    # (avatar_data.mouth_box: the open mouth at rest plus the head motion) 1 + this; the mouth is a few
-    # percent of a frame and all of its lip-sync (0 = uniform, the plain DMD loss)
+    # (avatar_data.mouth_box: the open mouth at rest plus the head motion) 1 + this; the box is ~14 % of
+    # the latent pixels at 64x64 and all of the lip-sync (0 = uniform, the plain DMD loss)
     mouth_weight: float = 0.0
     min_sigma: float = 0.02  # DMD / critic noise levels are drawn in [min_sigma, max_sigma]
     max_sigma: float = 0.98

@@ -1,4 +1,5 @@
-"""Same frames (or same seed + prompt) -> byte-identical decoded frames, in separate processes.
+"""Same frames -> byte-identical decoded frames in separate processes; same seed + prompt -> identical
+model frames, and an MP4 that decodes to within a level of them (see the generate test).
 
 libx264 picks its thread count from the CPUs a process may use, and its output depends on that
 count, so the second process of each pair runs pinned to one CPU: with the encoder's default
@@ -56,13 +57,33 @@ def test_encoders_give_the_same_frames_in_every_process(tmp_path):
         np.testing.assert_array_equal(first, second, err_msg=suffix)
 
 
+GENERATE = r"""
+import hashlib, sys
+import numpy as np
+from models import load_generator
+gen = load_generator("tiny", device="cpu", max_batch=1)
+stream = gen.stream("a red circle", seed=int(sys.argv[1]))
+frames = np.concatenate([next(stream).frames for _ in range(3)])
+print(hashlib.sha256(frames.tobytes()).hexdigest())
+"""
+
+
 @needs_two_cpus
 def test_generate_same_seed_same_frames_across_processes(tmp_path):
+    # the model's frames: identical in every process, whatever its CPUs
+    digests = [_run(["-c", GENERATE, "3"], pin_one_cpu=pin).stdout.split()[-1] for pin in (False, True)]
+    assert digests[0] == digests[1]
+    assert _run(["-c", GENERATE, "4"], pin_one_cpu=False).stdout.split()[-1] != digests[0]
+    # the MP4 `framecast generate` writes: libx264 is not bit-reproducible when the model runs between its
+    # calls (even with one encoder thread; measured 2026-11-29: two outcomes per process at random, 0.3
+    # levels apart on average, in 5 % of the pixels of two frames), so the decoded clips agree to within a
+    # level, where another seed is ~26 levels away
     outputs = []
-    for i, pin in enumerate((False, True)):
+    for i, (seed, pin) in enumerate(((3, False), (3, True), (4, False))):
         out = tmp_path / f"clip{i}.mp4"
-        _run(["-m", "client.cli", "generate", "a red circle", "--model", "tiny", "--seed", "3", "--frames", "9",
+        _run(["-m", "client.cli", "generate", "a red circle", "--model", "tiny", "--seed", str(seed), "--frames", "9",
               "--device", "cpu", "-o", str(out)], pin_one_cpu=pin)
-        outputs.append(decode(out))
+        outputs.append(decode(out).astype(np.int16))
     assert outputs[0].shape == (9, 64, 64, 3)
-    np.testing.assert_array_equal(outputs[0], outputs[1])
+    assert np.abs(outputs[0] - outputs[1]).mean() < 1.0
+    assert np.abs(outputs[0] - outputs[2]).mean() > 10.0

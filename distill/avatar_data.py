@@ -220,11 +220,15 @@ def render_face(identity: Identity, opening: np.ndarray, eye_open: np.ndarray, o
     return np.rint(np.clip(video, 0, 255)).astype(np.uint8)
 
 
-def mouth_box(identity: Identity, width: int, height: int, pad: float) -> tuple[slice, slice]:
-    """(rows, columns) of the pixels the mouth can cover: its box fully open at rest, grown by `pad` pixels
-    (the idle head motion and a margin), clipped to a `width` x `height` canvas."""
+MOUTH_MARGIN = 2.0  # pixels around the mouth's box besides the head motion (the lips' edge and anti-aliasing)
+
+
+def mouth_box(identity: Identity, width: int, height: int, head_motion: float) -> tuple[slice, slice]:
+    """(rows, columns) of the pixels the mouth can cover: its box fully open at rest, grown by the idle
+    `head_motion` and MOUTH_MARGIN pixels, clipped to a `width` x `height` canvas."""
     cx, cy = identity.centre
     my = cy + identity.mouth_y
+    pad = head_motion + MOUTH_MARGIN
     return (slice(max(0, int(my - identity.mouth_h - pad)), min(height, int(np.ceil(my + identity.mouth_h + pad)))),
             slice(max(0, int(cx - identity.mouth_w - pad)), min(width, int(np.ceil(cx + identity.mouth_w + pad)))))
 

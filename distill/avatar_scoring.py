@@ -84,7 +84,7 @@ class FaceMeter:
         self.identity = identity
         h, w = start_image.shape[:2]
         cx, cy = identity.centre
-        self.mouth = mouth_box(identity, w, h, pad=head_motion + 2.0)
+        self.mouth = mouth_box(identity, w, h, head_motion)
         self.full_area = np.pi * identity.mouth_w * 0.8 * max(identity.mouth_h - 0.6, 0.5)
         # cheeks: beside the mouth line, between eyes and mouth, away from both
         ch = (slice(int(cy), int(cy + identity.mouth_y * 0.6)),)

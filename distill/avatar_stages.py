@@ -297,11 +297,11 @@ class AvatarSelfForcingDMD(SelfForcingDMD):
 
     def mouth_weights(self, identity) -> torch.Tensor:
         """[1, 1, h, w] latent loss weights of one face: 1 + mouth_weight on every latent pixel its mouth box
-        (avatar_data.mouth_box, grown by the idle head motion and 2 px) touches, 1 elsewhere."""
+        (avatar_data.mouth_box) touches, 1 elsewhere."""
         m = self.gen.cfg
         h, w = m.latent_height, m.latent_width
         sy, sx = m.stream.height // h, m.stream.width // w  # pixels per latent pixel
-        rows, cols = mouth_box(identity, m.stream.width, m.stream.height, pad=self.faces.config.head_motion + 2.0)
+        rows, cols = mouth_box(identity, m.stream.width, m.stream.height, self.faces.config.head_motion)
         weights = torch.ones(1, 1, h, w)
         weights[..., rows.start // sy:-(-rows.stop // sy), cols.start // sx:-(-cols.stop // sx)] += self.cfg.mouth_weight
         return weights

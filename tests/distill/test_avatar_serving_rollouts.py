@@ -139,7 +139,7 @@ def test_mouth_box_holds_every_pixel_the_mouth_moves():
         still = np.zeros((2, 2))
         closed, opened = render_face(identity, np.array([0.0, 1.0]), np.ones(2), still, 64, 64)
         moved = np.abs(closed.astype(int) - opened.astype(int)).sum(axis=-1)  # [H, W] what opening the mouth changes
-        rows, cols = mouth_box(identity, 64, 64, pad=faces.config.head_motion + 2.0)  # as the stage and the scorer pad it
+        rows, cols = mouth_box(identity, 64, 64, faces.config.head_motion)  # as the stage and the scorer take it
         inside = np.zeros(moved.shape, bool)
         inside[rows, cols] = True
         assert moved.sum() > 0 and moved[inside].sum() >= 0.98 * moved.sum()  # all but the anti-aliased lip corners
@@ -159,7 +159,7 @@ def test_mouth_weight_weighs_the_mouth_in_every_judged_window(parts):
     assert values == {1.0, 5.0}
     # where the weight sits: the latent pixels of the face's mouth box (the stream's face, drawn by the rollout)
     identity = weighted.faces.identity(weighted.last_ids[0])
-    rows, cols = mouth_box(identity, 32, 32, pad=weighted.faces.config.head_motion + 2.0)
+    rows, cols = mouth_box(identity, 32, 32, weighted.faces.config.head_motion)
     up = mask[0, 0, 1] > 1  # [h, w], a judged frame of stream 0
     s = 32 // up.shape[0]
     ys, xs = torch.nonzero(up, as_tuple=True)

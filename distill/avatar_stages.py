@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from distill.avatar_data import AvatarDataset, mouth_box
 from distill.config import AvatarDataConfig
-from distill.dmd import lead_sigma
+from distill.dmd import lead_sigma, masked_mean
 from distill.ode_init import ODERegressionMethod
 from distill.ode_pairs import SHARD_PATTERN, _write_shard
 from distill.parallel import broadcast_ints, global_batch, rank_slice
@@ -60,11 +60,11 @@ def data_config(model_cfg, data: AvatarDataConfig) -> AvatarDataConfig:
 
 
 @torch.no_grad()
-def build_avatar_latents(vae, text_encoder, cond: AudioConditioner, data_cfg: AvatarDataConfig, num_clips: int,
-                         latent_frames: int, seed: int, batch: int = 16, progress: bool = True) -> dict:
-    """latents [N, C, F, h, w], audio windows [N, F, M, A] (half), text [N, L, D] (half), prompts."""
+def build_avatar_latents(vae, text_encoder, cond: AudioConditioner, faces: AvatarDataset, num_clips: int,
+                         latent_frames: int, batch: int = 16, progress: bool = True) -> dict:
+    """latents [N, C, F, h, w], audio windows [N, F, M, A] (half), text [N, L, D] (half), prompts of the
+    faces 0..N-1 of `faces`."""
     frames = vae.num_video_frames(latent_frames)
-    faces = AvatarDataset(seed, data_cfg)
     latents, audio, texts, prompts = [], [], [], []
     starts = range(0, num_clips, batch)
     if progress:
@@ -146,19 +146,42 @@ def image_led_flow(teacher, image: torch.Tensor, text: torch.Tensor, audio: torc
     return model_fn
 
 
+def mouth_weight_map(identity, model_cfg, head_motion: float, weight: float) -> torch.Tensor:
+    """[1, 1, h, w] latent loss weights of one face: 1 + `weight` on every latent pixel its mouth box
+    (avatar_data.mouth_box, grown by the idle `head_motion`) touches, 1 elsewhere."""
+    h, w = model_cfg.latent_height, model_cfg.latent_width
+    s = model_cfg.stream
+    sy, sx = s.height // h, s.width // w  # pixels per latent pixel
+    rows, cols = mouth_box(identity, s.width, s.height, head_motion)
+    weights = torch.ones(1, 1, h, w)
+    weights[..., rows.start // sy:-(-rows.stop // sy), cols.start // sx:-(-cols.stop // sx)] += weight
+    return weights
+
+
+def dataset_mouth_weights(faces: AvatarDataset, n: int, model_cfg, weight: float) -> torch.Tensor:
+    """[n, 1, 1, h, w] `mouth_weight_map` of the faces 0..n-1 (a latent dataset's clips)."""
+    head_motion = faces.config.head_motion
+    return torch.stack([mouth_weight_map(faces.identity(i), model_cfg, head_motion, weight) for i in range(n)])
+
+
 class AvatarFlowMatchMethod(FlowMatchMethod):
     """Teacher: flow matching on [clean image | noised frames] clips with audio, text and audio dropout
-    (module docstring)."""
+    (module docstring). `mouth` [N, 1, 1, h, w]: per-clip latent loss weights (`dataset_mouth_weights`), or None."""
 
-    def __init__(self, model, schedule, data: dict, null_text, cfg, seed: int = 0, device="cpu"):
+    def __init__(self, model, schedule, data: dict, null_text, cfg, seed: int = 0, device="cpu",
+                 mouth: torch.Tensor | None = None):
         super().__init__(model, schedule, data, null_text, cfg, seed=seed, device=device)
         self.data = data
+        if mouth is not None and len(mouth) != len(data["latents"]):
+            raise ValueError(f"{len(mouth)} mouth weight maps for {len(data['latents'])} clips")
+        self.mouth = mouth
 
     def loss(self, role, step):
         """Flow-matching MSE (teacher_stage.py) on frames 1.. of image-led clips; the prompt dropped to ""
-        with `text_dropout`, the audio layers skipped with `audio_dropout` (independent draws)."""
+        with `text_dropout`, the audio layers skipped with `audio_dropout` (independent draws). With mouth
+        weights, the weighted mean sum(w e^2) / sum(w) over the same elements."""
         b, ft = self.cfg.batch_size, self.cfg.train_frames
-        x0, audio, text, _ = image_lead_crops(self.data, self.gen, b, ft)
+        x0, audio, text, idx = image_lead_crops(self.data, self.gen, b, ft)
         drop_text = torch.rand(b, generator=self.gen) < self.cfg.text_dropout
         drop_audio = torch.rand(b, generator=self.gen) < self.cfg.audio_dropout
         text = torch.where(drop_text[:, None, None], self.null_text.float(), text)
@@ -167,7 +190,9 @@ class AvatarFlowMatchMethod(FlowMatchMethod):
         eps = torch.randn(x0.shape, generator=self.gen).to(self.device)
         x_t = self.schedule.add_noise(x0, eps, sigma)
         pred = forward_dropping_audio(self.model, x_t, self.schedule.timestep(sigma), text, audio, drop_audio.to(self.device))
-        loss = F.mse_loss(pred[:, :, 1:].float(), self.schedule.flow_target(x0, eps)[:, :, 1:])
+        err = (pred[:, :, 1:].float() - self.schedule.flow_target(x0, eps)[:, :, 1:]) ** 2  # [B, C, F-1, h, w]
+        weights = None if self.mouth is None else self.mouth[idx].to(self.device)  # [B, 1, 1, h, w]
+        loss = masked_mean(err, weights)
         return loss, {"loss": loss.item()}
 
 
@@ -296,15 +321,8 @@ class AvatarSelfForcingDMD(SelfForcingDMD):
         return RolloutInputs(prompts, prompts, [x.video[0] for x in samples], [x.audio for x in samples], weights)
 
     def mouth_weights(self, identity) -> torch.Tensor:
-        """[1, 1, h, w] latent loss weights of one face: 1 + mouth_weight on every latent pixel its mouth box
-        (avatar_data.mouth_box) touches, 1 elsewhere."""
-        m = self.gen.cfg
-        h, w = m.latent_height, m.latent_width
-        sy, sx = m.stream.height // h, m.stream.width // w  # pixels per latent pixel
-        rows, cols = mouth_box(identity, m.stream.width, m.stream.height, self.faces.config.head_motion)
-        weights = torch.ones(1, 1, h, w)
-        weights[..., rows.start // sy:-(-rows.stop // sy), cols.start // sx:-(-cols.stop // sx)] += self.cfg.mouth_weight
-        return weights
+        """[1, 1, h, w] latent loss weights of one face (`mouth_weight_map`)."""
+        return mouth_weight_map(identity, self.gen.cfg, self.faces.config.head_motion, self.cfg.mouth_weight)
 
     def _window_audio(self, inputs, frames):
         """The audio windows of the judged frames, read from each stream's speech at their media time."""

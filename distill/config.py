@@ -149,6 +149,12 @@ class TeacherStageConfig(StageConfig):
     train_frames: int = 6  # latent frames per training crop (the teacher's clip length)
     text_dropout: float = 0.1  # chance a sample's prompt is replaced by "" (for CFG)
     audio_dropout: float = 0.1  # avatar models: chance a sample's audio layers are skipped (the null audio of audio CFG)
+    # avatar models: the flow-matching error on each face's mouth box (as self_forcing.mouth_weight) weighs
+    # 1 + this (0 = the plain MSE)
+    mouth_weight: float = 0.0
+    # a model directory whose teacher/ starts the run instead of random weights (fine-tuning a trained
+    # teacher; a checkpoint in the work dir, with --resume, still wins). "" = random init
+    init_from: str = ""
     encode_batch: int = 16
 
 

@@ -206,27 +206,54 @@ class Pipeline:
         data = load_or_build(path, lambda: None)
         encode_s = time.perf_counter() - start
         teacher = random_transformer(self.model_cfg, seed=self.cfg.seed, device=self.device)
+        if tc.init_from:
+            teacher.load_state_dict(self._init_teacher(Path(tc.init_from)).state_dict())
+        schedule = FlowMatchSchedule(self.model_cfg.schedule)
         if self.avatar:
-            from distill.avatar_stages import AvatarFlowMatchMethod as method_class
+            from distill.avatar_stages import AvatarFlowMatchMethod, dataset_mouth_weights
+
+            mouth = None
+            if tc.mouth_weight > 0:
+                mouth = dataset_mouth_weights(self._avatar_faces(), len(data["latents"]), self.model_cfg, tc.mouth_weight)
+            method = AvatarFlowMatchMethod(teacher, schedule, data, null_text(text), tc, seed=rank_seed(self.cfg.seed),
+                                           device=self.device, mouth=mouth)
         else:
-            method_class = FlowMatchMethod
-        method = method_class(teacher, FlowMatchSchedule(self.model_cfg.schedule), data, null_text(text), tc,
-                              seed=rank_seed(self.cfg.seed), device=self.device)
+            if tc.mouth_weight > 0:
+                raise StageError("teacher.mouth_weight applies to avatar models only (their clips are faces with a mouth)")
+            method = FlowMatchMethod(teacher, schedule, data, null_text(text), tc, seed=rank_seed(self.cfg.seed),
+                                     device=self.device)
         trainer = self._trainer(method, tc, "teacher")
         result = trainer.run(resume=resume)
         trained = trainer.export("teacher", CausalWanTransformer(self.model_cfg.transformer).to(self.device))
         self._save(teacher=trained)
         return {**result, "encode_s": round(encode_s, 2)}
 
+    def _init_teacher(self, model_dir: Path) -> CausalWanTransformer:
+        """The trained teacher a `teacher.init_from` run starts from; its architecture must be this recipe's."""
+        path = model_dir / "teacher"
+        if not (path / "config.json").exists():
+            raise StageError(f"teacher.init_from: no teacher at {path}")
+        trained = CausalWanTransformer.from_pretrained(path, device=self.device).float()
+        if trained.config != self.model_cfg.transformer:
+            raise StageError(f"teacher.init_from: the teacher at {path} is not this recipe's architecture")
+        return trained
+
+    def _avatar_faces(self):
+        """The talking faces the teacher's latent dataset encodes (clip i is face i)."""
+        from distill.avatar_data import AvatarDataset
+        from distill.avatar_stages import data_config
+
+        return AvatarDataset(self.cfg.seed + 1, data_config(self.model_cfg, self.cfg.avatar))
+
     def _build_latents(self, vae, text, tc) -> dict:
         from distill.latents import build_latent_dataset
 
         if self.avatar:
-            from distill.avatar_stages import build_avatar_latents, conditioner, data_config
+            from distill.avatar_stages import build_avatar_latents, conditioner
 
             return build_avatar_latents(vae, text, conditioner(self.model_cfg, vae.temporal_compression),
-                                        data_config(self.model_cfg, self.cfg.avatar), tc.num_clips,
-                                        tc.clip_latent_frames, self.cfg.seed + 1, tc.encode_batch, self.progress)
+                                        self._avatar_faces(), tc.num_clips, tc.clip_latent_frames, tc.encode_batch,
+                                        self.progress)
         return build_latent_dataset(vae, text, self.cfg.data, tc.num_clips, tc.clip_latent_frames, self.cfg.seed + 1,
                                     tc.encode_batch, self.progress)
 

@@ -84,3 +84,58 @@ def test_guided_score_without_audio_guidance_is_the_text_guided_score(tiny):
         assert torch.allclose(guided_flow(model, x, t, text, audio, None, 1.0, 2.5), text_only + 2.5 * (full - text_only), atol=1e-5)
         both = guided_flow(model, x, t, text, audio, null, 3.0, 2.5)
     assert torch.allclose(both, uncond + 3.0 * (text_only - uncond) + 2.5 * (full - text_only), atol=1e-4)
+
+
+class _FixedOutput(torch.nn.Module):
+    """A 'model' whose flow prediction is one trainable tensor, so the loss's gradient on each element can be read."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.out = torch.nn.Parameter(torch.randn(shape, generator=torch.Generator().manual_seed(3)))
+
+    def forward(self, x, t, text, audio=None):
+        return self.out
+
+
+def _teacher_grad(cfg, mouth):
+    tc = TeacherStageConfig(batch_size=3, train_frames=5, text_dropout=0.0, audio_dropout=0.0)
+    data = _dataset(cfg)
+    t = cfg.transformer
+    model = _FixedOutput((3, t.in_channels, 5, cfg.latent_height, cfg.latent_width))
+    method = AvatarFlowMatchMethod(model, FlowMatchSchedule(cfg.schedule), data, torch.zeros(1, 4, t.text_dim), tc,
+                                   seed=1, mouth=mouth)
+    loss, _ = method.loss("teacher", 0)
+    loss.backward()
+    gen = torch.Generator().manual_seed(1)  # the method's first draw: the clips of the batch
+    idx = torch.randint(0, len(data["latents"]), (3,), generator=gen)
+    return model.out.grad, idx
+
+
+def test_teacher_mouth_weight_scales_each_elements_gradient_by_its_clips_map(tiny):
+    """teacher.mouth_weight: the flow-matching loss is the weighted mean sum(w e^2) / sum(w), so against the plain
+    MSE each element's gradient scales by w n / sum(w), with each clip's own map; frame 0 (the image) has none."""
+    cfg, _ = tiny
+    g = torch.Generator().manual_seed(5)
+    mouth = 1.0 + 3.0 * (torch.rand(6, 1, 1, cfg.latent_height, cfg.latent_width, generator=g) < 0.3).float()
+    plain, idx = _teacher_grad(cfg, None)
+    weighted, idx2 = _teacher_grad(cfg, mouth)
+    assert torch.equal(idx, idx2) and len(set(idx.tolist())) > 1
+    assert plain[:, :, 0].abs().max() == 0 and weighted[:, :, 0].abs().max() == 0
+    w = mouth[idx].expand(-1, plain.shape[1], 4, -1, -1)  # [B, C, 4, h, w] the weights of frames 1..
+    expected = plain[:, :, 1:] * w * w.numel() / w.sum()
+    torch.testing.assert_close(weighted[:, :, 1:], expected, rtol=1e-4, atol=1e-7)
+
+
+def test_dataset_mouth_weights_are_each_faces_mouth_box():
+    """Clip i of the teacher's latent dataset is face i: its map is 1 + weight on face i's mouth box."""
+    from distill.avatar_data import AvatarDataset
+    from distill.avatar_stages import dataset_mouth_weights, mouth_weight_map
+
+    cfg = preset("shapes-avatar-untrained")
+    faces = AvatarDataset(1)
+    mouth = dataset_mouth_weights(faces, 5, cfg, 3.0)  # [5, 1, 1, h, w]
+    assert mouth.shape == (5, 1, 1, cfg.latent_height, cfg.latent_width)
+    for i in range(5):
+        assert torch.equal(mouth[i], mouth_weight_map(faces.identity(i), cfg, faces.config.head_motion, 3.0))
+    assert set(mouth.unique().tolist()) == {1.0, 4.0}
+    assert len({m.numpy().tobytes() for m in mouth}) > 1  # each face has its own box

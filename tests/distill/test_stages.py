@@ -248,3 +248,35 @@ def test_decoder_latents_encoded_in_windows_as_the_teachers_clips_are():
     method = DecoderFinetuneMethod(vae, cfg, ShapesDataConfig(width=16, height=16))
     clips = method.batch()
     torch.testing.assert_close(method.encode(clips), encode_in_windows(vae, clips, 3), rtol=0, atol=0)
+
+
+def test_teacher_init_from_starts_the_run_from_a_trained_teacher(tmp_path):
+    """teacher.init_from: the stage starts from that directory's teacher/ (lr 0: it ends there too), not from
+    random weights; a teacher of another architecture is refused."""
+    from distill.pipeline import Pipeline, StageError
+    from models.model_dir import save_model_dir
+    from tests.distill.tiny_recipe import tiny_recipe
+
+    base = tiny_recipe(tmp_path / "a")
+    cfg = base.model_config()
+    torch.manual_seed(0)
+    save_model_dir(tmp_path / "a" / "model", cfg, vae=VideoVAE.from_config(cfg.vae).eval())
+    start = random_transformer(cfg, seed=7)
+    save_model_dir(tmp_path / "trained", cfg, teacher=start)
+
+    def run(**teacher):
+        recipe = tiny_recipe(tmp_path / "a", teacher={"max_steps": 1, "lr": 0.0, "num_clips": 4, **teacher})
+        Pipeline(recipe, progress=False).run("teacher")
+        out = random_transformer(cfg, seed=1)
+        out.load_state_dict(type(out).from_pretrained(tmp_path / "a" / "model" / "teacher").state_dict())
+        return out.state_dict()
+
+    def same(a, b):
+        return all(torch.equal(a[k], b[k]) for k in a)
+
+    assert same(run(init_from=str(tmp_path / "trained")), start.state_dict())
+    assert not same(run(), start.state_dict())
+    other = dataclasses.replace(cfg, transformer=dataclasses.replace(cfg.transformer, num_layers=cfg.transformer.num_layers + 1))
+    save_model_dir(tmp_path / "other", other, teacher=random_transformer(other, seed=0))
+    with pytest.raises(StageError, match="architecture"):
+        run(init_from=str(tmp_path / "other"))

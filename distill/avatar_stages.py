@@ -44,6 +44,7 @@ from distill.shapes_data import to_model_video
 from distill.teacher_stage import FlowMatchMethod
 from models.audio import AudioConditioner
 from models.schedule import shift_sigma
+from models.vae import uint8_to_video
 
 
 def conditioner(model_cfg, temporal_compression: int) -> AudioConditioner:
@@ -82,16 +83,33 @@ def build_avatar_latents(vae, text_encoder, cond: AudioConditioner, faces: Avata
     return {"latents": torch.cat(latents), "audio": torch.cat(audio), "text": torch.cat(texts), "prompts": prompts}
 
 
+@torch.no_grad()
+def still_leads(vae, faces: AvatarDataset, num_clips: int, still_frames: int, batch: int = 16) -> torch.Tensor:
+    """[N, C, 1, h, w] the start image of faces 0..N-1 in the code a stream commits it in
+    (`VideoVAE.encode_start_image` with the model's `stream.image_still_frames`)."""
+    out = []
+    for start in range(0, num_clips, batch):
+        images = np.stack([faces.sample(i, 1).video[0] for i in range(start, min(start + batch, num_clips))])
+        pixels = uint8_to_video(images[:, None])[:, :, 0].to(vae.device)  # [b, 3, H, W] as a stream's start image
+        out.append(vae.encode_start_image(pixels, still_frames).float().cpu())
+    return torch.cat(out)
+
+
 def image_lead_crops(data: dict, gen: torch.Generator, b: int, frames: int):
     """b clips [image | frames - 1 contiguous frames from anywhere after it]: (x0 [b, C, frames, h, w],
-    audio [b, frames, M, A], text [b, L, D]) from a latent dataset."""
+    audio [b, frames, M, A], text [b, L, D]) from a latent dataset. The image is `data["lead"]` (the start
+    image in the code the stream commits it in: `still_leads`) when the dataset has it, else the clip's
+    latent frame 0."""
     lat, aud = data["latents"], data["audio"]
+    lead = data.get("lead")
+    if lead is None:
+        lead = lat[:, :, :1]
     n, f = lat.shape[0], lat.shape[2]
     if frames > f:
         raise ValueError(f"{frames} frames asked of clips of {f} latent frames")
     idx = torch.randint(0, n, (b,), generator=gen).tolist()
     start = torch.randint(1, f - frames + 2, (b,), generator=gen).tolist()
-    x0 = torch.stack([torch.cat([lat[i, :, :1], lat[i, :, s:s + frames - 1]], dim=1) for i, s in zip(idx, start)])
+    x0 = torch.stack([torch.cat([lead[i], lat[i, :, s:s + frames - 1]], dim=1) for i, s in zip(idx, start)])
     audio = torch.stack([torch.cat([aud[i, :1], aud[i, s:s + frames - 1]]) for i, s in zip(idx, start)]).float()
     return x0, audio, data["text"][idx].float(), idx
 

@@ -47,14 +47,15 @@ class AvatarTeacherSampler(TeacherSampler):
 
         f = self.clip_latent_frames
         pixels = uint8_to_video(np.stack(images)[:, None])[:, :, 0].to(self.device)  # [B, 3, H, W]
-        image = self.vae.encode_image(pixels).float()  # [B, C, 1, h, w]
+        image = self.vae.encode_image(pixels).float()  # [B, C, 1, h, w] the first frame shown
+        lead = self.vae.encode_start_image(pixels, self.cfg.stream.image_still_frames).float()  # as a stream commits it
         c, _, h, w = image.shape[1:]
         noise = torch.stack([torch.randn((c, f, h, w), generator=torch.Generator().manual_seed(s)) for s in seeds])
         pcm = torch.from_numpy(np.stack(audio))  # [B, S]
         windows = self.audio.windows(pcm, 0, 0, f).to(self.device, self.dtype)  # [B, F, M, A]
         text = self.text.get_batch([prompt] * len(seeds))[0].to(self.device, self.dtype)  # [B, L, D]
         null = self.text.get("")[0].to(self.device, self.dtype) if self.guidance != 1.0 else None  # [1, L, D]
-        flow = image_led_flow(self.teacher, image.to(self.dtype), text, windows, null, self.guidance, self.audio_guidance)
+        flow = image_led_flow(self.teacher, lead.to(self.dtype), text, windows, null, self.guidance, self.audio_guidance)
         latents = self.schedule.sample(lambda x, t: flow(x.to(self.dtype), t), noise.to(self.device),
                                        self.schedule.teacher_sigmas(self.steps), per_frame_timesteps=True)
         latents[:, :, :1] = image

@@ -203,7 +203,7 @@ class Pipeline:
         if is_main_process():  # rank 0 encodes the dataset; the others read its file
             load_or_build(path, lambda: self._build_latents(vae, text, tc))
         barrier()
-        data = load_or_build(path, lambda: None)
+        data = self._with_still_leads(path, load_or_build(path, lambda: None), vae)
         encode_s = time.perf_counter() - start
         teacher = random_transformer(self.model_cfg, seed=self.cfg.seed, device=self.device)
         if tc.init_from:
@@ -238,6 +238,24 @@ class Pipeline:
             raise StageError(f"teacher.init_from: the teacher at {path} is not this recipe's architecture")
         return trained
 
+    def _with_still_leads(self, path: Path, data: dict, vae) -> dict:
+        """An avatar model whose stream commits start images as a still video's code
+        (`stream.image_still_frames` > 0): the latent dataset gains `lead`, each clip's start image in that
+        code (`avatar_stages.still_leads`), computed once and saved beside the latents (rank 0)."""
+        still = self.model_cfg.stream.image_still_frames
+        if not self.avatar or still <= 0 or data.get("lead_still_frames") == still:
+            return data
+        from distill.avatar_stages import still_leads
+
+        if is_main_process():
+            data["lead"] = still_leads(vae, self._avatar_faces(), len(data["latents"]), still, self.cfg.teacher.encode_batch)
+            data["lead_still_frames"] = still
+            tmp = path.with_suffix(".tmp")
+            torch.save(data, tmp)
+            tmp.replace(path)
+        barrier()
+        return torch.load(path, map_location="cpu", weights_only=False)
+
     def _avatar_faces(self):
         """The talking faces the teacher's latent dataset encodes (clip i is face i)."""
         from distill.avatar_data import AvatarDataset
@@ -262,7 +280,7 @@ class Pipeline:
 
         pc = self.cfg.ode_pairs
         teacher = self.load_transformer("teacher").requires_grad_(False)
-        self.load_vae()
+        vae = self.load_vae()
         shards = self.stage_dir("ode-pairs")
         if not resume and is_main_process():
             for old in shards.glob("batch-*.safetensors"):
@@ -272,7 +290,8 @@ class Pipeline:
             from distill.avatar_stages import sample_avatar_ode_pairs
             from distill.latents import load_or_build, null_text
 
-            data = load_or_build(self.stage_dir("teacher") / "latents.pt", lambda: None)
+            path = self.stage_dir("teacher") / "latents.pt"
+            data = self._with_still_leads(path, load_or_build(path, lambda: None), vae)
             start = time.perf_counter()
             written = sample_avatar_ode_pairs(teacher, FlowMatchSchedule(self.model_cfg.schedule), data, pc, shards,
                                               seed=self.cfg.seed, device=self.device, progress=self.progress,

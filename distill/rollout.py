@@ -37,7 +37,7 @@ class Switch:
 class Rollout:
     latents: torch.Tensor  # [B, C, (chunks - grad_from) * c, h, w]: the kept chunks
     grad_from: int  # chunk index of latents' first chunk
-    image_latents: torch.Tensor | None  # [B, C, 1, h, w] the committed start images (None: no image start)
+    image_latents: torch.Tensor | None  # [B, C, 1, h, w] the start images as committed to the sink (None: no image start)
 
 
 def run_rollout(gen: StreamingGenerator, prompts: list[str], seeds: list[int], num_chunks: int,
@@ -62,7 +62,7 @@ def run_rollout(gen: StreamingGenerator, prompts: list[str], seeds: list[int], n
             streams.append(gen.open(Conditioning(prompt, seed=seed, image=image)))
             if audio is not None:
                 streams[-1].audio.write(0, audio[len(streams) - 1])
-        starts = [s.image_latent for s in streams if s.image_latent is not None]  # [1, C, 1, h, w] each
+        starts = [s.sink_latent for s in streams if s.sink_latent is not None]  # [1, C, 1, h, w] each, as committed
         image_latents = torch.cat(starts) if len(starts) == len(streams) else None
         for i in range(num_chunks):
             if switch is not None and i == switch.chunk:

@@ -95,6 +95,13 @@ class StreamConfig:
     # (rows and columns) of each query's place in its frame; the sink and recent frames stay dense
     local_radius: int | None = None
     local_recent_frames: int = 3
+    # how a start image is committed to the sink: 0 = as the VAE codes a video's first frame (`encode_image`);
+    # N > 0 = as the last latent frame of a still video of the image N latent frames long (`encode_still`):
+    # the code of the scene at rest mid-video, the code the chunks after it are in, where a causal VAE's
+    # first-frame code is as far from it as another face is (docs/DISTILL.md, "The start image's code").
+    # The first frame shown is the first-frame code either way. Avatar recipes; the teacher leads its clips
+    # with the same code
+    image_still_frames: int = 0
     fps: int = 16
     width: int = 832
     height: int = 480

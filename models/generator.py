@@ -83,6 +83,7 @@ class StreamState:
     pending_prompt: tuple[str, int, bool] | None = None  # (prompt, transition_chunks, cut) applied at the next step
     transition: list[torch.Tensor] = field(default_factory=list)  # embeddings for the next chunks
     image_latent: torch.Tensor | None = None  # [1, C, 1, h, w], decoded in front of the first chunk
+    sink_latent: torch.Tensor | None = None  # [1, C, 1, h, w] the start image as committed to the sink
     prime_decoder: bool = False  # after a cut: the decoder sees the new chunk's first latent once before it
     inputs: tuple[str, ...] = ()  # per-chunk input kinds this stream is fed (its Conditioning.inputs)
     audio: AudioBuffer | None = None  # audio models: the audio received so far (silence where none)
@@ -181,10 +182,12 @@ class StreamingGenerator(StreamingModel):
         size = (self.cfg.stream.width, self.cfg.stream.height)
         resized = np.array(Image.fromarray(image).convert("RGB").resize(size, Image.BICUBIC))
         pixels = uint8_to_video(resized[None, None])[:, :, 0].to(self.vae.device, self.vae.dtype)  # [1, 3, H, W]
-        latent = self.vae.encode_image(pixels).to(self.device, self.dtype)  # [1, C, 1, h, w]
+        latent = self.vae.encode_image(pixels).to(self.device, self.dtype)  # [1, C, 1, h, w] the first frame shown
+        still = self.cfg.stream.image_still_frames
+        sink = self.vae.encode_start_image(pixels, still).to(self.device, self.dtype) if still > 0 else latent
         plan = self.cache.plan([stream.row], 1)
-        self._commit(latent, [stream], plan, self._chunk_audio([stream], 1))
-        stream.image_latent = latent
+        self._commit(sink, [stream], plan, self._chunk_audio([stream], 1))
+        stream.image_latent, stream.sink_latent = latent, sink
 
     def set_prompt(self, stream: StreamState, prompt: str, transition_chunks: int = 0, cut: bool = False) -> None:
         """Switch prompts from the next chunk; with transition_chunks > 0 the embedding moves

@@ -209,6 +209,19 @@ class VideoVAE(nn.Module):
             raise ValueError(f"expected image [B, 3, H, W], got {tuple(image.shape)}")
         return self.encode(image.unsqueeze(2), generator=generator)
 
+    def encode_still(self, image: torch.Tensor, latent_frames: int) -> torch.Tensor:
+        """image `[B, 3, H, W]` in [-1, 1] -> the last latent frame `[B, z, 1, h, w]` of a still video of it
+        `latent_frames` latent frames long: the image in the code of a video's later frames."""
+        if image.ndim != 4 or image.shape[1] != 3:
+            raise ValueError(f"expected image [B, 3, H, W], got {tuple(image.shape)}")
+        video = image.unsqueeze(2).expand(-1, -1, self.num_video_frames(latent_frames), -1, -1)  # [B, 3, T, H, W]
+        return self.encode(video)[:, :, -1:]
+
+    def encode_start_image(self, image: torch.Tensor, still_frames: int = 0) -> torch.Tensor:
+        """The latent `[B, z, 1, h, w]` a stream commits to its sink for a start image `[B, 3, H, W]`
+        (`StreamConfig.image_still_frames`): `encode_image` with 0, else `encode_still`."""
+        return self.encode_still(image, still_frames) if still_frames > 0 else self.encode_image(image)
+
     # ---- decode ----
     def streaming_decoder(self, batch_size: int = 1) -> "StreamingDecoder":
         """A decoder with its own causal cache, for one stream (or a fixed batch of streams)."""

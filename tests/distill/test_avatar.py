@@ -141,3 +141,40 @@ def test_tiny_avatar_recipe_trains_a_model_that_listens(tmp_path):
             gen.close_stream(s)
 
     assert np.abs(run(speech) - run(None)).max() > 0
+
+
+def test_a_still_image_code_leads_the_teachers_clips_and_pairs(tmp_path):
+    """stream.image_still_frames > 0: the teacher's latent dataset gains each face's start image in the code the
+    stream commits it in (`still_leads` = `encode_start_image` of frame 0), its clips and the ODE pairs lead with
+    it instead of the clip's first-frame code, and the leads are computed once."""
+    import torch
+
+    from distill.avatar_stages import image_lead_crops, still_leads
+    from distill.ode_pairs import ODEPairStore
+    from distill.pipeline import Pipeline
+    from models.vae import uint8_to_video
+
+    cfg = load_config(Path("configs/tiny-avatar.yaml"), {"out": str(tmp_path / "model"), "work_dir": str(tmp_path / "work"),
+                                                         "overrides": {"stream": {"image_still_frames": 2}}})
+    pipe = Pipeline(cfg, progress=False)
+    for stage in ("vae", "teacher", "ode-pairs"):
+        pipe.run(stage)
+    data = torch.load(tmp_path / "work" / "teacher" / "latents.pt", weights_only=False)
+    vae = pipe.load_vae()
+    faces = pipe._avatar_faces()
+    n = len(data["latents"])
+    assert data["lead_still_frames"] == 2 and data["lead"].shape == (n, *data["latents"].shape[1:2], 1, *data["latents"].shape[3:])
+    torch.testing.assert_close(data["lead"], still_leads(vae, faces, n, 2))
+    with torch.no_grad():
+        face0 = uint8_to_video(faces.sample(0, 1).video[None])[:, :, 0]
+        torch.testing.assert_close(data["lead"][:1], vae.encode_start_image(face0, 2).float())
+        assert (data["lead"][:, :, 0] - data["latents"][:, :, 0]).abs().mean() > 0.05  # not the first-frame code
+    x0, _, _, idx = image_lead_crops(data, torch.Generator().manual_seed(0), 3, 4)
+    torch.testing.assert_close(x0[:, :, :1], data["lead"][idx])
+    pairs = ODEPairStore(tmp_path / "work" / "ode-pairs")
+    first = pairs.get(list(range(len(pairs))), keys=("x0",))["x0"][:, :, 0]  # [P, C, h, w]
+    dist = (first[:, None] - data["lead"][None, :, :, 0]).abs().mean(dim=(2, 3, 4))  # [P, N]
+    assert dist.min(dim=1).values.max() < 1e-3  # every pair leads with one of the still leads
+    data["lead"] += 1.0  # computed once: a second pass keeps what is saved
+    again = pipe._with_still_leads(tmp_path / "work" / "teacher" / "latents.pt", data, vae)
+    assert torch.equal(again["lead"], data["lead"])

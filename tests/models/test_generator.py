@@ -191,3 +191,35 @@ def test_after_a_cut_the_decoder_sees_the_new_chunks_first_latent_once_before_th
     assert torch.allclose(got, want, atol=1e-6)
     assert not torch.allclose(got, _decoder_copy(gen, before).decode_chunk(x0), atol=1e-4)
     assert torch.allclose(again, primed.decode_chunk(x0), atol=1e-6)
+
+
+def test_a_still_image_code_goes_to_the_sink_and_the_first_frame_code_is_shown():
+    """stream.image_still_frames N > 0: the start image is committed to the sink as the last latent frame of an
+    N-latent-frame still video of it (the code of later frames), while the first frame shown is still the
+    decoded first-frame code, so that frame is the same as with N = 0 and the frames generated after it differ."""
+    import dataclasses
+
+    from models.vae import uint8_to_video
+
+    plain = load_generator("tiny", device="cpu", max_batch=1)
+    img = np.zeros((plain.cfg.stream.height, plain.cfg.stream.width, 3), np.uint8)  # at the model's size: no resize
+    img[8:24, 8:40] = (200, 40, 40)
+    still = load_generator("tiny", device="cpu", max_batch=1)
+    still.cfg = dataclasses.replace(still.cfg, stream=dataclasses.replace(still.cfg.stream, image_still_frames=3))
+    pixels = uint8_to_video(img[None, None])[:, :, 0]
+    with torch.no_grad():
+        first, later = still.vae.encode_image(pixels), still.vae.encode_still(pixels, 3)
+    assert (first - later).abs().mean() > 0.05  # two codes of one image
+
+    chunks = {}
+    for name, gen in (("plain", plain), ("still", still)):
+        s = gen.open_stream("a red circle", seed=3, image=img)
+        sink = gen.cache.latents[s.row][:, gen.cache.slot_of(0)]  # [C, h, w] the committed frame 0
+        want = first if name == "plain" else later
+        torch.testing.assert_close(sink, want[0, :, 0].to(sink.dtype))
+        torch.testing.assert_close(s.sink_latent, want.to(s.sink_latent.dtype))
+        torch.testing.assert_close(s.image_latent, first.to(s.image_latent.dtype))
+        chunks[name] = gen.step([s])[0].frames
+        gen.close_stream(s)
+    assert np.array_equal(chunks["plain"][0], chunks["still"][0])  # the image shown, decoded from its first-frame code
+    assert not np.array_equal(chunks["plain"][1:], chunks["still"][1:])

@@ -62,6 +62,29 @@ class AvatarTeacherSampler(TeacherSampler):
         return list(frames_to_uint8(self.vae.decode(latents.float())))  # [B][T, H, W, 3]
 
 
+@torch.no_grad()
+def avatar_noise_capture(sampler: AvatarTeacherSampler, gen_info, seeds: list[int]) -> list[dict]:
+    """`distill.noise_capture` of the teacher's conditional flow v(c, a) on the evaluation faces' ground truth:
+    each face's first `sampler.frames` frames encoded, led by its start image as a stream commits it."""
+    from distill.avatar_data import PROMPT
+    from distill.avatar_eval import eval_faces
+    from distill.noise_capture import noise_capture
+
+    faces = eval_faces(gen_info)
+    samples = [faces.sample(s, frames=sampler.frames) for s in seeds]
+    video = uint8_to_video(np.stack([x.video for x in samples])).to(sampler.device)  # [B, 3, T, H, W]
+    x0 = sampler.vae.encode(video).float()  # [B, C, F, h, w]
+    x0[:, :, :1] = sampler.vae.encode_start_image(video[:, :, 0], sampler.cfg.stream.image_still_frames).float()
+    f = sampler.clip_latent_frames
+    audio = sampler.audio.windows(torch.from_numpy(np.stack([x.audio for x in samples])), 0, 0, f).to(sampler.device, sampler.dtype)
+    text = sampler.text.get_batch([PROMPT] * len(seeds))[0].to(sampler.device, sampler.dtype)  # [B, L, D]
+
+    def flow(x_t, t):
+        return sampler.teacher(x_t.to(sampler.dtype), t, text, audio=audio)
+
+    return noise_capture(flow, sampler.schedule, x0, lead_frames=1)
+
+
 def evaluate_avatar_teacher(sampler: AvatarTeacherSampler, gen_info, seeds: list[int], window_seconds: float,
                             batch_size: int = 4) -> dict:
     """Score the teacher's clips of the evaluation faces `seeds` (module docstring); returns the report dict."""
@@ -84,4 +107,5 @@ def evaluate_avatar_teacher(sampler: AvatarTeacherSampler, gen_info, seeds: list
         "steps": sampler.steps, "guidance": sampler.guidance, "audio_guidance": sampler.audio_guidance,
         "latent_frames": sampler.clip_latent_frames, "frames": sampler.frames, "seconds": seconds, "runs": runs,
         "mean": mean_scores(runs, ("lip_sync", "lip_sync_at_zero", "stillness", "identity")),
+        "noise_capture": avatar_noise_capture(sampler, gen_info, seeds),
     }

@@ -216,5 +216,6 @@ def _print_teacher(section: dict) -> None:
           f"{section['audio_guidance']:g}), clips of {section['frames']} frames: lip-sync {num(t['lip_sync'])}, identity "
           f"{num(t['identity'])}; the student on the same frames: lip-sync {num(s['lip_sync'])}, identity "
           f"{num(s['identity'])}; student / teacher: lip-sync {num(r['lip_sync'])}, identity {num(r['identity'])}")
-    capture = ", ".join(f"{row['a']:.2f} at sigma {row['sigma']:g}" for row in section["noise_capture"])
-    print(f"teacher noise capture (share of the noise its flow returns; 1 = exact, distill/noise_capture.py): {capture}")
+    from distill.noise_capture import noise_capture_line
+
+    print(noise_capture_line(section["noise_capture"]))

@@ -373,6 +373,9 @@ def print_summary(report: dict) -> None:
         score = "n/a (teacher scored 0)" if ratio["overall"] is None else f"{ratio['overall']:.3f}"
         speed = "n/a" if ratio["speed"] is None else f"{ratio['speed']:.1f}x"
         console.print(f"[bold]student / teacher: score {score}, speed {speed}")
+        from distill.noise_capture import noise_capture_line
+
+        console.print(noise_capture_line(teacher["noise_capture"]))
 
 
 def print_switch(console, switch: dict) -> None:
@@ -505,7 +508,10 @@ def run(args: argparse.Namespace) -> int:
 
         report["image_start"] = evaluate_image_start(gen, prompts, seeds)
     if sampler is not None:
+        from distill.noise_capture import shapes_noise_capture
+
         report["teacher"] = teacher_report(args.teacher, sampler, teacher_runs, args.seconds, teacher_wall)
+        report["teacher"]["noise_capture"] = shapes_noise_capture(sampler, prompts, seeds)
         report["student_over_teacher"] = compare(report, report["teacher"])
     (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     write_plot(out / "eval.png", runs, f"{args.model}: {len(prompts)} prompts x {len(seeds)} seeds", teacher_runs)

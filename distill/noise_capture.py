@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 
 SIGMAS: tuple[float, ...] = (0.1, 0.5, 0.9)
@@ -44,3 +45,29 @@ def noise_capture(flow: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], sc
         rows.append({"sigma": float(s), "a": float(coef[0]), "b": float(coef[1]),
                      "residual_rms": float(residual.pow(2).mean().sqrt())})
     return rows
+
+
+def noise_capture_line(rows: list[dict]) -> str:
+    """The console line of a teacher's `noise_capture` rows."""
+    shares = ", ".join(f"{row['a']:.2f} at sigma {row['sigma']:g}" for row in rows)
+    return f"teacher noise capture (share of the noise its flow returns; 1 = exact): {shares}"
+
+
+@torch.no_grad()
+def shapes_noise_capture(sampler, prompts: list[str], seeds: list[int]) -> list[dict]:
+    """`noise_capture` of a shapes teacher's conditional flow (`TeacherSampler`) on the ground-truth clips of
+    `prompts` x `seeds`, encoded at the teacher's training clip length (`teacher.train_frames` latent frames)."""
+    from distill.config import TeacherStageConfig
+    from distill.stage_quality import ground_truth_clips
+    from models.vae import uint8_to_video
+
+    cfg = sampler.cfg.stream
+    frames = sampler.vae.num_video_frames(TeacherStageConfig.train_frames)
+    clips = ground_truth_clips(prompts, seeds, frames, cfg.width, cfg.height, cfg.fps)
+    x0 = sampler.vae.encode(uint8_to_video(np.stack(clips)).to(sampler.device)).float()  # [B, C, F, h, w]
+    text = sampler.text.get_batch([p for p in prompts for _ in seeds])[0].to(sampler.device, sampler.dtype)
+
+    def flow(x_t, t):
+        return sampler.teacher(x_t.to(sampler.dtype), t, text)
+
+    return noise_capture(flow, sampler.schedule, x0)

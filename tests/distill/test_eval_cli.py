@@ -192,5 +192,8 @@ def test_cli_scores_the_teacher_on_the_same_prompts_and_seeds(tmp_path, capsys):
     else:  # random weights can score exactly 0: the ratio is then undefined, not a crash
         assert ratio["overall"] is None
     assert ratio["speed"] == pytest.approx(report["generation"]["fps"] / teacher["generation"]["fps"])
-    assert "student / teacher" in capsys.readouterr().out
+    assert [row["sigma"] for row in teacher["noise_capture"]] == [0.1, 0.5, 0.9]
+    assert all(abs(row["a"]) < 0.3 for row in teacher["noise_capture"])  # random weights return almost no noise
+    printed = capsys.readouterr().out
+    assert "student / teacher" in printed and "noise capture" in printed
     assert main(["eval", "--model", "tiny", "--teacher", str(tmp_path / "nothing"), "--prompts", str(prompts)]) == 2

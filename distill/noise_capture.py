@@ -8,8 +8,11 @@ width-128 avatar DiT over 4 x 4 x 16 = 256 numbers per token) the noise cannot g
 returns only part of it, and every sampling step leaves the rest in the sample: mottled frames.
 
 `noise_capture` measures it on clean clips: noise them at a sigma, ask the model for v, and fit
-v ~ a eps + b x0 by least squares over the noised elements. An exact flow has a = 1, b = -1 and no
-residual; a = 0.45 means the model hands back 45 % of the noise it was given.
+v ~ a eps + b x0 by least squares over the noised elements. A model that knows x0 returns all the noise
+(a = 1, b = -1, no residual); a = 0.45 means it hands back 45 % of the noise it was given. Where x0 is
+uncertain the best possible a is lower, and more so at low sigma: for unit-variance Gaussian data, about
+which x_t says nothing else, it is s^2 / (s^2 + (1 - s)^2) (0.01 at sigma 0.1, 0.5 at 0.5, 0.99 at 0.9).
+So at sigma 0.9 every sound model is near 1, and a lower figure there is the model's own limit.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ def noise_capture(flow: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], sc
 def noise_capture_line(rows: list[dict]) -> str:
     """The console line of a teacher's `noise_capture` rows."""
     shares = ", ".join(f"{row['a']:.2f} at sigma {row['sigma']:g}" for row in rows)
-    return f"teacher noise capture (share of the noise its flow returns; 1 = exact): {shares}"
+    return f"teacher noise capture (share of the noise its flow returns; 1 = all of it): {shares}"
 
 
 @torch.no_grad()

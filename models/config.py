@@ -336,6 +336,9 @@ def _tiny() -> ModelConfig:
 
 # The small shapes DiT (width 128, 4 layers): the previous shapes student's size, kept for the
 # avatar family, whose faces need less capacity than the shapes prompts.
+# The shipped avatar's DiT: width 128, under the 256 numbers a token carries (patch 1x4x4 over 16 channels),
+# so it returns under half of the noise it is given and its samples are speckled (distill/noise_capture.py;
+# docs/DISTILL.md, "The avatar DiT is too narrow"). Width 256 at 4 layers streams about as fast.
 _SMALL_SHAPES_DIT = dict(num_attention_heads=4, ffn_dim=512, num_layers=4)
 
 

@@ -243,7 +243,10 @@ class Pipeline:
         (`stream.image_still_frames` > 0): the latent dataset gains `lead`, each clip's start image in that
         code (`avatar_stages.still_leads`), computed once and saved beside the latents (rank 0)."""
         still = self.model_cfg.stream.image_still_frames
-        if not self.avatar or still <= 0 or data.get("lead_still_frames") == still:
+        if still <= 0:  # the clips' own first latent frames lead (leads saved by a still-code run are not used)
+            data.pop("lead", None)
+            return data
+        if not self.avatar or data.get("lead_still_frames") == still:
             return data
         from distill.avatar_stages import still_leads
 

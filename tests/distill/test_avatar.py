@@ -178,3 +178,6 @@ def test_a_still_image_code_leads_the_teachers_clips_and_pairs(tmp_path):
     data["lead"] += 1.0  # computed once: a second pass keeps what is saved
     again = pipe._with_still_leads(tmp_path / "work" / "teacher" / "latents.pt", data, vae)
     assert torch.equal(again["lead"], data["lead"])
+    plain = Pipeline(load_config(Path("configs/tiny-avatar.yaml"), {"out": str(tmp_path / "model"),
+                                                                    "work_dir": str(tmp_path / "work")}), progress=False)
+    assert "lead" not in plain._with_still_leads(tmp_path / "work" / "teacher" / "latents.pt", dict(data), vae)

@@ -257,7 +257,7 @@ class Pipeline:
             torch.save(data, tmp)
             tmp.replace(path)
         barrier()
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return data if is_main_process() else torch.load(path, map_location="cpu", weights_only=False)
 
     def _avatar_faces(self):
         """The talking faces the teacher's latent dataset encodes (clip i is face i)."""

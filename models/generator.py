@@ -184,7 +184,7 @@ class StreamingGenerator(StreamingModel):
         pixels = uint8_to_video(resized[None, None])[:, :, 0].to(self.vae.device, self.vae.dtype)  # [1, 3, H, W]
         latent = self.vae.encode_image(pixels).to(self.device, self.dtype)  # [1, C, 1, h, w] the first frame shown
         still = self.cfg.stream.image_still_frames
-        sink = self.vae.encode_start_image(pixels, still).to(self.device, self.dtype) if still > 0 else latent
+        sink = self.vae.encode_still(pixels, still).to(self.device, self.dtype) if still > 0 else latent
         plan = self.cache.plan([stream.row], 1)
         self._commit(sink, [stream], plan, self._chunk_audio([stream], 1))
         stream.image_latent, stream.sink_latent = latent, sink

@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lora", action="append", default=[], metavar="FILE[:SCALE]",
                    help="LoRA merged into the weights (repeatable), e.g. LongLive's lora.pt")
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"],
-                   help="storage dtype of transformer and umT5 (default bf16; the VAE stays fp32)")
+                   help="storage dtype of the transformer and of umT5 converted from a release .pth (default bf16; a diffusers "
+                        "text_encoder/ is copied as it is, the VAE stays fp32)")
     p.add_argument("--width", type=int, default=None, help="video width (default 832)")
     p.add_argument("--height", type=int, default=None, help="video height (default 480)")
     p.add_argument("--fps", type=int, default=None, help="frames per second (default 16)")

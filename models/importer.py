@@ -43,23 +43,31 @@ def _text_len(folder: Path) -> int:
 
 
 def _write_text_encoder(base: Path, out: Path, dtype: torch.dtype) -> None:
+    """umT5 and its tokenizer into `out` (the base has one: `_check_parts`)."""
     if (base / "text_encoder").is_dir() and (base / "tokenizer").is_dir():
         shutil.copytree(base / "text_encoder", out / "text_encoder")
         shutil.copytree(base / "tokenizer", out / "tokenizer")
         return
-    if not (base / RELEASE_UMT5_NAME).is_file() or not (base / RELEASE_TOKENIZER_DIR).is_dir():
-        raise ModelError(f"{base}: no umT5 text encoder (text_encoder/ + tokenizer/, or {RELEASE_UMT5_NAME} + "
-                         f"{RELEASE_TOKENIZER_DIR}/)")
     umt5_from_release(base / RELEASE_UMT5_NAME, dtype).save_pretrained(out / "text_encoder")
     shutil.copytree(base / RELEASE_TOKENIZER_DIR, out / "tokenizer")
+
+
+def _check_parts(base: Path) -> None:
+    """Refuse a base without a VAE or a text encoder before anything is written (a failed import must not
+    leave a half-written output folder that blocks its own retry)."""
+    if not ((base / "vae" / "config.json").is_file() or (base / RELEASE_VAE_NAME).is_file()):
+        raise ModelError(f"{base}: no VAE (vae/ or {RELEASE_VAE_NAME})")
+    diffusers_text = (base / "text_encoder").is_dir() and (base / "tokenizer").is_dir()
+    release_text = (base / RELEASE_UMT5_NAME).is_file() and (base / RELEASE_TOKENIZER_DIR).is_dir()
+    if not (diffusers_text or release_text):
+        raise ModelError(f"{base}: no umT5 text encoder (text_encoder/ + tokenizer/, or {RELEASE_UMT5_NAME} + "
+                         f"{RELEASE_TOKENIZER_DIR}/)")
 
 
 def _load_vae(base: Path) -> VideoVAE:
     if (base / "vae" / "config.json").is_file():
         return VideoVAE.from_pretrained(base / "vae")
-    if (base / RELEASE_VAE_NAME).is_file():
-        return VideoVAE.from_pretrained(base / RELEASE_VAE_NAME)
-    raise ModelError(f"{base}: no VAE (vae/ or {RELEASE_VAE_NAME})")
+    return VideoVAE.from_pretrained(base / RELEASE_VAE_NAME)
 
 
 def import_model(base: str | Path, out: str | Path, family: str, checkpoint: str | Path | None = None, lora=(),
@@ -76,6 +84,7 @@ def import_model(base: str | Path, out: str | Path, family: str, checkpoint: str
     if out.exists() and any(out.iterdir()):
         raise ModelError(f"{out} exists and is not empty")
     folder = _transformer_folder(base)
+    _check_parts(base)
     steps = ["transformer", "vae", "text encoder", CONFIG_FILE]
     with tqdm(total=len(steps), unit="part", desc=f"import {out.name}", disable=not progress) as bar:
         bar.set_postfix_str(steps[0])

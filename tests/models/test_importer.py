@@ -126,6 +126,9 @@ def test_a_base_without_a_part_is_refused(base, tmp_path, part, message):
     shutil.copytree(folder, partial, ignore=shutil.ignore_patterns(part))
     with pytest.raises(ModelError, match=message):
         import_model(partial, tmp_path / "out", "causvid", progress=False)
+    assert not (tmp_path / "out").exists()  # refused before the transformer is written
+    shutil.copytree(folder / part, partial / part)  # the user adds the missing part and runs it again
+    assert (import_model(partial, tmp_path / "out", "causvid", progress=False) / "framecast.json").is_file()
 
 
 def test_bad_dtype_and_a_used_output_are_refused_before_anything_is_written(base, tmp_path):

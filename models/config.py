@@ -102,6 +102,13 @@ class StreamConfig:
     # The first frame shown is the first-frame code either way. Avatar recipes; the teacher leads its clips
     # with the same code
     image_still_frames: int = 0
+    # sigma of the noise on each generated chunk as the commit pass writes it into the cache (0 = clean, as
+    # Self-Forcing commits). The cached frames are then held as slightly noisy frames, x = (1 - s) x0 + s eps at
+    # the matching timestep (CausVid's context noise): the next chunks copy less of the fine texture a few-step
+    # student leaves in its output, which otherwise piles up chunk after chunk (the avatar face's speckle and
+    # identity drift; docs/DISTILL.md, "Context noise"). A start image stays clean in the sink. Training rollouts
+    # commit through the same pass, so a student trained with it is trained for it
+    context_noise: float = 0.0
     fps: int = 16
     width: int = 832
     height: int = 480
@@ -218,6 +225,8 @@ class ModelConfig:
             raise ValueError(f"width/height must be multiples of {step}, got {s.width}x{s.height}")
         if s.chunk_frames < 1 or s.sink_frames < 0 or s.window_frames < s.chunk_frames:
             raise ValueError("need chunk_frames >= 1, sink_frames >= 0, window_frames >= chunk_frames")
+        if not 0.0 <= s.context_noise < 1.0:
+            raise ValueError(f"stream.context_noise is a noise level in [0, 1), got {s.context_noise}")
         a = self.audio
         if a is None and t.has_audio:
             raise ValueError("the transformer has audio layers (audio_dim > 0) but the config has no audio section")

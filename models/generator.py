@@ -186,7 +186,7 @@ class StreamingGenerator(StreamingModel):
         still = self.cfg.stream.image_still_frames
         sink = self.vae.encode_still(pixels, still).to(self.device, self.dtype) if still > 0 else latent
         plan = self.cache.plan([stream.row], 1)
-        self._commit(sink, [stream], plan, self._chunk_audio([stream], 1))
+        self._commit(sink, [stream], plan, self._chunk_audio([stream], 1), image=True)
         stream.image_latent, stream.sink_latent = latent, sink
 
     def set_prompt(self, stream: StreamState, prompt: str, transition_chunks: int = 0, cut: bool = False) -> None:
@@ -312,7 +312,8 @@ class StreamingGenerator(StreamingModel):
             plan = self.cache.replay_plan(stream.row, frames, upto=start)
             slots = plan.write_slots[0]
             latents = self.cache.latents[stream.row][:, slots].unsqueeze(0)  # [1, C, n, h, w]
-            t = torch.zeros(1, len(frames), device=self.device)
+            image = torch.tensor([[f == 0 and stream.sink_latent is not None for f in frames]])  # [1, n]
+            latents, t = self._context_input(latents, [stream], image)
             audio = None
             if self.audio is not None:  # the windows the frames were made with
                 audio = self._held_audio_windows(stream, frames)[None]  # [1, n, M, A]
@@ -374,11 +375,26 @@ class StreamingGenerator(StreamingModel):
             out.append(windows)
         return torch.stack(out)
 
-    def _commit(self, x0: torch.Tensor, streams: list[StreamState], plan: CachePlan,
-                audio: torch.Tensor | None = None) -> None:
-        """The pass at t=0 that writes the clean chunk's K/V (and latents) into the cache."""
+    def _context_input(self, x0: torch.Tensor, streams: list[StreamState], clean: torch.Tensor | None = None):
+        """What the commit pass sees of clean latents `x0 [B, C, n, h, w]`: (latents, timesteps [B, n]).
+        With `stream.context_noise` s > 0 each frame is noised to sigma s from its stream's own generator, except
+        where `clean [B, n]` (bool) is set (a start image); else x0 at t=0."""
+        sigma = self.cfg.stream.context_noise
         t = torch.zeros(x0.shape[0], x0.shape[2], device=self.device)
-        self.transformer.forward_stream(x0, t, self._batched_text_kv(streams), self.cache, plan, write=True, audio=audio)
+        if sigma <= 0:
+            return x0, t
+        keep = torch.zeros_like(t, dtype=torch.bool) if clean is None else clean.to(self.device)
+        s = torch.where(keep, 0.0, sigma)  # [B, n]
+        noisy = self.schedule.add_noise(x0.float(), self._noise(streams, x0.shape[2]).float(), s).to(x0.dtype)
+        return noisy, torch.where(keep, 0.0, float(self.schedule.timestep(sigma)))
+
+    def _commit(self, x0: torch.Tensor, streams: list[StreamState], plan: CachePlan,
+                audio: torch.Tensor | None = None, image: bool = False) -> None:
+        """The pass that writes the chunk's K/V (and its clean latents) into the cache: at t=0, or noised to
+        `stream.context_noise` (a start image, `image`, always clean)."""
+        clean = torch.ones(x0.shape[0], x0.shape[2], dtype=torch.bool) if image else None
+        x, t = self._context_input(x0, streams, clean)
+        self.transformer.forward_stream(x, t, self._batched_text_kv(streams), self.cache, plan, write=True, audio=audio)
         self.cache.write_latents(plan, x0)
         self.cache.advance([s.row for s in streams], x0.shape[2])
 

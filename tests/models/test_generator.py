@@ -223,3 +223,87 @@ def test_a_still_image_code_goes_to_the_sink_and_the_first_frame_code_is_shown()
         gen.close_stream(s)
     assert np.array_equal(chunks["plain"][0], chunks["still"][0])  # the image shown, decoded from its first-frame code
     assert not np.array_equal(chunks["plain"][1:], chunks["still"][1:])
+
+
+def _with_context_noise(sigma: float):
+    import dataclasses
+
+    gen = load_generator("tiny", device="cpu", max_batch=2)
+    gen.cfg = dataclasses.replace(gen.cfg, stream=dataclasses.replace(gen.cfg.stream, context_noise=sigma))
+    return gen
+
+
+def _commit_spy(gen):
+    """Record (latents, timesteps) of every cache-writing pass of `gen`'s transformer."""
+    writes, forward = [], gen.transformer.forward_stream
+
+    def spy(x, t, *args, write=False, **kwargs):
+        if write:
+            writes.append((x.detach().clone(), t.detach().clone()))
+        return forward(x, t, *args, write=write, **kwargs)
+
+    gen.transformer.forward_stream = spy
+    return writes
+
+
+def test_context_noise_commits_each_chunk_noised_from_its_streams_generator_and_the_image_clean():
+    """stream.context_noise s: a generated chunk's commit pass sees (1 - s) x0 + s eps at timestep(s), eps from the
+    stream's own generator (same seed, same frames), while the cache keeps the clean x0 and a start image is written
+    clean; s = 0 commits x0 itself at t = 0."""
+    sigma = 0.3
+    gen = _with_context_noise(sigma)
+    writes = _commit_spy(gen)
+    img = np.full((gen.cfg.stream.height, gen.cfg.stream.width, 3), 90, np.uint8)
+    s = gen.open_stream("a red circle", seed=5, image=img)
+    (image_x, image_t), = writes
+    assert torch.all(image_t == 0)  # the start image: clean
+    torch.testing.assert_close(image_x, s.sink_latent.to(image_x.dtype))
+    x0 = gen.rollout_chunk([s])  # [1, C, c, h, w]
+    x, t = writes[-1]
+    assert torch.allclose(t, torch.full_like(t, float(gen.schedule.timestep(sigma))))
+    eps = (x.float() - (1 - sigma) * x0.float()) / sigma  # the noise the pass saw
+    assert 0.8 < eps.std() < 1.2 and abs(eps.mean()) < 0.2 and (x0.float() - x.float()).abs().mean() > 0.1
+    slots = [gen.cache.slot_of(f) for f in range(1, 1 + x0.shape[2])]
+    torch.testing.assert_close(gen.cache.latents[s.row][:, slots], x0[0].to(gen.cache.latents.dtype))  # kept clean
+    gen.close_stream(s)
+
+    again = _with_context_noise(sigma)
+    a, b = (_collect(g, "a red circle", 5, 3, image=img) for g in (gen, again))
+    assert all(np.array_equal(p.frames, q.frames) for p, q in zip(a, b))  # the noise is the stream's: same seed, same stream
+
+    clean = _with_context_noise(0.0)
+    clean_writes = _commit_spy(clean)
+    s = clean.open_stream("a red circle", seed=5, image=img)
+    x0 = clean.rollout_chunk([s])
+    x, t = clean_writes[-1]
+    assert torch.all(t == 0) and torch.equal(x, x0.to(x.dtype))
+    assert not all(np.array_equal(p.frames, q.frames) for p, q in zip(a, _collect(clean, "a red circle", 5, 3, image=img)))
+
+
+def test_a_recache_under_context_noise_noises_the_generated_frames_and_keeps_the_image_clean():
+    """The KV re-cache of a prompt switch replays the held frames as the commits wrote them: generated frames
+    noised to stream.context_noise, the start image (frame 0) clean."""
+    sigma = 0.4
+    gen = _with_context_noise(sigma)
+    img = np.full((gen.cfg.stream.height, gen.cfg.stream.width, 3), 90, np.uint8)
+    s = gen.open_stream("a red circle", seed=2, image=img)
+    for _ in range(2):
+        gen.rollout_chunk([s])
+    writes = _commit_spy(gen)
+    gen._recache(s)
+    ts = torch.cat([t[0] for _, t in writes])  # per replayed frame, oldest first
+    held = gen.cache.cached_frames(s.row)
+    assert len(ts) == len(held) and held[0] == 0
+    assert ts[0] == 0 and torch.allclose(ts[1:], torch.full_like(ts[1:], float(gen.schedule.timestep(sigma))))
+    gen.close_stream(s)
+
+
+@pytest.mark.parametrize("sigma", [-0.1, 1.0])
+def test_a_context_noise_outside_0_to_1_is_refused(sigma):
+    import dataclasses
+
+    from models.config import preset
+
+    cfg = preset("tiny")
+    with pytest.raises(ValueError, match="context_noise"):
+        dataclasses.replace(cfg, stream=dataclasses.replace(cfg.stream, context_noise=sigma)).validate()

@@ -343,12 +343,11 @@ def _tiny() -> ModelConfig:
     )
 
 
-# The small shapes DiT (width 128, 4 layers): the previous shapes student's size, kept for the
-# avatar family, whose faces need less capacity than the shapes prompts.
-# The shipped avatar's DiT: width 128, under the 256 numbers a token carries (patch 1x4x4 over 16 channels),
-# so it returns under half of the noise it is given and its samples are speckled (distill/noise_capture.py;
-# docs/DISTILL.md, "The avatar DiT is too narrow"). Width 256 at 4 layers streams about as fast.
-_SMALL_SHAPES_DIT = dict(num_attention_heads=4, ffn_dim=512, num_layers=4)
+# The avatar DiT: the shapes DiT's width (256 = the numbers a token carries, patch 1x4x4 over 16 channels) with
+# 4 layers and FFN 512. At width 128 (the avatar until 2026-11-29) it returned under half of the noise it was
+# given and its samples were speckled (distill/noise_capture.py; docs/DISTILL.md, "The avatar DiT is too
+# narrow"); width 256 at 4 layers streams at 0.88x its speed.
+_AVATAR_DIT = dict(ffn_dim=512, num_layers=4)
 
 
 def _shapes() -> ModelConfig:
@@ -393,10 +392,13 @@ def _tiny_avatar() -> ModelConfig:
 
 def _shapes_avatar() -> ModelConfig:
     """The `shapes-avatar` architecture (random weights; trained: checkpoints/shapes-avatar): the shapes
-    DiT and VAE plus a mel audio adapter. The sink is one latent frame: the start image (identity)."""
+    DiT (4 layers) and VAE plus a mel audio adapter. The sink is one latent frame: the start image (identity),
+    in the code of a still video's later frames; generated frames are held in the cache with context noise 0.3,
+    which keeps the face from drifting (docs/DISTILL.md, "Context noise")."""
     cfg = _shapes()
-    cfg = dataclasses.replace(cfg, transformer=dataclasses.replace(cfg.transformer, **_SMALL_SHAPES_DIT),
-                              stream=dataclasses.replace(cfg.stream, sink_frames=1, window_frames=6))
+    cfg = dataclasses.replace(cfg, transformer=dataclasses.replace(cfg.transformer, **_AVATAR_DIT),
+                              stream=dataclasses.replace(cfg.stream, sink_frames=1, window_frames=6,
+                                                         image_still_frames=11, context_noise=0.3))
     return _with_audio(cfg, "shapes-avatar", AudioConfig(n_mels=20, mel_sub_frames=4), audio_tokens=4)
 
 

@@ -36,11 +36,12 @@ def test_the_shipped_teacher_lip_syncs_and_keeps_the_face(shipped):
     info = load_generator("shapes-avatar", device="cpu", max_batch=1).info
     report = evaluate_avatar_teacher(shipped, info, [0, 1, 2, 3], window_seconds=5.0)
     assert report["frames"] == 25 and len(report["runs"]) == 4
-    # measured 2026-11-29: lip-sync 0.64, identity 0.53 at 32 steps (the student: 0.59, 0.22 on the same frames)
+    # the width-256 teacher (v4, 2026-11-29) scored lip-sync 0.845, identity 0.609 over 8 faces; width 128: 0.82, 0.53
     assert report["mean"]["lip_sync"] > 0.45
     assert report["mean"]["identity"] > 0.35
-    # its width-128 DiT returns under half the noise (0.37-0.48 measured 2026-11-29; distill/noise_capture.py)
-    assert all(0.25 < row["a"] < 0.6 for row in report["noise_capture"])
+    # its width-256 DiT returns most of the noise (0.70 / 0.93 / 0.97 at sigma 0.1 / 0.5 / 0.9; the width-128
+    # teacher before it 0.37-0.48; distill/noise_capture.py)
+    assert all(row["a"] > 0.6 for row in report["noise_capture"])
     untrained = AvatarTeacherSampler("shapes-avatar-untrained", device="cpu", steps=4, audio_guidance=2.0)
     low = evaluate_avatar_teacher(untrained, info, [0, 1], window_seconds=5.0)
     assert low["mean"]["lip_sync"] < 0.45 and low["mean"]["identity"] < 0.35

@@ -60,6 +60,15 @@ def tiny_avatar_generator():
     return load_generator("tiny-avatar", device="cpu", max_batch=MAX_BATCH)
 
 
+@contextlib.contextmanager
+def sdk_client(url: str, timeout: float = 120.0):
+    """The official `openai` SDK pointed at a test server's `/v1` (no key check, no retries)."""
+    import openai
+
+    with openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=timeout) as client:
+        yield client
+
+
 def start_server(tmp_path, generator=None, **overrides):
     """A real uvicorn on 127.0.0.1, a free port, model tiny or `generator` (a `ServerThread`: use as
     a context manager)."""

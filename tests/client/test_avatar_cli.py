@@ -14,7 +14,7 @@ from client.cli import main
 from tests.server.test_avatar_job_continue import loud_spans, tone
 from tests.client.test_videos_cli import frames_of
 from tests.server.test_avatar_serving import decode_av, face_png, wav_bytes
-from tests.server_harness import start_server, tiny_avatar_generator
+from tests.server_harness import sdk_client, start_server, tiny_avatar_generator
 
 openai = pytest.importorskip("openai")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the SDK marks its video methods deprecated
@@ -33,7 +33,7 @@ def server(gen, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sdk(server):
-    with openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120) as client:
+    with sdk_client(server.url) as client:
         yield client
 
 

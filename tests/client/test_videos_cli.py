@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from client.cli import main
-from tests.server_harness import free_port, start_server, tiny_generator
+from tests.server_harness import free_port, sdk_client, start_server, tiny_generator
 
 openai = pytest.importorskip("openai")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the SDK marks its video methods deprecated
@@ -26,7 +26,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sdk(server):
-    with openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120) as client:
+    with sdk_client(server.url) as client:
         yield client
 
 

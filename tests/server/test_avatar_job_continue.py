@@ -9,7 +9,7 @@ import pytest
 
 from client.jobs import JobsClient
 from tests.server.test_avatar_serving import RATE, Spy, decode_av, face_png, wav_bytes
-from tests.server_harness import start_server, tiny_avatar_generator
+from tests.server_harness import sdk_client, start_server, tiny_avatar_generator
 
 openai = pytest.importorskip("openai")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the SDK's client.post with files
@@ -45,7 +45,7 @@ def gen():
 @pytest.fixture(scope="module")
 def sdk(gen, tmp_path_factory):
     with start_server(tmp_path_factory.mktemp("avatar-jobs"), generator=gen, max_running_jobs=1) as srv:
-        with openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0, timeout=300) as client:
+        with sdk_client(srv.url, timeout=300) as client:
             yield client
 
 

@@ -22,7 +22,7 @@ from models.stream_api import Conditioning
 from server.audio_track import AudioFormat, AudioTrack
 from server.engine import Engine, EngineStream
 from server.pacing import Pacer
-from tests.server_harness import connect, next_event, send, start_server, tiny_avatar_generator
+from tests.server_harness import connect, next_event, sdk_client, send, start_server, tiny_avatar_generator
 
 openai = pytest.importorskip("openai")
 RATE = 48000  # what the clients here send (a browser microphone's rate); the model hears 16 kHz
@@ -233,7 +233,7 @@ def test_unsupported_audio_format_is_refused(server):
 
 @pytest.fixture(scope="module")
 def sdk(server):
-    with openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120) as client:
+    with sdk_client(server.url) as client:
         yield client
 
 

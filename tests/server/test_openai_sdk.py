@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from server.media import read_frames, seam_ratio
-from tests.server_harness import REPO, clean_env, start_server
+from tests.server_harness import REPO, clean_env, sdk_client, start_server
 
 openai = pytest.importorskip("openai")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the SDK marks its video methods deprecated
@@ -34,7 +34,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(server):
-    with openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=60) as c:
+    with sdk_client(server.url, timeout=60) as c:
         yield c
 
 

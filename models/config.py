@@ -346,7 +346,7 @@ def _tiny() -> ModelConfig:
 # The avatar DiT: the shapes DiT's width (256 = the numbers a token carries, patch 1x4x4 over 16 channels) with
 # 4 layers and FFN 512. At width 128 (the avatar until 2026-11-29) it returned under half of the noise it was
 # given and its samples were speckled (distill/noise_capture.py; docs/DISTILL.md, "The avatar DiT is too
-# narrow"); width 256 at 4 layers streams at 0.88x its speed.
+# narrow"); width 256 at 4 layers streams at 0.75-0.88x its speed (docs/BENCHMARKS.md).
 _AVATAR_DIT = dict(ffn_dim=512, num_layers=4)
 
 

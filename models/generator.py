@@ -218,7 +218,7 @@ class StreamingGenerator(StreamingModel):
             chunk_index=stream.chunk_index, frames_emitted=stream.frames_emitted,
             latents=self.cache.latents[stream.row][:, slots].float().cpu(),  # [C, n, h, w]
             decoder_cache=[c.detach().cpu().clone() if isinstance(c, torch.Tensor) else c for c in cache],
-            rng_state=stream.rng.get_state(),
+            rng_state=stream.rng.get_state(), image_sink=stream.sink_latent is not None and 0 in held,
         )
         if self.audio is not None:  # the cached frames' windows and the unconsumed audio, by media time
             state.audio_windows = self._held_audio_windows(stream, held).float().cpu()  # [n, M, A]
@@ -239,14 +239,16 @@ class StreamingGenerator(StreamingModel):
             if state.latents.shape[1] != len(slots):
                 raise ValueError(f"resume state holds {state.latents.shape[1]} latent frames, the cache {len(slots)}")
             self.cache.latents[row][:, slots] = state.latents.to(self.device, self.dtype)
+            if state.image_sink:  # frame 0 is the start image: the re-cache keeps it clean
+                stream.sink_latent = state.latents[:, :1].unsqueeze(0).to(self.device, self.dtype)  # [1, C, 1, h, w]
             if self.audio is not None and len(state.audio_windows):
                 if len(state.audio_windows) != len(held):
                     raise ValueError(f"resume state holds {len(state.audio_windows)} audio windows for {len(held)} frames")
                 stream.audio_windows = {int(f): w.to(self.device, self.dtype) for f, w in zip(held, state.audio_windows)}
             if self.audio is not None:
                 stream.audio.start, stream.audio.samples = state.audio_start, np.asarray(state.audio_pcm, np.float32).copy()
+            stream.rng.set_state(state.rng_state)  # before the re-cache: under context noise it draws from it
             self._recache(stream)
-            stream.rng.set_state(state.rng_state)
             stream.decoder._cache = [c.to(self.vae.device, self.vae.dtype) if isinstance(c, torch.Tensor) else c
                                      for c in state.decoder_cache]
             stream.decoder.latent_frames_seen = state.latent_frames

@@ -62,6 +62,7 @@ class ResumeState:
     audio_windows: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # [n, M, A] float32 (CPU)
     audio_pcm: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # float32 [N]: the audio buffer
     audio_start: int = 0  # sample index (model rate, from media time 0) of audio_pcm[0]
+    image_sink: bool = False  # latents[:, 0] is a start image committed clean (kept clean under context noise)
 
     def save(self, path: str | Path) -> Path:
         """One safetensors file (tensors + JSON metadata), written atomically."""
@@ -79,7 +80,8 @@ class ResumeState:
                 markers[str(i)] = entry
         meta = {"format": _FORMAT, "seed": self.seed, "prompt": self.prompt, "latent_frames": self.latent_frames,
                 "chunk_index": self.chunk_index, "frames_emitted": self.frames_emitted,
-                "decoder_entries": len(self.decoder_cache), "decoder_markers": markers, "audio_start": self.audio_start}
+                "decoder_entries": len(self.decoder_cache), "decoder_markers": markers, "audio_start": self.audio_start,
+                "image_sink": self.image_sink}
         partial = path.with_name(path.name + ".partial")
         save_file(tensors, str(partial), metadata={"framecast": json.dumps(meta)})
         partial.replace(path)
@@ -102,7 +104,7 @@ class ResumeState:
             rng_state=tensors["rng_state"], tail_frames=tensors["tail_frames"].numpy(),
             audio_windows=tensors.get("audio_windows", torch.zeros(0)),  # absent in states saved before audio
             audio_pcm=tensors["audio_pcm"].numpy() if "audio_pcm" in tensors else np.zeros(0, np.float32),
-            audio_start=meta.get("audio_start", 0),
+            audio_start=meta.get("audio_start", 0), image_sink=meta.get("image_sink", False),
         )
 
     @staticmethod

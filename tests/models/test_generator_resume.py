@@ -66,3 +66,36 @@ def test_context_state_continues_a_foreign_clip(gen):
     short = gen.resume_stream("a ball", gen.context_state(clip[:2], seed=3))  # under one latent frame's worth
     assert gen.step([short])[0].first_frame_index == 2
     gen.close_stream(short)
+
+
+def test_resume_under_context_noise_keeps_the_start_image_clean_and_equals_the_uninterrupted_stream(tmp_path):
+    """With stream.context_noise the re-cache of a resume draws its noise where the uninterrupted stream's
+    prompt switch does (the saved generator state) and keeps a start image (frame 0) clean, as the saved
+    state says it was committed, so the continuation is the same frames."""
+    import dataclasses
+
+    gen = load_generator("tiny", device="cpu", max_batch=2)
+    gen.cfg = dataclasses.replace(gen.cfg, stream=dataclasses.replace(gen.cfg.stream, context_noise=0.3))
+    img = np.full((gen.cfg.stream.height, gen.cfg.stream.width, 3), 120, np.uint8)
+    img[10:30, 10:40] = (200, 30, 30)
+    before = 2  # frame 0 (the image) is still in the sink
+
+    whole = gen.open_stream("a red ball", seed=4, image=img)
+    _frames(gen, whole, before)
+    gen.set_prompt(whole, "a green square")
+    expected = _frames(gen, whole, 2)
+    gen.close_stream(whole)
+
+    first = gen.open_stream("a red ball", seed=4, image=img)
+    _frames(gen, first, before)
+    state = gen.snapshot(first)
+    assert state.image_sink
+    path = state.save(tmp_path / "state.safetensors")
+    gen.close_stream(first)
+    loaded = ResumeState.load(path)
+    assert loaded.image_sink
+    resumed = gen.resume_stream("a green square", loaded)
+    got = _frames(gen, resumed, 2)
+    gen.close_stream(resumed)
+    for want, have in zip(expected, got):
+        np.testing.assert_array_equal(have.frames, want.frames)

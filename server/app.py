@@ -15,7 +15,6 @@ from fastapi.staticfiles import StaticFiles
 from models.stream_api import StreamingModel
 from server import rest_errors
 from server.auth import Authenticator
-from server import rest_errors
 from server.body_limit import BodySizeLimit
 from server.engine import Engine
 from server.jobs.files import JobFiles
@@ -36,9 +35,30 @@ def load_model(settings: Settings) -> StreamingModel:
     """The streaming generator, with a cache row per session and per running job."""
     from models import load_generator
 
-    return load_generator(settings.model, device=settings.device, attn=settings.attn,
-                          max_batch=settings.max_sessions + settings.max_running_jobs, lora=settings.lora,
-                          text_device=settings.text_device)
+    generator = load_generator(settings.model, device=settings.device, attn=settings.attn,
+                               max_batch=settings.max_sessions + settings.max_running_jobs, lora=settings.lora,
+                               text_device=settings.text_device)
+    set_cpu_threads(settings, generator)
+    return generator
+
+
+def set_cpu_threads(settings: Settings, generator: StreamingModel) -> None:
+    """On a CPU device, give torch `settings.cpu_threads` intra-op threads (default: OMP_NUM_THREADS when
+    set, else all cores but one). A server is never only the model: its event loop, audio and encoders
+    need a core too, and an op whose threads include one preempted by them waits for it (on 2 cores,
+    2 torch threads made the avatar's steps 2-3x slower than the model alone; docs/BENCHMARKS.md)."""
+    import torch
+
+    if not str(generator.info.device).startswith("cpu"):
+        return
+    threads = settings.cpu_threads
+    if threads is None:
+        if os.environ.get("OMP_NUM_THREADS"):
+            return
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = max(cores - 1, 1)
+    torch.set_num_threads(threads)
+    log.info("model on cpu: %d torch thread(s)", threads)
 
 
 def create_app(settings: Settings | None = None, generator: StreamingModel | None = None) -> FastAPI:

@@ -16,6 +16,7 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "--host": ("host", str, "bind address (default: 127.0.0.1)"),
     "--port": ("port", int, "port (default: 8000; 0 picks a free one)"),
     "--device": ("device", str, "cpu, cuda, cuda:1, ... (default: first GPU, else CPU)"),
+    "--cpu-threads": ("cpu_threads", int, "torch threads on a CPU device (default: OMP_NUM_THREADS, else all cores but one)"),
     "--max-sessions": ("max_sessions", int, "live sessions per device (default: 4)"),
     "--max-connections": ("max_connections", int, "open sockets, HTTP and WebSocket (default: 64)"),
     "--max-connections-per-client": ("max_connections_per_client", int,

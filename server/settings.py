@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     device: str | None = None  # None: the first GPU if there is one, else CPU
+    # torch intra-op threads when the model runs on a CPU (None: OMP_NUM_THREADS when set, else all cores
+    # but one: the last one serves sockets, audio and encoding, which would otherwise stall every op)
+    cpu_threads: int | None = Field(default=None, ge=1)
     max_sessions: int = Field(default=4, ge=1)  # live realtime sessions per device
     max_running_jobs: int = Field(default=1, ge=0)  # job streams stepped beside live sessions
     data_dir: Path = Path("data")  # job database and rendered videos

@@ -16,3 +16,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """A test that loads a server's model sets the process's torch threads (server.app.set_cpu_threads):
+    put them back, so later tests run as fast as before."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

@@ -12,6 +12,7 @@ video; about 1 = no visible cut). Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import tempfile
 import time
@@ -76,8 +77,8 @@ def run(args: argparse.Namespace) -> int:
     from server.serve import ServerThread
     from server.settings import ServeError, Settings
 
-    if args.seconds <= 0 or args.repeats < 1:
-        raise ServeError("--seconds must be > 0 and --repeats >= 1")
+    if not (args.seconds > 0 and math.isfinite(args.seconds)) or args.repeats < 1:  # nan and inf too
+        raise ServeError("--seconds must be a finite number > 0 and --repeats >= 1")
     runs = []
     with tempfile.TemporaryDirectory(prefix="framecast-bench-") as data_dir:
         overrides = {"model": args.model} if args.model else {}

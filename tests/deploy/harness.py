@@ -60,6 +60,14 @@ def redis_server(tmp: Path):
         stop_process(process, signal.SIGTERM)
 
 
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    """A module's own redis-server (skips without redis-server or the redis client): import it into the module."""
+    require_redis_client()
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
 class Worker:
     """One `framecast serve --model tiny` process; start() returns at once, wait_ready() blocks."""
 

@@ -10,16 +10,9 @@ import pytest
 
 from server.jobs.conditioning import JobConditioning
 from server.jobs.store import Job
-from tests.deploy.harness import redis_server, require_redis_client
+from tests.deploy.harness import redis_url  # noqa: F401 (a fixture)
 
 LEASE_S = 1.5  # claim lease: long against scheduler stalls on a loaded 2-core CI machine, short enough to wait out
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory):
-    require_redis_client()
-    with redis_server(tmp_path_factory.mktemp("redis")) as url:
-        yield url
 
 
 @pytest.fixture

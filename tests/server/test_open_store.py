@@ -8,7 +8,7 @@ from server.jobs.conditioning import JobConditioning
 from server.jobs.open_store import open_job_store
 from server.jobs.store import Job
 from server.settings import Settings
-from tests.deploy.harness import redis_server, require_redis_client
+from tests.deploy.harness import redis_url  # noqa: F401 (a fixture)
 
 
 def _job(prompt: str) -> Job:
@@ -30,13 +30,6 @@ def test_without_a_redis_url_jobs_live_in_sqlite_in_the_data_dir(tmp_path):
     again = open_job_store(Settings(data_dir=tmp_path))  # the next process on this data dir finds it
     assert again.get(job.id) == job
     again.close()
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory):
-    require_redis_client()
-    with redis_server(tmp_path_factory.mktemp("redis")) as url:
-        yield url
 
 
 def test_a_redis_url_opens_the_shared_store_with_the_job_settings(redis_url, tmp_path, monkeypatch):

@@ -12,16 +12,9 @@ import time
 import pytest
 
 from server.jobs import redis_lua
-from tests.deploy.harness import redis_server, require_redis_client
+from tests.deploy.harness import redis_url  # noqa: F401 (a fixture)
 
 SCRIPTS = ("CREATE", "CLAIM", "REAP", "HEARTBEAT", "UPDATE", "DELETE", "MIGRATE")
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory):
-    require_redis_client()
-    with redis_server(tmp_path_factory.mktemp("redis")) as url:
-        yield url
 
 
 class Keys:

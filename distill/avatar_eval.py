@@ -2,11 +2,12 @@
 
 For an avatar model (one with an `audio` section) `framecast eval` streams, per seed, a face of the
 avatar evaluation set (`AvatarDataset(EVAL_SEED).sample(seed)`: its first frame is the start image,
-its speech-like audio is fed to the stream at once, as a job would) for `--seconds`, measures every
+its speech-like audio is fed to the stream at once, as a job would, with the look-ahead past the last
+scored frame that a live session has: `heard_seconds`) for `--seconds`, measures every
 chunk as it is generated (distill/avatar_scoring.py keeps per-frame scalars only, so a 10-minute
 stream never sits in memory) and writes `OUT/avatar_eval.json`: per seed and on average the lip-sync
 correlation and its best frame offset, the stillness ratio, identity per window and the worst window
-over the first; and the same scores of the VAE alone (`vae_ceiling`), the ceiling of the model. Streams
+over the first, lip-sync per window (and both per window averaged over the seeds, `windows`); and the same scores of the VAE alone (`vae_ceiling`), the ceiling of the model. Streams
 of several seeds are stepped together (`--max-batch`).
 """
 
@@ -38,7 +39,8 @@ def eval_faces(gen_info) -> AvatarDataset:
 
 
 def eval_face(index: int, seconds: float, gen_info) -> tuple:
-    """(start image, identity, audio float32) of evaluation face `index` at the model's canvas."""
+    """(start image, identity, audio float32) of evaluation face `index` at the model's canvas. A longer
+    `seconds` extends the same speech (only its faint noise floor, under the silence threshold, differs)."""
     faces = eval_faces(gen_info)
     cfg = faces.config
     first = faces.sample(index, frames=1)
@@ -47,11 +49,29 @@ def eval_face(index: int, seconds: float, gen_info) -> tuple:
     return first.video[0], first.params.identity, audio
 
 
+def heard_seconds(seconds: float, gen_info) -> float:
+    """Seconds of speech to give a stream scored over `seconds`: its frames plus the audio look-ahead
+    the last ones read (`ModelInfo.audio_lookahead_frames`), as a live session has it. Without it the
+    last frames hear the speech stop where the scoring does: a word that starts there is not spoken."""
+    return seconds + gen_info.audio_lookahead_frames / gen_info.fps
+
+
+def window_means(runs: list[dict], key: str) -> list[float | None]:
+    """Per window index, the mean over the runs of `key` (a per-window list; None entries are skipped)."""
+    n = max((len(r[key]) for r in runs), default=0)
+    out = []
+    for i in range(n):
+        values = [r[key][i] for r in runs if i < len(r[key]) and r[key][i] is not None]
+        out.append(float(np.mean(values)) if values else None)
+    return out
+
+
 def vae_ceiling(vae, seeds: list[int], seconds: float, gen_info, window_seconds: float) -> dict:
     """The VAE's ceiling: each evaluation face's ground-truth video (the frames the stream is scored
     against), encoded and decoded as a stream is (`distill.stream_reconstruction`, encoded whole) and scored
     like a generated stream against its own speech: {"identity": mean over seeds, "worst_over_first": the
-    mean of each seed's worst window / first, "lip_sync": the mean best correlation}. A VAE that cannot hold
+    mean of each seed's worst window / first, "lip_sync": the mean best correlation, "windows_lip_sync": its mean
+    per window}. A VAE that cannot hold
     the face, or that blurs the mouth shut, caps every model that uses it (the ground truth scores 0.99)."""
     from distill.stream_reconstruction import streamed_reconstruction
 
@@ -60,7 +80,7 @@ def vae_ceiling(vae, seeds: list[int], seconds: float, gen_info, window_seconds:
     frames = 1 + tc * max(1, int(round(seconds * gen_info.fps)) // tc)
     window = max(1, int(round(window_seconds * gen_info.fps)))
     spf = gen_info.audio_sample_rate // gen_info.fps
-    means, ratios, syncs = [], [], []
+    means, ratios, syncs, runs = [], [], [], []
     for seed in seeds:
         face = faces.sample(seed, frames=frames)
         meter = FaceMeter(face.params.identity, face.video[0])
@@ -70,8 +90,9 @@ def vae_ceiling(vae, seeds: list[int], seconds: float, gen_info, window_seconds:
         means.append(score.identity)
         ratios.append(min(windows) / windows[0] if windows and windows[0] > 0 else 0.0)
         syncs.append(score.lip_sync)
+        runs.append(score.as_dict())
     return {"identity": float(np.mean(means)), "worst_over_first": float(np.mean(ratios)),
-            "lip_sync": float(np.mean(syncs))}
+            "lip_sync": float(np.mean(syncs)), "windows_lip_sync": window_means(runs, "windows_lip_sync")}
 
 
 def mean_scores(runs: list[dict], keys) -> dict:
@@ -97,7 +118,7 @@ def evaluate_avatar(gen, seeds: list[int], seconds: float, window_seconds: float
     start_time = time.perf_counter()
     for group_start in range(0, len(seeds), info.max_batch):
         group = seeds[group_start:group_start + info.max_batch]
-        faces = [eval_face(s, seconds, info) for s in group]
+        faces = [eval_face(s, heard_seconds(seconds, info), info) for s in group]
         meters = [FaceMeter(identity, image) for image, identity, _ in faces]
         streams = [gen.open(Conditioning(PROMPT, seed=s, image=image, inputs=("audio",))) for s, (image, _, _) in zip(group, faces)]
         openings: list[list[np.ndarray]] = [[] for _ in group]
@@ -129,6 +150,7 @@ def evaluate_avatar(gen, seeds: list[int], seconds: float, window_seconds: float
         "runs": runs,
         "mean": mean_scores(runs, ("lip_sync", "lip_sync_at_zero", "stillness", "identity", "identity_worst_over_first")),
         "offsets": [r["offset"] for r in runs],
+        "windows": {"lip_sync": window_means(runs, "windows_lip_sync"), "identity": window_means(runs, "windows_identity")},
         "generated_fps": frames_total * len(seeds) / elapsed if elapsed > 0 else None,
         "vae": vae_ceiling(gen.vae, seeds, min(seconds, 10.0), info, window_seconds) if ceiling else None,
     }
@@ -164,9 +186,14 @@ def run_avatar(args, seeds: list[int]) -> int:
                       "-" if r["stillness"] is None else f"{r['stillness']:.3f}", f"{r['identity']:.3f}",
                       f"{r['identity_worst_over_first']:.3f}")
     Console().print(table)
+    windows = report["windows"]
+    print(f"per {args.window_seconds:g}-s window, mean over seeds: lip-sync "
+          + " ".join("-" if v is None else f"{v:.3f}" for v in windows["lip_sync"])
+          + "; identity " + " ".join(f"{v:.3f}" for v in windows["identity"]))
     vae = report["vae"]
     print(f"the VAE's ceiling (the evaluation faces encoded and decoded as a stream, up to 10 s): lip-sync "
-          f"{vae['lip_sync']:.3f}, identity {vae['identity']:.3f}, worst / first window {vae['worst_over_first']:.3f}")
+          f"{vae['lip_sync']:.3f}, identity {vae['identity']:.3f}, worst / first window {vae['worst_over_first']:.3f}; "
+          "lip-sync per window " + " ".join("-" if v is None else f"{v:.3f}" for v in vae["windows_lip_sync"]))
     if teacher is not None:
         _print_teacher(report["teacher"])
     print(f"wrote {out / 'avatar_eval.json'}")

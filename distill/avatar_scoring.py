@@ -15,6 +15,9 @@ geometry, colours) is known; the frames are measured, never the generator's inte
   background colour (median of the border), skin colour (median of the head's cheeks) as
   exp(-RGB distance / 30), and the IoU of the skin-coloured region (pixels within 40 of the start
   image's skin colour).
+
+Identity and lip-sync are also reported per window of the stream (`window_slices`), so a score that
+decays over a long stream shows where.
 """
 
 from __future__ import annotations
@@ -139,18 +142,35 @@ class AvatarScore:
     stillness: float | None  # motion on silence / on speech
     identity: float  # mean identity similarity
     windows_identity: list[float]  # per window
+    windows_lip_sync: list[float | None]  # best correlation within each window (None: silent throughout)
     identity_worst_over_first: float  # worst window / first window
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
 
-def identity_windows(identity: np.ndarray, window_frames: int) -> list[float]:
-    """Mean identity per window of `window_frames` frames; a last window under half full is left out (a
+def window_slices(n: int, window_frames: int) -> list[slice]:
+    """Consecutive windows of `window_frames` over n frames; a last window under half full is left out (a
     stream shorter than half a window is one window)."""
-    windows = [float(identity[s:s + window_frames].mean()) for s in range(0, len(identity), window_frames)
-               if len(identity[s:s + window_frames]) >= window_frames // 2]
-    return windows or ([float(identity.mean())] if len(identity) else [])
+    out = [slice(s, min(s + window_frames, n)) for s in range(0, n, window_frames)
+           if min(s + window_frames, n) - s >= window_frames // 2]
+    return out or ([slice(0, n)] if n else [])
+
+
+def identity_windows(identity: np.ndarray, window_frames: int) -> list[float]:
+    """Mean identity per window (`window_slices`)."""
+    return [float(identity[w].mean()) for w in window_slices(len(identity), window_frames)]
+
+
+def lip_sync_windows(opening: np.ndarray, target: np.ndarray, window_frames: int, max_offset: int = 4) -> list[float | None]:
+    """Best lip-sync correlation within each window (`window_slices`); None where the audio's target is
+    constant there (all silence: nothing to follow)."""
+    out: list[float | None] = []
+    for w in window_slices(min(len(opening), len(target)), window_frames):
+        t = target[w]
+        out.append(lip_sync(opening[w], t, max_offset).correlation if len(t) > 2 * max_offset + 2 and t.std() > 1e-6
+                   else None)
+    return out
 
 
 def score_avatar(opening: np.ndarray, identity: np.ndarray, audio: np.ndarray, samples_per_frame: int,
@@ -164,5 +184,6 @@ def score_avatar(opening: np.ndarray, identity: np.ndarray, audio: np.ndarray, s
     return AvatarScore(
         lip_sync=sync.correlation, offset=sync.offset, lip_sync_at_zero=sync.correlation_at_zero,
         stillness=stillness_ratio(opening[:n], silent[:n]), identity=float(identity.mean()), windows_identity=windows,
+        windows_lip_sync=lip_sync_windows(opening[:n], target[:n], window_frames, max_offset),
         identity_worst_over_first=float(min(windows) / first) if first > 0 else 0.0,
     )

@@ -43,7 +43,6 @@ from distill.self_forcing import RolloutInputs, SelfForcingDMD
 from distill.shapes_data import to_model_video
 from distill.teacher_stage import FlowMatchMethod
 from models.audio import AudioConditioner
-from models.schedule import shift_sigma
 from models.vae import uint8_to_video
 
 
@@ -204,7 +203,7 @@ class AvatarFlowMatchMethod(FlowMatchMethod):
         drop_audio = torch.rand(b, generator=self.gen) < self.cfg.audio_dropout
         text = torch.where(drop_text[:, None, None], self.null_text.float(), text)
         x0, audio, text = x0.to(self.device), audio.to(self.device), text.to(self.device)
-        sigma = lead_sigma(shift_sigma(torch.rand(b, generator=self.gen), self.schedule.cfg.shift), ft).to(self.device)
+        sigma = lead_sigma(self.train_sigma(b), ft).to(self.device)
         eps = torch.randn(x0.shape, generator=self.gen).to(self.device)
         x_t = self.schedule.add_noise(x0, eps, sigma)
         pred = forward_dropping_audio(self.model, x_t, self.schedule.timestep(sigma), text, audio, drop_audio.to(self.device))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from distill.avatar_eval import eval_face, mean_scores
+from distill.avatar_eval import eval_face, heard_seconds, mean_scores
 from distill.avatar_scoring import FaceMeter, score_avatar
 from distill.teacher_sampler import TeacherSampler
 from models.vae import frames_to_uint8, uint8_to_video
@@ -95,7 +95,7 @@ def evaluate_avatar_teacher(sampler: AvatarTeacherSampler, gen_info, seeds: list
     runs = []
     for start in range(0, len(seeds), batch_size):
         group = seeds[start:start + batch_size]
-        faces = [eval_face(s, seconds, gen_info) for s in group]
+        faces = [eval_face(s, heard_seconds(seconds, gen_info), gen_info) for s in group]
         clips = sampler.sample([image for image, _, _ in faces], [audio for _, _, audio in faces], PROMPT, group)
         for seed, (image, identity, audio), clip in zip(group, faces, clips):
             meter = FaceMeter(identity, image)

@@ -148,6 +148,9 @@ class TeacherStageConfig(StageConfig):
     clip_latent_frames: int = 9  # latent frames per encoded video
     train_frames: int = 6  # latent frames per training crop (the teacher's clip length)
     text_dropout: float = 0.1  # chance a sample's prompt is replaced by "" (for CFG)
+    # the shift of the training sigmas, sigma = shift(u), u ~ U(0, 1) (0 = schedule.shift, the student's):
+    # a small latent needs less noise than Wan's to hide its content (SD3's resolution-dependent shift)
+    shift: float = 0.0
     audio_dropout: float = 0.1  # avatar models: chance a sample's audio layers are skipped (the null audio of audio CFG)
     # avatar models: the flow-matching error on each face's mouth box (as self_forcing.mouth_weight) weighs
     # 1 + this (0 = the plain MSE)

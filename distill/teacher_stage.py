@@ -2,7 +2,7 @@
 
 Rectified-flow / flow-matching objective (Lipman et al. 2023; Esser et al. 2024 for the shifted
 timestep sampling Wan uses): x_t = (1 - sigma) x0 + sigma eps, loss = || v_theta(x_t, t, c) - (eps - x0) ||^2,
-sigma = shift(u), u ~ U(0, 1). The prompt c is replaced by the empty prompt with probability
+sigma = shift(u), u ~ U(0, 1), with `teacher.shift` (default: the schedule's). The prompt c is replaced by the empty prompt with probability
 `text_dropout`, so the same network gives the unconditional flow for classifier-free guidance.
 Training clips are random crops of `train_frames` latent frames from the encoded videos (so the
 teacher judges windows that start mid-video too, as Self-Forcing's scoring windows do).
@@ -51,12 +51,15 @@ class FlowMatchMethod(Method):
         text = torch.where(drop[:, None, None], self.null_text, self.text[idx])
         return x0.to(self.device), text.float().to(self.device)
 
+    def train_sigma(self, b: int) -> torch.Tensor:
+        """[B] training sigmas shift(u), u ~ U(0, 1): `teacher.shift`, or the schedule's when it is 0."""
+        return shift_sigma(torch.rand(b, generator=self.gen), self.cfg.shift or self.schedule.cfg.shift)
+
     def loss(self, role, step):
         """Flow-matching MSE between the predicted and the true flow eps - x0 (module docstring)."""
         x0, text = self.batch()
         b = x0.shape[0]
-        u = torch.rand(b, generator=self.gen)
-        sigma = shift_sigma(u, self.schedule.cfg.shift).to(self.device)  # [B]
+        sigma = self.train_sigma(b).to(self.device)  # [B]
         eps = torch.randn(x0.shape, generator=self.gen).to(self.device)
         x_t = self.schedule.add_noise(x0, eps, sigma)
         pred = self.model(x_t, self.schedule.timestep(sigma), text)

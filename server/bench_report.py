@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import platform
 import sys
 
 
 def report(benchmark: str, **figures) -> dict:
-    """{"benchmark", "date" (local, seconds), "command" (as typed), "host", then `figures` in order}."""
+    """{"benchmark", "date" (local, seconds), "command" (as typed), "host", "cpus", "torch_threads", then
+    `figures` in order}. `torch_threads` is this process's: the in-process server's, which `--cpu-threads`
+    sets and which a CPU figure depends on (with `--url`, the client's: it generates nothing)."""
+    import torch
+
     return {"benchmark": benchmark, "date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "command": " ".join(["framecast"] + sys.argv[1:]), "host": platform.node(), **figures}
+            "command": " ".join(["framecast"] + sys.argv[1:]), "host": platform.node(), "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), **figures}
 
 
 def write_report(report: dict, path: str | None) -> None:

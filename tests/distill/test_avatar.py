@@ -55,6 +55,39 @@ def test_scorer_passes_ground_truth_and_fails_delay_noise_and_a_frozen_face():
     assert stillness_ratio(chatter, s.params.silent) > 0.5
 
 
+def test_lip_sync_per_window_shows_where_a_stream_stops_following_the_audio():
+    from distill.avatar_eval import window_means
+
+    s = AvatarDataset(7).sample(2, frames=128)
+    frozen_late = np.concatenate([s.video[:64], np.repeat(s.video[:1], 64, 0)])  # follows, then a still face
+    score = _scores(frozen_late, s)
+    spoken = [w for w in score.windows_lip_sync[:2] if w is not None]
+    assert len(score.windows_lip_sync) == 4 and spoken and min(spoken) > 0.9
+    assert all(w is None or w < 0.1 for w in score.windows_lip_sync[2:])
+    assert any(w is not None for w in score.windows_lip_sync[2:])
+    runs = [{"w": [0.8, None, 0.4]}, {"w": [0.6, None]}]
+    assert window_means(runs, "w") == [pytest.approx(0.7), None, pytest.approx(0.4)]
+
+
+def test_the_eval_gives_the_last_scored_frames_their_audio_look_ahead(monkeypatch):
+    """A live session has the speech past the frame being made; the eval's streams must too, or a word
+    starting in the last frames is scored against a mouth that never heard it."""
+    import distill.avatar_eval as ae
+    from models import load_generator
+
+    gen = load_generator("tiny-avatar", device="cpu", max_batch=2)
+    info = gen.info
+    assert info.audio_lookahead_frames > 0
+    short, long = ae.eval_face(3, 1.0, info)[2], ae.eval_face(3, 1.5, info)[2]
+    np.testing.assert_allclose(long[:len(short)], short, atol=0.02)  # the same speech (its faint noise floor differs)
+    assert np.abs(short).max() > 0.1
+    asked = []
+    real = ae.eval_face
+    monkeypatch.setattr(ae, "eval_face", lambda i, seconds, g: asked.append(seconds) or real(i, seconds, g))
+    ae.evaluate_avatar(gen, [0], seconds=1.0, window_seconds=1.0, ceiling=False)
+    assert asked == [pytest.approx(1.0 + info.audio_lookahead_frames / info.fps)]
+
+
 def test_lip_sync_offset_sign():
     target = np.random.default_rng(1).random(200)
     mouth = np.concatenate([np.zeros(3), target[:-3]])  # the mouth lags the audio by 3 frames
@@ -68,6 +101,7 @@ def test_random_weights_score_low():
     gen = load_generator("tiny-avatar", device="cpu", max_batch=2)
     report = evaluate_avatar(gen, [0, 1], seconds=3.0, window_seconds=1.0)
     assert len(report["runs"]) == 2
+    assert len(report["windows"]["identity"]) == 3 and len(report["windows"]["lip_sync"]) == 3
     assert report["mean"]["identity"] < 0.5
     assert report["mean"]["lip_sync"] < 0.6
     assert report["vae"]["identity"] < 0.5  # a random VAE holds no face either

@@ -86,6 +86,22 @@ def test_teacher_stage_loss_goes_down(recipe, parts, tmp_path):
     assert set(result["losses"]) >= {"loss", "teacher_grad_norm"}
 
 
+def test_teacher_training_sigmas_follow_teacher_shift_or_the_schedules(recipe, parts):
+    """sigma = shift(u), u ~ U(0, 1): the median sigma is shift / (1 + shift) (u = 0.5)."""
+    from models.schedule import shift_sigma
+
+    cfg, vae, text = parts
+    data = {"latents": torch.zeros(2, cfg.transformer.in_channels, 4, 4, 4), "text": torch.zeros(2, 4, 8)}
+    schedule = FlowMatchSchedule(cfg.schedule)
+    assert schedule.cfg.shift != 1.0
+    for shift, expected in ((1.0, 1.0), (0.0, schedule.cfg.shift)):  # 0: the schedule's own
+        method = FlowMatchMethod(random_transformer(cfg, seed=0), schedule, data, torch.zeros(4, 8),
+                                 dataclasses.replace(recipe.teacher, shift=shift, train_frames=4), seed=0)
+        sigma = method.train_sigma(20000)
+        assert sigma.median().item() == pytest.approx(shift_sigma(0.5, expected), abs=0.01)
+        assert 0.0 <= sigma.min().item() and sigma.max().item() <= 1.0
+
+
 def test_ode_pairs_and_ode_init_loss_goes_down(recipe, parts, tmp_path):
     cfg, vae, text = parts
     schedule = FlowMatchSchedule(cfg.schedule)

@@ -14,12 +14,28 @@ def test_report_header_comes_first_then_the_figures_in_order(monkeypatch):
     before = datetime.datetime.now().replace(microsecond=0)
     report = bench_report.report("extend", zeta=1, alpha=[2.5], median={"clip_s": 0.1})
     after = datetime.datetime.now()
-    assert list(report) == ["benchmark", "date", "command", "host", "zeta", "alpha", "median"]
+    assert list(report) == ["benchmark", "date", "command", "host", "cpus", "torch_threads", "zeta", "alpha", "median"]
     assert report["benchmark"] == "extend" and report["host"] == platform.node()
     assert report["command"] == "framecast bench extend --seconds 0.5"  # as typed, whatever the entry point
     date = datetime.datetime.fromisoformat(report["date"])
     assert date.microsecond == 0 and "." not in report["date"] and before <= date <= after  # local time, seconds
     assert (report["zeta"], report["alpha"], report["median"]) == (1, [2.5], {"clip_s": 0.1})
+
+
+def test_report_names_the_cores_and_the_torch_threads_a_cpu_figure_ran_on():
+    import os
+
+    import torch
+
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert bench_report.report("serve")["torch_threads"] == 1
+        torch.set_num_threads(2)
+        report = bench_report.report("serve")
+        assert report["torch_threads"] == 2 and report["cpus"] == os.cpu_count()
+    finally:
+        torch.set_num_threads(old)
 
 
 def test_write_report_is_indented_json_with_a_final_newline(tmp_path):

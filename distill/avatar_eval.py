@@ -1,14 +1,17 @@
 """`framecast eval --model AVATAR_MODEL`: lip-sync, stillness on silence and identity over time.
 
 For an avatar model (one with an `audio` section) `framecast eval` streams, per seed, a face of the
-avatar evaluation set (`AvatarDataset(EVAL_SEED).sample(seed)`: its first frame is the start image,
-its speech-like audio is fed to the stream at once, as a job would, with the look-ahead past the last
-scored frame that a live session has: `heard_seconds`) for `--seconds`, measures every
-chunk as it is generated (distill/avatar_scoring.py keeps per-frame scalars only, so a 10-minute
-stream never sits in memory) and writes `OUT/avatar_eval.json`: per seed and on average the lip-sync
-correlation and its best frame offset, the stillness ratio, identity per window and the worst window
-over the first, lip-sync per window (and both per window averaged over the seeds, `windows`); and the same scores of the VAE alone (`vae_ceiling`), the ceiling of the model. Streams
-of several seeds are stepped together (`--max-batch`).
+avatar evaluation set (`AvatarDataset(EVAL_SEED).sample(seed)`: its first frame is the start image).
+Its speech-like audio is fed to the stream at once, as a job would, with the look-ahead past the last
+scored frame that a live session has (`heard_seconds`). Every chunk is measured as it is generated
+(distill/avatar_scoring.py keeps per-frame scalars only, so a 10-minute stream never sits in memory).
+`OUT/avatar_eval.json` holds, per seed and on average:
+- the lip-sync correlation and its best frame offset, and the stillness ratio;
+- identity per window and the worst window over the first;
+- lip-sync per window (both per window averaged over the seeds: `windows`);
+- the mouth's opening per loudness (`mouth_by_loudness`: how far it scatters around what the speech asks);
+- the same scores of the VAE alone (`vae_ceiling`), the ceiling of the model.
+Streams of several seeds are stepped together (`--max-batch`).
 """
 
 from __future__ import annotations
@@ -66,12 +69,34 @@ def window_means(runs: list[dict], key: str) -> list[float | None]:
     return out
 
 
+def mouth_means(runs: list[dict]) -> list[dict]:
+    """`mouth_by_loudness` averaged over the runs, bin by bin (the sd is the mean of each face's own sd)."""
+    if not runs:
+        return []
+    out = []
+    for i, first in enumerate(runs[0]["mouth_by_loudness"]):
+        cells = [r["mouth_by_loudness"][i] for r in runs]
+        mean = [c["mean"] for c in cells if c["mean"] is not None]
+        sd = [c["sd"] for c in cells if c["sd"] is not None]
+        out.append({"lo": first["lo"], "hi": first["hi"], "frames": sum(c["frames"] for c in cells),
+                    "mean": float(np.mean(mean)) if mean else None, "sd": float(np.mean(sd)) if sd else None})
+    return out
+
+
+def mouth_line(bins: list[dict]) -> str:
+    """'silent 0.03±0.11, ≤0.25 0.25±0.25, ...' of `mouth_means`."""
+    def cell(b):
+        name = "silent" if b["lo"] is None else f"≤{b['hi']:g}"
+        return f"{name} -" if b["mean"] is None else f"{name} {b['mean']:.2f}±{(b['sd'] or 0.0):.2f}"
+    return ", ".join(cell(b) for b in bins)
+
+
 def vae_ceiling(vae, seeds: list[int], seconds: float, gen_info, window_seconds: float) -> dict:
     """The VAE's ceiling: each evaluation face's ground-truth video (the frames the stream is scored
     against), encoded and decoded as a stream is (`distill.stream_reconstruction`, encoded whole) and scored
     like a generated stream against its own speech: {"identity": mean over seeds, "worst_over_first": the
     mean of each seed's worst window / first, "lip_sync": the mean best correlation, "windows_lip_sync": its mean
-    per window}. A VAE that cannot hold
+    per window, "mouth_by_loudness": `mouth_means`}. A VAE that cannot hold
     the face, or that blurs the mouth shut, caps every model that uses it (the ground truth scores 0.99)."""
     from distill.stream_reconstruction import streamed_reconstruction
 
@@ -92,7 +117,8 @@ def vae_ceiling(vae, seeds: list[int], seconds: float, gen_info, window_seconds:
         syncs.append(score.lip_sync)
         runs.append(score.as_dict())
     return {"identity": float(np.mean(means)), "worst_over_first": float(np.mean(ratios)),
-            "lip_sync": float(np.mean(syncs)), "windows_lip_sync": window_means(runs, "windows_lip_sync")}
+            "lip_sync": float(np.mean(syncs)), "windows_lip_sync": window_means(runs, "windows_lip_sync"),
+            "mouth_by_loudness": mouth_means(runs)}
 
 
 def mean_scores(runs: list[dict], keys) -> dict:
@@ -151,6 +177,7 @@ def evaluate_avatar(gen, seeds: list[int], seconds: float, window_seconds: float
         "mean": mean_scores(runs, ("lip_sync", "lip_sync_at_zero", "stillness", "identity", "identity_worst_over_first")),
         "offsets": [r["offset"] for r in runs],
         "windows": {"lip_sync": window_means(runs, "windows_lip_sync"), "identity": window_means(runs, "windows_identity")},
+        "mouth_by_loudness": mouth_means(runs),
         "generated_fps": frames_total * len(seeds) / elapsed if elapsed > 0 else None,
         "vae": vae_ceiling(gen.vae, seeds, min(seconds, 10.0), info, window_seconds) if ceiling else None,
     }
@@ -194,6 +221,8 @@ def run_avatar(args, seeds: list[int]) -> int:
     print(f"the VAE's ceiling (the evaluation faces encoded and decoded as a stream, up to 10 s): lip-sync "
           f"{vae['lip_sync']:.3f}, identity {vae['identity']:.3f}, worst / first window {vae['worst_over_first']:.3f}; "
           "lip-sync per window " + " ".join("-" if v is None else f"{v:.3f}" for v in vae["windows_lip_sync"]))
+    print(f"mouth opening by the audio's target opening (mean±sd within a face; the ground truth scatters ~0.08): "
+          f"model {mouth_line(report['mouth_by_loudness'])}; VAE {mouth_line(vae['mouth_by_loudness'])}")
     if teacher is not None:
         _print_teacher(report["teacher"])
     print(f"wrote {out / 'avatar_eval.json'}")
@@ -228,7 +257,8 @@ def teacher_comparison(gen, sampler, seeds: list[int], window_seconds: float, ba
         s, t = student_mean[key], teacher["mean"][key]
         return s / t if s is not None and t else None
 
-    return {**teacher, "student_same_frames": {"runs": student["runs"], "mean": student_mean},
+    return {**teacher, "student_same_frames": {"runs": student["runs"], "mean": student_mean,
+                                               "mouth_by_loudness": student["mouth_by_loudness"]},
             "student_over_teacher": {k: ratio(k) for k in ("lip_sync", "identity")}}
 
 
@@ -243,6 +273,8 @@ def _print_teacher(section: dict) -> None:
           f"{section['audio_guidance']:g}), clips of {section['frames']} frames: lip-sync {num(t['lip_sync'])}, identity "
           f"{num(t['identity'])}; the student on the same frames: lip-sync {num(s['lip_sync'])}, identity "
           f"{num(s['identity'])}; student / teacher: lip-sync {num(r['lip_sync'])}, identity {num(r['identity'])}")
+    print(f"  mouth opening by loudness: teacher {mouth_line(section['mouth_by_loudness'])}; the student on the same "
+          f"frames {mouth_line(section['student_same_frames']['mouth_by_loudness'])}")
     from distill.noise_capture import noise_capture_line
 
     print(noise_capture_line(section["noise_capture"]))

@@ -143,6 +143,7 @@ class AvatarScore:
     identity: float  # mean identity similarity
     windows_identity: list[float]  # per window
     windows_lip_sync: list[float | None]  # best correlation within each window (None: silent throughout)
+    mouth_by_loudness: list[dict]  # `opening_by_loudness`: how wide the mouth opens, and how steadily, per loudness
     identity_worst_over_first: float  # worst window / first window
 
     def as_dict(self) -> dict:
@@ -173,6 +174,23 @@ def lip_sync_windows(opening: np.ndarray, target: np.ndarray, window_frames: int
     return out
 
 
+LOUDNESS_BINS = (0.0, 0.25, 0.5, 0.75, 1.0)  # bins of the target opening: (0, 0.25], ..., (0.75, 1]
+
+
+def opening_by_loudness(opening: np.ndarray, target: np.ndarray) -> list[dict]:
+    """Per bin of the audio's target opening (`LOUDNESS_BINS`, silence first): {"lo", "hi", "frames", "mean",
+    "sd"} of the measured opening. The ground truth opens by a fixed amount per loudness (sd ~0.08); a
+    mouth that follows the audio on average but scatters around it (a large sd) loses correlation."""
+    bins = [(None, 0.0)] + list(zip(LOUDNESS_BINS[:-1], LOUDNESS_BINS[1:]))
+    out = []
+    for lo, hi in bins:
+        m = target <= hi if lo is None else (target > lo) & (target <= hi)
+        x = opening[m]
+        out.append({"lo": lo, "hi": hi, "frames": int(m.sum()), "mean": float(x.mean()) if len(x) else None,
+                    "sd": float(x.std()) if len(x) > 1 else None})
+    return out
+
+
 def score_avatar(opening: np.ndarray, identity: np.ndarray, audio: np.ndarray, samples_per_frame: int,
                  window_frames: int, max_offset: int = 4) -> AvatarScore:
     """Scores of one stream from its per-frame measurements and its audio (frame 0 = media time 0)."""
@@ -185,5 +203,6 @@ def score_avatar(opening: np.ndarray, identity: np.ndarray, audio: np.ndarray, s
         lip_sync=sync.correlation, offset=sync.offset, lip_sync_at_zero=sync.correlation_at_zero,
         stillness=stillness_ratio(opening[:n], silent[:n]), identity=float(identity.mean()), windows_identity=windows,
         windows_lip_sync=lip_sync_windows(opening[:n], target[:n], window_frames, max_offset),
+        mouth_by_loudness=opening_by_loudness(opening[1:n], target[1:n]),  # (frame 0 is the start image)
         identity_worst_over_first=float(min(windows) / first) if first > 0 else 0.0,
     )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from distill.avatar_eval import eval_face, heard_seconds, mean_scores
+from distill.avatar_eval import eval_face, heard_seconds, mean_scores, mouth_means
 from distill.avatar_scoring import FaceMeter, score_avatar
 from distill.teacher_sampler import TeacherSampler
 from models.vae import frames_to_uint8, uint8_to_video
@@ -107,5 +107,6 @@ def evaluate_avatar_teacher(sampler: AvatarTeacherSampler, gen_info, seeds: list
         "steps": sampler.steps, "guidance": sampler.guidance, "audio_guidance": sampler.audio_guidance,
         "latent_frames": sampler.clip_latent_frames, "frames": sampler.frames, "seconds": seconds, "runs": runs,
         "mean": mean_scores(runs, ("lip_sync", "lip_sync_at_zero", "stillness", "identity")),
+        "mouth_by_loudness": mouth_means(runs),
         "noise_capture": avatar_noise_capture(sampler, gen_info, seeds),
     }

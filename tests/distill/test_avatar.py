@@ -88,6 +88,21 @@ def test_the_eval_gives_the_last_scored_frames_their_audio_look_ahead(monkeypatc
     assert asked == [pytest.approx(1.0 + info.audio_lookahead_frames / info.fps)]
 
 
+def test_mouth_by_loudness_shows_a_mouth_that_scatters_around_the_speech():
+    from distill.avatar_scoring import opening_by_loudness
+
+    s = AvatarDataset(7).sample(2, frames=128)
+    truth = _scores(s.video, s).mouth_by_loudness
+    assert [b["lo"] for b in truth] == [None, 0.0, 0.25, 0.5, 0.75] and sum(b["frames"] for b in truth) == 127
+    loud = truth[-1]
+    assert loud["frames"] > 10 and loud["mean"] > 0.5 and loud["sd"] < 0.15  # opens by a fixed amount per loudness
+    target = np.clip(np.random.default_rng(0).random(400) * 1.2, 0, 1)
+    steady = opening_by_loudness(target * 0.8, target)
+    scattered = opening_by_loudness(target * np.random.default_rng(1).uniform(0.2, 1.4, 400), target)
+    assert steady[-1]["mean"] == pytest.approx(scattered[-1]["mean"], abs=0.1)
+    assert scattered[-1]["sd"] > 3 * steady[-1]["sd"]
+
+
 def test_lip_sync_offset_sign():
     target = np.random.default_rng(1).random(200)
     mouth = np.concatenate([np.zeros(3), target[:-3]])  # the mouth lags the audio by 3 frames
@@ -102,6 +117,7 @@ def test_random_weights_score_low():
     report = evaluate_avatar(gen, [0, 1], seconds=3.0, window_seconds=1.0)
     assert len(report["runs"]) == 2
     assert len(report["windows"]["identity"]) == 3 and len(report["windows"]["lip_sync"]) == 3
+    assert len(report["mouth_by_loudness"]) == 5 and len(report["vae"]["mouth_by_loudness"]) == 5
     assert report["mean"]["identity"] < 0.5
     assert report["mean"]["lip_sync"] < 0.6
     assert report["vae"]["identity"] < 0.5  # a random VAE holds no face either

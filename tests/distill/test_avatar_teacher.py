@@ -58,6 +58,7 @@ def test_eval_cli_writes_the_teacher_beside_the_student(tmp_path):
     teacher = report["teacher"]
     assert teacher["audio_guidance"] == 2.0 and teacher["steps"] == 2 and len(teacher["runs"]) == 2
     assert len(teacher["student_same_frames"]["runs"]) == 2
+    assert len(teacher["mouth_by_loudness"]) == len(teacher["student_same_frames"]["mouth_by_loudness"]) == 5
     assert set(teacher["student_over_teacher"]) == {"lip_sync", "identity"}
     assert [row["sigma"] for row in teacher["noise_capture"]] == [0.1, 0.5, 0.9]
     assert report["runs"] and report["vae"]["identity"] is not None  # the student's own report is still there

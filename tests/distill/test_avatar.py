@@ -103,6 +103,17 @@ def test_mouth_by_loudness_shows_a_mouth_that_scatters_around_the_speech():
     assert scattered[-1]["sd"] > 3 * steady[-1]["sd"]
 
 
+def test_mouth_means_average_each_bin_over_the_faces():
+    from distill.avatar_eval import mouth_line, mouth_means
+
+    def run(mean, sd, frames):
+        return {"mouth_by_loudness": [{"lo": None, "hi": 0.0, "frames": frames, "mean": mean, "sd": sd}]}
+
+    out = mouth_means([run(0.2, 0.1, 10), run(0.4, 0.3, 5), run(None, None, 0)])
+    assert out == [{"lo": None, "hi": 0.0, "frames": 15, "mean": pytest.approx(0.3), "sd": pytest.approx(0.2)}]
+    assert mouth_line(out) == "silent 0.30±0.20" and mouth_means([]) == []
+
+
 def test_lip_sync_offset_sign():
     target = np.random.default_rng(1).random(200)
     mouth = np.concatenate([np.zeros(3), target[:-3]])  # the mouth lags the audio by 3 frames

@@ -59,6 +59,15 @@ def heard_seconds(seconds: float, gen_info) -> float:
     return seconds + gen_info.audio_lookahead_frames / gen_info.fps
 
 
+def mean_scores(runs: list[dict], keys) -> dict:
+    """{key: mean over the runs that have a value for it (None when none has)}."""
+    out = {}
+    for key in keys:
+        values = [r[key] for r in runs if r[key] is not None]
+        out[key] = float(np.mean(values)) if values else None
+    return out
+
+
 def window_means(runs: list[dict], key: str) -> list[float | None]:
     """Per window index, the mean over the runs of `key` (a per-window list; None entries are skipped)."""
     n = max((len(r[key]) for r in runs), default=0)
@@ -105,29 +114,16 @@ def vae_ceiling(vae, seeds: list[int], seconds: float, gen_info, window_seconds:
     frames = 1 + tc * max(1, int(round(seconds * gen_info.fps)) // tc)
     window = max(1, int(round(window_seconds * gen_info.fps)))
     spf = gen_info.audio_sample_rate // gen_info.fps
-    means, ratios, syncs, runs = [], [], [], []
+    runs = []
     for seed in seeds:
         face = faces.sample(seed, frames=frames)
         meter = FaceMeter(face.params.identity, face.video[0])
         video = streamed_reconstruction(vae, face.video, gen_info.chunk_frames, encode_window=0)
-        score = score_avatar(meter.opening(video), meter.identity_scores(video), face.audio, spf, window)
-        windows = score.windows_identity
-        means.append(score.identity)
-        ratios.append(min(windows) / windows[0] if windows and windows[0] > 0 else 0.0)
-        syncs.append(score.lip_sync)
-        runs.append(score.as_dict())
-    return {"identity": float(np.mean(means)), "worst_over_first": float(np.mean(ratios)),
-            "lip_sync": float(np.mean(syncs)), "windows_lip_sync": window_means(runs, "windows_lip_sync"),
+        runs.append(score_avatar(meter.opening(video), meter.identity_scores(video), face.audio, spf, window).as_dict())
+    mean = mean_scores(runs, ("identity", "identity_worst_over_first", "lip_sync"))
+    return {"identity": mean["identity"], "worst_over_first": mean["identity_worst_over_first"],
+            "lip_sync": mean["lip_sync"], "windows_lip_sync": window_means(runs, "windows_lip_sync"),
             "mouth_by_loudness": mouth_means(runs)}
-
-
-def mean_scores(runs: list[dict], keys) -> dict:
-    """{key: mean over the runs that have a value for it (None when none has)}."""
-    out = {}
-    for key in keys:
-        values = [r[key] for r in runs if r[key] is not None]
-        out[key] = float(np.mean(values)) if values else None
-    return out
 
 
 def evaluate_avatar(gen, seeds: list[int], seconds: float, window_seconds: float = 5.0, progress=None,

@@ -2,10 +2,10 @@
 
 Rectified-flow / flow-matching objective (Lipman et al. 2023; Esser et al. 2024 for the shifted
 timestep sampling Wan uses): x_t = (1 - sigma) x0 + sigma eps, loss = || v_theta(x_t, t, c) - (eps - x0) ||^2,
-sigma = shift(u), u ~ U(0, 1), with `teacher.shift` (default: the schedule's). The prompt c is replaced by the empty prompt with probability
-`text_dropout`, so the same network gives the unconditional flow for classifier-free guidance.
-Training clips are random crops of `train_frames` latent frames from the encoded videos (so the
-teacher judges windows that start mid-video too, as Self-Forcing's scoring windows do).
+sigma = shift(u), u ~ U(0, 1), with `teacher.shift` (default: the schedule's). The prompt c is replaced
+by the empty prompt with probability `text_dropout`, so the same network gives the unconditional flow
+for classifier-free guidance. Training clips are random crops of `train_frames` latent frames from the
+encoded videos (so the teacher judges windows that start mid-video too, as Self-Forcing's scoring windows do).
 """
 
 from __future__ import annotations

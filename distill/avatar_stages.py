@@ -41,7 +41,7 @@ from distill.ode_pairs import SHARD_PATTERN, _write_shard
 from distill.parallel import broadcast_ints, global_batch, rank_slice
 from distill.self_forcing import RolloutInputs, SelfForcingDMD
 from distill.shapes_data import to_model_video
-from distill.teacher_stage import FlowMatchMethod
+from distill.teacher_stage import FlowMatchMethod, image_led_crops
 from models.audio import AudioConditioner
 from models.vae import uint8_to_video
 
@@ -96,19 +96,12 @@ def still_leads(vae, faces: AvatarDataset, num_clips: int, still_frames: int, ba
 
 def image_lead_crops(data: dict, gen: torch.Generator, b: int, frames: int):
     """b clips [image | frames - 1 contiguous frames from anywhere after it]: (x0 [b, C, frames, h, w],
-    audio [b, frames, M, A], text [b, L, D]) from a latent dataset. The image is `data["lead"]` (the start
-    image in the code the stream commits it in: `still_leads`) when the dataset has it, else the clip's
-    latent frame 0."""
+    audio [b, frames, M, A], text [b, L, D]) from a latent dataset (teacher_stage.image_led_crops). The image
+    is `data["lead"]` (the start image in the code the stream commits it in: `still_leads`) when the dataset
+    has it, else the clip's latent frame 0."""
     lat, aud = data["latents"], data["audio"]
     lead = data.get("lead")
-    if lead is None:
-        lead = lat[:, :, :1]
-    n, f = lat.shape[0], lat.shape[2]
-    if frames > f:
-        raise ValueError(f"{frames} frames asked of clips of {f} latent frames")
-    idx = torch.randint(0, n, (b,), generator=gen).tolist()
-    start = torch.randint(1, f - frames + 2, (b,), generator=gen).tolist()
-    x0 = torch.stack([torch.cat([lead[i], lat[i, :, s:s + frames - 1]], dim=1) for i, s in zip(idx, start)])
+    x0, idx, start = image_led_crops(lat, lat[:, :, :1] if lead is None else lead, gen, b, frames)
     audio = torch.stack([torch.cat([aud[i, :1], aud[i, s:s + frames - 1]]) for i, s in zip(idx, start)]).float()
     return x0, audio, data["text"][idx].float(), idx
 

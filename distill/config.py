@@ -151,6 +151,9 @@ class TeacherStageConfig(StageConfig):
     # the shift of the training sigmas, sigma = shift(u), u ~ U(0, 1) (0 = schedule.shift, the student's):
     # a small latent needs less noise than Wan's to hide its content (SD3's resolution-dependent shift)
     shift: float = 0.0
+    # shapes: this share of the crops leads with the clip's latent frame 0 (the code of a start image) kept clean,
+    # so the teacher learns to follow a start image and self_forcing.image_lead can judge image starts with it
+    image_lead_share: float = 0.0
     audio_dropout: float = 0.1  # avatar models: chance a sample's audio layers are skipped (the null audio of audio CFG)
     # avatar models: the flow-matching error on each face's mouth box (as self_forcing.mouth_weight) weighs
     # 1 + this (0 = the plain MSE)
@@ -243,6 +246,10 @@ class SelfForcingStageConfig(StageConfig):
     # clip, opened as `stream(image=...)` opens it (needs prompts = "shapes"); a stage run with
     # image_share > 0 marks the model `supports_image` in framecast.json
     image_share: float = 0.0
+    # True: an image-started rollout's windows are judged as [start image, clean | window], as the avatar's are,
+    # by a teacher trained on image-led clips (teacher.image_lead_share > 0); False: the image leads only the
+    # first window, noised with it (the teacher never saw it clean, so its score follows the prompt alone)
+    image_lead: bool = False
 
 
 @dataclass

@@ -16,7 +16,7 @@ One step = `critic_steps` critic updates, then one student update:
   served burn-in; Self-Forcing++ / Rolling Forcing), prompt switches made through the server's
   `set_prompt` (LongLive) with the frames after the switch scored under the new prompt, and
   streams opened from a start image (its latent is the clean first frame of the scored clip, as
-  context only).
+  context only; with `image_lead`, every window of such a rollout leads with it, clean, as avatars do).
 - student loss: DMD (distill/dmd.py, DMD eq. 7 with the eq. 8 normaliser) with
   real x0 = teacher under CFG `uncond + g (cond - uncond)`, fake x0 = critic.
 - critic loss: flow matching on fresh detached rollouts (DMD2's fake-score update).
@@ -55,6 +55,7 @@ class ScoredBatch:
     mask: torch.Tensor | None
     logs: dict[str, float]  # what the rollout did (options only)
     audio: torch.Tensor | None = None  # [B*n, W, M, A] the windows' audio features (avatar models)
+    lead: bool = False  # every window leads with the stream's start-image latent, kept clean when noised
 
     @property
     def conditions(self) -> dict:
@@ -109,6 +110,8 @@ class SelfForcingDMD(Method):
                              "(a chunk before the switch and a whole judged window after it)")
         if cfg.image_share > 0 and images is None:
             raise ValueError("start-image rollouts need start images (self_forcing.prompts: shapes)")
+        if cfg.image_lead and not self.lead_image and cfg.image_share <= 0:
+            raise ValueError("self_forcing.image_lead judges start-image rollouts: it needs image_share > 0")
         if cfg.mouth_weight > 0 and not self.has_mouth:
             raise ValueError("mouth_weight applies to avatar models only (their streams are faces with a mouth)")
 
@@ -192,7 +195,8 @@ class SelfForcingDMD(Method):
         first = grad_from * c + int(ro.image_latents is not None)  # the stream's latent frame index of x's frame 0
         frames = list(range(first, first + x.shape[2]))
         w, lead = cfg.score_frames, None
-        if self.lead_image:  # every window is [image | w - 1 frames]: the identity sink, clean, as the teacher learnt
+        leads = self.lead_image or (cfg.image_lead and ro.image_latents is not None)
+        if leads:  # every window is [image | w - 1 frames]: the identity sink, clean, as the teacher learnt
             lead, w = ro.image_latents.to(x), w - 1
         elif ro.image_latents is not None and grad_from == 0:  # the start image leads the clip, as in the VAE's video
             x = torch.cat([ro.image_latents.to(x), x], dim=2)
@@ -224,13 +228,13 @@ class SelfForcingDMD(Method):
             logs["switched"] = float(switch is not None)
         if cfg.image_share > 0:
             logs["image_start"] = float(has_image)
-        return ScoredBatch(windows, text, mask, logs, self._window_audio(inputs, held))
+        return ScoredBatch(windows, text, mask, logs, self._window_audio(inputs, held), lead=leads)
 
-    def _noised(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`_noise`, with the lead image of every window kept clean (sigma [B*n, F], 0 on it) when windows lead
-        with one; else sigma [B*n]."""
+    def _noised(self, x: torch.Tensor, lead: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`_noise`, with the lead image of every window kept clean (sigma [B*n, F], 0 on it) when the windows
+        `lead` with one; else sigma [B*n]."""
         x_t, sigma, eps = self._noise(x)
-        if self.lead_image:
+        if lead:
             sigma = lead_sigma(sigma, x.shape[2])
             x_t = torch.cat([x[:, :, :1], x_t[:, :, 1:]], dim=2)
         return x_t, sigma, eps
@@ -267,7 +271,7 @@ class SelfForcingDMD(Method):
         with torch.no_grad():
             batch = self._rollout(grad=False)
         x = batch.windows
-        x_t, sigma, eps = self._noised(x)
+        x_t, sigma, eps = self._noised(x, batch.lead)
         pred = self.critic(x_t, self.schedule.timestep(sigma), batch.text, **batch.conditions)
         loss = flow_matching_loss(pred, x, eps, mask=batch.mask)
         return loss, {"critic_loss": loss.item(), **batch.logs}
@@ -276,7 +280,7 @@ class SelfForcingDMD(Method):
         """DMD generator loss (DMD eq. 7, normalised as eq. 8) on a rollout with gradient at the exit steps."""
         batch = self._rollout(grad=True)
         x, text = batch.windows, batch.text
-        x_t, sigma, _ = self._noised(x.detach())
+        x_t, sigma, _ = self._noised(x.detach(), batch.lead)
         with torch.no_grad():
             real = self.real_x0(x_t, sigma, text, **batch.conditions)
             fake = self.critic(x_t, self.schedule.timestep(sigma), text, **batch.conditions).float()

@@ -6,6 +6,12 @@ sigma = shift(u), u ~ U(0, 1), with `teacher.shift` (default: the schedule's). T
 by the empty prompt with probability `text_dropout`, so the same network gives the unconditional flow
 for classifier-free guidance. Training clips are random crops of `train_frames` latent frames from the
 encoded videos (so the teacher judges windows that start mid-video too, as Self-Forcing's scoring windows do).
+
+Image-led clips (`teacher.image_lead_share`): that share of the crops is [the video's latent frame 0 | frames
+from anywhere after it], frame 0 kept clean (sigma 0, no loss on it). Latent frame 0 of a causal VAE is the
+code of the video's first frame alone, i.e. what `stream(image=...)` commits for a start image, so the teacher
+learns to follow a clean start image (as the avatar teacher follows its face) and Self-Forcing can judge
+image-started windows led by that image (`self_forcing.image_lead`).
 """
 
 from __future__ import annotations
@@ -14,9 +20,22 @@ import torch
 import torch.nn.functional as F
 
 from distill.config import TeacherStageConfig
+from distill.dmd import masked_mean
 from distill.trainer import Method, OptimSpec
 from models.schedule import FlowMatchSchedule, shift_sigma
 from models.transformer import CausalWanTransformer
+
+
+def image_led_crops(latents: torch.Tensor, lead: torch.Tensor, gen: torch.Generator, b: int, frames: int):
+    """b clips [lead image | frames - 1 contiguous latent frames from anywhere after frame 0]: (x0 [b, C,
+    frames, h, w], clip indices, start frames). latents [N, C, F, h, w]; lead [N, C, 1, h, w]."""
+    n, f = latents.shape[0], latents.shape[2]
+    if frames > f:
+        raise ValueError(f"{frames} frames asked of clips of {f} latent frames")
+    idx = torch.randint(0, n, (b,), generator=gen).tolist()
+    start = torch.randint(1, f - frames + 2, (b,), generator=gen).tolist()
+    x0 = torch.stack([torch.cat([lead[i], latents[i, :, s:s + frames - 1]], dim=1) for i, s in zip(idx, start)])
+    return x0, idx, start
 
 
 class FlowMatchMethod(Method):
@@ -34,6 +53,8 @@ class FlowMatchMethod(Method):
         self.gen = torch.Generator().manual_seed(seed)
         if cfg.train_frames > self.latents.shape[2]:
             raise ValueError(f"train_frames {cfg.train_frames} > encoded latent frames {self.latents.shape[2]}")
+        if not 0 <= cfg.image_lead_share <= 1:
+            raise ValueError(f"teacher.image_lead_share {cfg.image_lead_share} is not in [0, 1]")
 
     def roles(self):
         return {"teacher": self.model}
@@ -41,30 +62,48 @@ class FlowMatchMethod(Method):
     def optim_specs(self):
         return {"teacher": OptimSpec(self.cfg.lr, self.cfg.betas, self.cfg.weight_decay)}
 
-    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x0 [B, C, Ft, h, w], text [B, L, D]) with random crops and text dropout."""
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x0 [B, C, Ft, h, w], text [B, L, D], led [B] bool) with random crops and text dropout; the rows
+        where `led` is set are image-led crops (`image_led_crops`, share `teacher.image_lead_share`)."""
         b, ft = self.cfg.batch_size, self.cfg.train_frames
         idx = torch.randint(0, self.latents.shape[0], (b,), generator=self.gen)
         start = torch.randint(0, self.latents.shape[2] - ft + 1, (b,), generator=self.gen)
         x0 = torch.stack([self.latents[i, :, s:s + ft] for i, s in zip(idx.tolist(), start.tolist())])
+        led = torch.zeros(b, dtype=torch.bool)
+        if self.cfg.image_lead_share > 0:
+            led = torch.rand(b, generator=self.gen) < self.cfg.image_lead_share
+            if led.any():
+                led_x0, led_idx, _ = image_led_crops(self.latents, self.latents[:, :, :1], self.gen, int(led.sum()), ft)
+                x0[led] = led_x0.to(x0.dtype)
+                idx[led] = torch.tensor(led_idx)
         drop = torch.rand(b, generator=self.gen) < self.cfg.text_dropout
         text = torch.where(drop[:, None, None], self.null_text, self.text[idx])
-        return x0.to(self.device), text.float().to(self.device)
+        return x0.to(self.device), text.float().to(self.device), led.to(self.device)
 
     def train_sigma(self, b: int) -> torch.Tensor:
         """[B] training sigmas shift(u), u ~ U(0, 1): `teacher.shift`, or the schedule's when it is 0."""
         return shift_sigma(torch.rand(b, generator=self.gen), self.cfg.shift or self.schedule.cfg.shift)
 
     def loss(self, role, step):
-        """Flow-matching MSE between the predicted and the true flow eps - x0 (module docstring)."""
-        x0, text = self.batch()
-        b = x0.shape[0]
+        """Flow-matching MSE between the predicted and the true flow eps - x0 (module docstring); on image-led
+        rows frame 0 is clean (sigma 0) and out of the mean."""
+        x0, text, led = self.batch()
+        b, f = x0.shape[0], x0.shape[2]
         sigma = self.train_sigma(b).to(self.device)  # [B]
         eps = torch.randn(x0.shape, generator=self.gen).to(self.device)
+        if not led.any():
+            x_t = self.schedule.add_noise(x0, eps, sigma)
+            pred = self.model(x_t, self.schedule.timestep(sigma), text)
+            loss = F.mse_loss(pred.float(), self.schedule.flow_target(x0, eps))
+            return loss, {"loss": loss.item()}
+        sigma = sigma[:, None].expand(b, f).clone()  # [B, F]
+        sigma[led, 0] = 0.0
         x_t = self.schedule.add_noise(x0, eps, sigma)
         pred = self.model(x_t, self.schedule.timestep(sigma), text)
-        loss = F.mse_loss(pred.float(), self.schedule.flow_target(x0, eps))
-        return loss, {"loss": loss.item()}
+        scored = torch.ones(b, 1, f, 1, 1, device=self.device)  # [B, 1, F, 1, 1]
+        scored[led, :, 0] = 0.0
+        loss = masked_mean((pred.float() - self.schedule.flow_target(x0, eps)) ** 2, scored)
+        return loss, {"loss": loss.item(), "image_led": led.float().mean().item()}
 
     def state_dict(self):
         return {"gen": self.gen.get_state()}

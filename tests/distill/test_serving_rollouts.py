@@ -265,6 +265,46 @@ def test_image_rollout_starts_from_the_encoded_image(parts, monkeypatch):
     assert mask[:, 0, :, 0, 0].tolist() == [[0, 1, 1, 1, 1]] * 2
 
 
+def test_image_lead_judges_every_window_of_an_image_rollout_led_by_the_clean_image(parts):
+    """With `image_lead`, an image rollout's windows (several, the burn-in chunk excluded) all lead with the
+    stream's start-image latent: the critic and the teacher see it clean (timestep 0, x_t equal to it) and no
+    loss falls on it; a text rollout of the same method is judged as before (no lead, one sigma per window)."""
+    recipe = parts[0]
+    images = StartImages(11, recipe.data)
+    m = method(parts, rollout_chunks=3, dmd_window_chunks=2, score_frames=4, image_share=1.0, image_lead=True, images=images)
+    seen = []
+    critic_forward = m.critic.forward
+
+    def spy(x, t, text, **kw):
+        seen.append((x.detach().clone(), t.detach().clone()))
+        return critic_forward(x, t, text, **kw)
+
+    m.critic.forward = spy
+    rollout_ = m._rollout
+    batches = []
+    m._rollout = lambda grad: batches.append(rollout_(grad)) or batches[-1]
+    m.student_loss()[0].backward()
+    batch = batches[-1]
+    assert batch.lead
+    c = m.gen.cfg.stream.chunk_frames
+    n = len(batch.windows) // 2
+    assert batch.windows.shape[2] == 4 and n == -(-(2 * c) // 3)  # [image | 3 frames] windows over 2 chunks
+    image = batch.windows[:2, :, :1]  # [B, C, 1, h, w] the first window's lead
+    assert torch.equal(batch.windows[:, :, :1], image.repeat(n, 1, 1, 1, 1))
+    assert batch.mask[:, 0, 0, 0, 0].tolist() == [0.0] * (2 * n) and batch.mask[:, 0, 1:].min() == 1
+    x_t, t = seen[-1]
+    assert t.shape == (2 * n, 4) and t[:, 0].abs().max() == 0 and t[:, 1:].min() > 0
+    assert torch.allclose(x_t[:, :, 0], image.repeat(n, 1, 1, 1, 1)[:, :, 0], atol=1e-6)
+    text_only = method(parts, rollout_chunks=3, dmd_window_chunks=2, score_frames=4, image_lead=True, image_share=1e-9,
+                       images=images)._rollout(grad=False)
+    assert not text_only.lead and text_only.windows.shape[2] == 4
+
+
+def test_image_lead_needs_image_rollouts(parts):
+    with pytest.raises(ValueError, match="image_share"):
+        method(parts, image_lead=True)
+
+
 def test_image_rollout_is_the_served_image_stream(parts):
     """run_rollout from an image gives the frames `stream(prompt, seed, image=...)` gives."""
     recipe, cfg, vae, text = parts

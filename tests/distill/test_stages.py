@@ -102,6 +102,54 @@ def test_teacher_training_sigmas_follow_teacher_shift_or_the_schedules(recipe, p
         assert 0.0 <= sigma.min().item() and sigma.max().item() <= 1.0
 
 
+def test_image_led_teacher_crops_lead_with_the_clean_first_frame_and_score_the_rest(recipe, parts):
+    """teacher.image_lead_share = 1: every crop is [the clip's latent frame 0 | frames from after it], the model
+    sees frame 0 clean (timestep 0, x_t equal to it), and no loss falls on it; with share 0 crops are plain
+    windows, noised as one, and frame 0's error counts."""
+    cfg, vae, text = parts
+    c = cfg.transformer.in_channels
+    n, f = 3, 5
+    frame_ids = torch.arange(n * f, dtype=torch.float32).view(n, 1, f, 1, 1)  # clip i, frame j -> i * f + j
+    null = null_text(text)  # [L, D]
+    data = {"latents": frame_ids.expand(n, c, f, 4, 4).clone(), "text": null.expand(n, *null.shape[-2:]).clone()}
+    schedule = FlowMatchSchedule(cfg.schedule)
+    seen, losses = [], {}
+    for share in (1.0, 0.0):
+        model = random_transformer(cfg, seed=0)
+        forward = model.forward
+
+        def spy(x, t, text, offset=0.0, **kw):
+            seen.append((share, x.detach().clone(), t.detach().clone()))
+            out = forward(x, t, text, **kw)
+            return torch.cat([out[:, :, :1] + offset, out[:, :, 1:]], dim=2)  # a wrong frame-0 prediction
+
+        method = FlowMatchMethod(model, schedule, data, null,
+                                 dataclasses.replace(recipe.teacher, image_lead_share=share, train_frames=3, batch_size=6), seed=0)
+        x0, _, led = method.batch()
+        ids = x0[:, 0, :, 0, 0]  # [B, 3] frame ids
+        if share == 1.0:
+            assert led.all()
+            assert (ids[:, 0] % f == 0).all()  # each clip's frame 0 leads
+            assert ((ids[:, 1] % f) >= 1).all() and (ids[:, 2] - ids[:, 1] == 1).all()
+            assert (ids[:, 1] // f == ids[:, 0] // f).all()  # from the same clip
+        else:
+            assert not led.any() and (ids[:, 1:] - ids[:, :-1] == 1).all()
+        for offset in (0.0, 100.0):
+            model.forward = lambda x, t, text, o=offset, **kw: spy(x, t, text, offset=o, **kw)
+            torch.manual_seed(0)
+            method.gen.manual_seed(1)
+            losses[share, offset] = method.loss("teacher", 0)[0].item()
+        _, x_t, t = seen[-1]
+        if share == 1.0:
+            x_0 = x_t  # the clean lead: x_t's frame 0 is a frame id
+            assert t[:, 0].abs().max() == 0 and t[:, 1:].min() > 0
+            assert torch.equal(x_0[:, 0, 0, 0, 0] % f, torch.zeros(6))
+        else:
+            assert t.ndim == 1
+    assert losses[1.0, 100.0] == pytest.approx(losses[1.0, 0.0])  # frame 0 is out of the loss
+    assert losses[0.0, 100.0] > losses[0.0, 0.0] + 100
+
+
 def test_ode_pairs_and_ode_init_loss_goes_down(recipe, parts, tmp_path):
     cfg, vae, text = parts
     schedule = FlowMatchSchedule(cfg.schedule)

@@ -1,9 +1,10 @@
 """`framecast bench avatar --model shapes-avatar --sessions 1,2`: audio-to-screen latency and FPS of
 live avatar sessions.
 
-Starts an in-process server (or uses `--url`); each of N sessions streams microphone-like audio in
-real time (20 ms PCM pieces of silence, with `--bursts` short tone bursts at random moments) and
-plays the stream on a real-time `PlaybackClock`, as a viewer would. For each burst:
+Starts an in-process server (or uses `--url`); each of N sessions opens with a face, as an avatar client
+does (`--image`: by default evaluation face i of `distill.avatar_sample` for session i), streams
+microphone-like audio in real time (20 ms PCM pieces of silence, with `--bursts` short tone bursts at
+random moments) and plays the stream on a real-time `PlaybackClock`, as a viewer would. For each burst:
 
 - **playable latency**: burst sent -> arrival of the chunk whose frames cover the burst's media
   time (the first moment a player holds the frame the burst drives);
@@ -40,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds of audio per session")
     parser.add_argument("--bursts", type=int, default=10, help="tone bursts per session")
     parser.add_argument("--format", default="fmp4", choices=["jpeg", "fmp4"])
+    parser.add_argument("--image", default="eval",
+                        help="each session's start image: a picture file, 'eval' (default: evaluation face i of "
+                             "distill.avatar_sample for session i) or 'none' (no face: the model draws one, and the "
+                             "first chunk is a single frame)")
     parser.add_argument("--url", default=None, help="benchmark a running server (ws://host:port/v1/realtime)")
     parser.add_argument("--json", dest="json_path", default=None, help="write the results here")
 
@@ -54,9 +59,23 @@ class AvatarResult:
     screen_s: list[float] = field(default_factory=list)  # per burst: sent -> its frame on the player's clock
     underruns: int = 0
     ttff_s: float | None = None
+    first_chunk_frames: int = 0
 
 
-async def _one_session(url: str, index: int, seconds: float, bursts: int, fmt: str) -> AvatarResult:
+def session_image(choice: str, index: int) -> str | None:
+    """The data URL session `index` starts from (`--image`), or None."""
+    from client.data_url import image_data_url
+
+    if choice == "none":
+        return None
+    if choice == "eval":
+        from distill.avatar_sample import sample_files
+
+        return image_data_url(sample_files(index, 0.1)[0])
+    return image_data_url(choice)
+
+
+async def _one_session(url: str, index: int, seconds: float, bursts: int, fmt: str, image: str | None) -> AvatarResult:
     import websockets
 
     from client.protocol.chunks import pack_input, parse_chunk
@@ -69,7 +88,7 @@ async def _one_session(url: str, index: int, seconds: float, bursts: int, fmt: s
     result = AvatarResult()
     async with websockets.connect(url, compression=None, max_size=None) as ws:
         began = time.perf_counter()
-        await ws.send(json.dumps(SessionStart.unchecked(prompt="a face speaking", seed=index, format=fmt,
+        await ws.send(json.dumps(SessionStart.unchecked(prompt="a face speaking", seed=index, format=fmt, image=image,
                                                         audio=AudioInput(sample_rate=RATE))))
         clock: PlaybackClock | None = None
         while clock is None:
@@ -111,6 +130,7 @@ async def _one_session(url: str, index: int, seconds: float, bursts: int, fmt: s
                 chunk = parse_chunk(message)
                 if first_at is None:
                     first_at, first_frames, result.ttff_s = now, chunk.frame_count, now - began
+                    result.first_chunk_frames = first_frames
                 last_at = now
                 result.frames += chunk.frame_count
                 result.underruns += clock.deliver(chunk.frame_count, now)
@@ -132,7 +152,8 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 async def _measure(url: str, n: int, args: argparse.Namespace) -> dict:
-    results = await asyncio.gather(*(_one_session(url, i, args.seconds, args.bursts, args.format) for i in range(n)))
+    results = await asyncio.gather(*(_one_session(url, i, args.seconds, args.bursts, args.format,
+                                                  session_image(args.image, i)) for i in range(n)))
     playable = [x for r in results for x in r.playable_s]
     screen = [x for r in results for x in r.screen_s]
     return {
@@ -159,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
             rows = [asyncio.run(_measure(url, n, args)) for n in counts]
         device, model = generator.info.device, generator.info.name
     report = bench_report.report("avatar", device=device, model=model, seconds=args.seconds, bursts=args.bursts,
-                                 format=args.format, results=rows)
+                                 format=args.format, image=args.image, results=rows)
     _print_table(report)
     bench_report.write_report(report, args.json_path)
     return 0

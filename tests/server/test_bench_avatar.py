@@ -5,6 +5,7 @@ a latency's size (those figures go to docs/BENCHMARKS.md)."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -45,14 +46,26 @@ def test_local_run_measures_every_burst_of_every_session(tmp_path):
 
 
 def test_against_a_running_server_the_model_hears_the_burst(tmp_path, capsys):
+    """...and each session opens with a face, as an avatar client does: evaluation face 0 by default, so its
+    first chunk is the face's frame plus a chunk."""
+    from PIL import Image
+
+    from distill.avatar_sample import sample_files
+
     gen = tiny_avatar_generator()
+    opened = []
+    open_ = gen.open
+    gen.open = lambda conditioning: opened.append(conditioning.image) or open_(conditioning)
     out = tmp_path / "avatar.json"
     with start_server(tmp_path / "data", generator=gen) as server, Spy(gen) as spy:
         assert main(["bench", "avatar", "--url", server.ws_url, "--seconds", str(SECONDS), "--bursts", "1",
                      "--json", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert (report["model"], report["device"], report["format"]) == ("remote", "remote", "fmp4")
+    assert (report["model"], report["device"], report["format"], report["image"]) == ("remote", "remote", "fmp4", "eval")
     assert report["results"][0]["bursts_seen"] == 1
+    face = np.array(Image.open(io.BytesIO(sample_files(0, 0.1)[0])).convert("RGB"))
+    assert len(opened) == 1 and np.array_equal(opened[0], face)
+    assert report["results"][0]["raw"][0]["first_chunk_frames"] == gen.frames_in_chunk(0, has_image=True)
     assert "framecast bench avatar" in capsys.readouterr().out  # the table
     # what the model heard, placed by media time: one tone burst after the warm-up, silence elsewhere
     rate = gen.info.audio_sample_rate

@@ -17,7 +17,6 @@ image-started windows led by that image (`self_forcing.image_lead`).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from distill.config import TeacherStageConfig
 from distill.dmd import masked_mean
@@ -91,19 +90,19 @@ class FlowMatchMethod(Method):
         b, f = x0.shape[0], x0.shape[2]
         sigma = self.train_sigma(b).to(self.device)  # [B]
         eps = torch.randn(x0.shape, generator=self.gen).to(self.device)
-        if not led.any():
-            x_t = self.schedule.add_noise(x0, eps, sigma)
-            pred = self.model(x_t, self.schedule.timestep(sigma), text)
-            loss = F.mse_loss(pred.float(), self.schedule.flow_target(x0, eps))
-            return loss, {"loss": loss.item()}
-        sigma = sigma[:, None].expand(b, f).clone()  # [B, F]
-        sigma[led, 0] = 0.0
+        scored = None  # [B, 1, F, 1, 1] with image-led rows: 0 on their clean image, which the mean leaves out
+        if led.any():
+            sigma = sigma[:, None].expand(b, f).clone()  # [B, F]
+            sigma[led, 0] = 0.0
+            scored = torch.ones(b, 1, f, 1, 1, device=self.device)
+            scored[led, :, 0] = 0.0
         x_t = self.schedule.add_noise(x0, eps, sigma)
         pred = self.model(x_t, self.schedule.timestep(sigma), text)
-        scored = torch.ones(b, 1, f, 1, 1, device=self.device)  # [B, 1, F, 1, 1]
-        scored[led, :, 0] = 0.0
         loss = masked_mean((pred.float() - self.schedule.flow_target(x0, eps)) ** 2, scored)
-        return loss, {"loss": loss.item(), "image_led": led.float().mean().item()}
+        logs = {"loss": loss.item()}
+        if self.cfg.image_lead_share > 0:
+            logs["image_led"] = led.float().mean().item()
+        return loss, logs
 
     def state_dict(self):
         return {"gen": self.gen.get_state()}

@@ -2,7 +2,7 @@
 live avatar sessions.
 
 Starts an in-process server (or uses `--url`); each of N sessions opens with a face, as an avatar client
-does (`--image`: by default evaluation face i of `distill.avatar_sample` for session i), streams
+does (`--image`: by default a simple face drawn for session i; speed and latency do not depend on it), streams
 microphone-like audio in real time (20 ms PCM pieces of silence, with `--bursts` short tone bursts at
 random moments) and plays the stream on a real-time `PlaybackClock`, as a viewer would. For each burst:
 
@@ -41,10 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds of audio per session")
     parser.add_argument("--bursts", type=int, default=10, help="tone bursts per session")
     parser.add_argument("--format", default="fmp4", choices=["jpeg", "fmp4"])
-    parser.add_argument("--image", default="eval",
-                        help="each session's start image: a picture file, 'eval' (default: evaluation face i of "
-                             "distill.avatar_sample for session i) or 'none' (no face: the model draws one, and the "
-                             "first chunk is a single frame)")
+    parser.add_argument("--image", default="face",
+                        help="each session's start image: a picture file (e.g. from `python -m distill.avatar_sample`), "
+                             "'face' (default: a simple face drawn for session i) or 'none' (no start image: the model "
+                             "draws a face, and the first chunk is a single frame)")
     parser.add_argument("--url", default=None, help="benchmark a running server (ws://host:port/v1/realtime)")
     parser.add_argument("--json", dest="json_path", default=None, help="write the results here")
 
@@ -62,17 +62,39 @@ class AvatarResult:
     first_chunk_frames: int = 0
 
 
+def drawn_face(index: int, size: int = 64) -> bytes:
+    """PNG of a simple face (head, eyes, closed mouth) in colours that vary with `index`: a start image for
+    session `index`. Speed and latency do not depend on the picture, only on there being one."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(index)
+    image = Image.new("RGB", (size, size), tuple(rng.randrange(40, 120) for _ in range(3)))
+    draw = ImageDraw.Draw(image)
+    s = size / 64
+    draw.ellipse((16 * s, 10 * s, 48 * s, 54 * s), fill=tuple(rng.randrange(150, 240) for _ in range(3)))
+    for x in (24, 36):
+        draw.ellipse((x * s, 25 * s, (x + 4) * s, 29 * s), fill=(20, 20, 20))
+    draw.line((27 * s, 42 * s, 37 * s, 42 * s), fill=(90, 30, 30), width=max(1, round(2 * s)))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
 def session_image(choice: str, index: int) -> str | None:
     """The data URL session `index` starts from (`--image`), or None."""
-    from client.data_url import image_data_url
+    import base64
+    import mimetypes
+    from pathlib import Path
 
     if choice == "none":
         return None
-    if choice == "eval":
-        from distill.avatar_sample import sample_files
-
-        return image_data_url(sample_files(index, 0.1)[0])
-    return image_data_url(choice)
+    if choice == "face":
+        data, mime = drawn_face(index), "image/png"
+    else:
+        data, mime = Path(choice).read_bytes(), mimetypes.guess_type(choice)[0] or "image/png"
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 async def _one_session(url: str, index: int, seconds: float, bursts: int, fmt: str, image: str | None) -> AvatarResult:
@@ -165,11 +187,15 @@ async def _measure(url: str, n: int, args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from server import bench_report
     from server.bench import local_server, session_counts
     from server.settings import ServeError
 
     counts = session_counts(args.sessions)
+    if args.image not in ("face", "none") and not Path(args.image).is_file():
+        raise ServeError(f"--image {args.image}: no such picture file")
     if args.url:
         rows = [asyncio.run(_measure(args.url, n, args)) for n in counts]
         device = model = "remote"

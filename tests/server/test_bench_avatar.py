@@ -46,11 +46,11 @@ def test_local_run_measures_every_burst_of_every_session(tmp_path):
 
 
 def test_against_a_running_server_the_model_hears_the_burst(tmp_path, capsys):
-    """...and each session opens with a face, as an avatar client does: evaluation face 0 by default, so its
-    first chunk is the face's frame plus a chunk."""
+    """...and each session opens with a face, as an avatar client does (a drawn one by default), so its first
+    chunk is the face's frame plus a chunk."""
     from PIL import Image
 
-    from distill.avatar_sample import sample_files
+    from server.bench_avatar import drawn_face
 
     gen = tiny_avatar_generator()
     opened = []
@@ -61,9 +61,9 @@ def test_against_a_running_server_the_model_hears_the_burst(tmp_path, capsys):
         assert main(["bench", "avatar", "--url", server.ws_url, "--seconds", str(SECONDS), "--bursts", "1",
                      "--json", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert (report["model"], report["device"], report["format"], report["image"]) == ("remote", "remote", "fmp4", "eval")
+    assert (report["model"], report["device"], report["format"], report["image"]) == ("remote", "remote", "fmp4", "face")
     assert report["results"][0]["bursts_seen"] == 1
-    face = np.array(Image.open(io.BytesIO(sample_files(0, 0.1)[0])).convert("RGB"))
+    face = np.array(Image.open(io.BytesIO(drawn_face(0))).convert("RGB"))
     assert len(opened) == 1 and np.array_equal(opened[0], face)
     assert report["results"][0]["raw"][0]["first_chunk_frames"] == gen.frames_in_chunk(0, has_image=True)
     assert "framecast bench avatar" in capsys.readouterr().out  # the table
@@ -79,6 +79,7 @@ def test_against_a_running_server_the_model_hears_the_burst(tmp_path, capsys):
 def test_a_model_without_audio_and_bad_counts_are_one_line_errors(capsys):
     assert main(["bench", "avatar", "--model", "tiny", "--device", "cpu", "--seconds", "3"]) == 2
     assert main(["bench", "avatar", "--model", "tiny-avatar", "--sessions", "0"]) == 2
+    assert main(["bench", "avatar", "--model", "tiny-avatar", "--image", "no/such/face.png"]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 2 and all(e.startswith("framecast: error:") for e in errors)
-    assert "'tiny' takes no audio" in errors[0] and "--sessions" in errors[1]
+    assert len(errors) == 3 and all(e.startswith("framecast: error:") for e in errors)
+    assert "'tiny' takes no audio" in errors[0] and "--sessions" in errors[1] and "no/such/face.png" in errors[2]

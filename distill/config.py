@@ -250,6 +250,11 @@ class SelfForcingStageConfig(StageConfig):
     # by a teacher trained on image-led clips (teacher.image_lead_share > 0); False: the image leads only the
     # first window, noised with it (the teacher never saw it clean, so its score follows the prompt alone)
     image_lead: bool = False
+    # True: an image rollout is judged from its first chunk (it lasts dmd_window_chunks chunks, or its drawn length
+    # when that is shorter, all of them with gradient, and does not switch), so the chunk right after the image,
+    # where a served image start is seen, is always trained; False: image rollouts are drawn like the others, and
+    # with long rollouts their first chunk is mostly burn-in
+    image_start_window: bool = False
 
 
 @dataclass

@@ -110,8 +110,8 @@ class SelfForcingDMD(Method):
                              "(a chunk before the switch and a whole judged window after it)")
         if cfg.image_share > 0 and images is None:
             raise ValueError("start-image rollouts need start images (self_forcing.prompts: shapes)")
-        if cfg.image_lead and not self.lead_image and cfg.image_share <= 0:
-            raise ValueError("self_forcing.image_lead judges start-image rollouts: it needs image_share > 0")
+        if (cfg.image_lead or cfg.image_start_window) and not self.lead_image and cfg.image_share <= 0:
+            raise ValueError("self_forcing.image_lead and image_start_window shape start-image rollouts: they need image_share > 0")
         if cfg.mouth_weight > 0 and not self.has_mouth:
             raise ValueError("mouth_weight applies to avatar models only (their streams are faces with a mouth)")
 
@@ -181,6 +181,8 @@ class SelfForcingDMD(Method):
         image_at = None
         if self._chance(cfg.image_share):
             image_at = torch.randint(0, self.images.frames, (g,), generator=self.rng).tolist()
+            if cfg.image_start_window:  # judged from the chunk after the image, no switch
+                chunks, grad_from, switch_at, transition, new_ids = min(chunks, cfg.dmd_window_chunks or chunks), 0, -1, 0, ids
         chunks, switch_at, transition, has_image = broadcast_ints([chunks, switch_at, transition, image_at is not None])
         inputs = self._inputs(rank_slice(ids, b), rank_slice(new_ids, b), rank_slice(image_at, b) if has_image else None,
                               chunks)

@@ -300,6 +300,32 @@ def test_image_lead_judges_every_window_of_an_image_rollout_led_by_the_clean_ima
     assert not text_only.lead and text_only.windows.shape[2] == 4
 
 
+def test_image_start_window_judges_image_rollouts_from_their_first_chunk(parts, monkeypatch):
+    """With `image_start_window`, every image rollout of a long-rollout recipe is at most dmd_window_chunks long,
+    has gradient from its first chunk and does not switch; text rollouts keep their drawn lengths and burn-in."""
+    recipe = parts[0]
+    images = StartImages(11, recipe.data)
+    calls = []
+    run = self_forcing_module.run_rollout
+
+    def spy(gen, prompts, seeds, chunks, grad_from=0, switch=None, images=None, **kw):
+        calls.append((chunks, grad_from, switch, images is not None))
+        return run(gen, prompts, seeds, chunks, grad_from=grad_from, switch=switch, images=images, **kw)
+
+    monkeypatch.setattr(self_forcing_module, "run_rollout", spy)
+    options = dict(rollout_chunks=4, rollout_min_chunks=3, dmd_window_chunks=2, score_frames=4, switch_share=1.0,
+                   images=images)
+    m = method(parts, image_share=1.0, image_start_window=True, **options)
+    for _ in range(3):
+        m._rollout(grad=False)
+    assert calls and all(c == (2, 0, None, True) for c in calls)
+    calls.clear()
+    m = method(parts, image_share=1e-9, image_start_window=True, **options)
+    for _ in range(3):
+        m._rollout(grad=False)
+    assert all(n in (3, 4) and g == n - 2 and sw is not None and not im for n, g, sw, im in calls)
+
+
 def test_image_lead_needs_image_rollouts(parts):
     with pytest.raises(ValueError, match="image_share"):
         method(parts, image_lead=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from distill.ode_pairs import cfg_model_fn
 from models import load_generator
 from models.schedule import FlowMatchSchedule
 from models.transformer import CausalWanTransformer
@@ -26,21 +27,20 @@ GUIDANCE = 4.0
 
 @torch.no_grad()
 def sample(teacher, schedule, noise, text, null, lead: torch.Tensor | None) -> torch.Tensor:
-    """[B, C, F, h, w] latents by Euler under CFG; frame 0 held at `lead` (sigma 0) when given."""
-    x = noise.clone()
+    """[B, C, F, h, w] latents of the teacher's ODE under CFG (`FlowMatchSchedule.sample`); with `lead`
+    [B, C, 1, h, w], the model sees frame 0 as that clean image at timestep 0 throughout (as
+    `avatar_stages.image_led_flow` does for faces)."""
+    guided = cfg_model_fn(teacher, text, null)
+    model_fn = guided
+    if lead is not None:
+        def model_fn(x, t):
+            t = t.clone()
+            t[:, 0] = 0.0
+            return guided(torch.cat([lead, x[:, :, 1:]], dim=2), t)
+    sigmas = schedule.teacher_sigmas(STEPS, schedule.cfg.teacher_shift)
+    x = schedule.sample(model_fn, noise, sigmas, guidance=GUIDANCE, per_frame_timesteps=lead is not None)
     if lead is not None:
         x[:, :, :1] = lead
-    sigmas = schedule.teacher_sigmas(STEPS, schedule.cfg.teacher_shift)
-    for s, s_next in zip(sigmas[:-1], sigmas[1:]):
-        sigma = torch.full((x.shape[0], x.shape[2]), float(s))  # [B, F]
-        if lead is not None:
-            sigma[:, 0] = 0.0
-        t = schedule.timestep(sigma)
-        cond, uncond = teacher(torch.cat([x, x]), torch.cat([t, t]), torch.cat([text, null.expand_as(text)])).float().chunk(2)
-        step = (s_next - s) * (uncond + GUIDANCE * (cond - uncond))
-        if lead is not None:
-            step[:, :, 0] = 0.0
-        x = x + step
     return x
 
 

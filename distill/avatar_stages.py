@@ -36,8 +36,8 @@ import torch.nn.functional as F
 from distill.avatar_data import AvatarDataset, mouth_box
 from distill.config import AvatarDataConfig
 from distill.dmd import lead_sigma, masked_mean
-from distill.ode_init import ODERegressionMethod
-from distill.ode_pairs import SHARD_PATTERN, _write_shard
+from distill.ode_init import ODERegressionMethod, frame_levels
+from distill.ode_pairs import SHARD_PATTERN, _write_shard, lead_held
 from distill.parallel import broadcast_ints, global_batch, rank_slice
 from distill.self_forcing import RolloutInputs, SelfForcingDMD
 from distill.shapes_data import to_model_video
@@ -147,13 +147,7 @@ def image_led_flow(teacher, image: torch.Tensor, text: torch.Tensor, audio: torc
     calls it: model_fn(x [B, C, F, h, w], t [B, F]) -> `guided_flow` with latent frame 0 replaced by the clean
     `image` [B, C, 1, h, w] at timestep 0 (the identity sink is never noised). audio [B, F, M, A]."""
 
-    def model_fn(x, t):
-        x = torch.cat([image.to(x.dtype), x[:, :, 1:]], dim=2)
-        t = t.clone()
-        t[:, 0] = 0.0
-        return guided_flow(teacher, x, t, text, audio, null_text, text_scale, audio_scale)
-
-    return model_fn
+    return lead_held(lambda x, t: guided_flow(teacher, x, t, text, audio, null_text, text_scale, audio_scale), image)
 
 
 def mouth_weight_map(identity, model_cfg, head_motion: float, weight: float) -> torch.Tensor:
@@ -265,7 +259,7 @@ class AvatarODERegression(ODERegressionMethod):
         idx = rank_slice(torch.randint(0, n, (g,), generator=self.gen), b)
         chunks = -(-(f - 1) // self.chunk)
         level = rank_slice(torch.randint(0, k, (g, chunks), generator=self.gen), b)
-        level = torch.cat([torch.zeros(b, 1, dtype=level.dtype), level.repeat_interleave(self.chunk, 1)[:, :f - 1]], 1)
+        level = frame_levels(level, self.chunk, f, torch.ones(b, dtype=torch.bool))
         self.last_ids = idx.tolist()
         pairs = self.pairs.get(self.last_ids, keys=("states", "x0", "text", "audio"))
         states = pairs["states"]  # [B, K, C, F, h, w]

@@ -177,6 +177,7 @@ class ODEPairsConfig:
     shift: float = 0.0  # sigma shift of the teacher grid (0 = schedule.teacher_shift)
     solver: str = "euler"
     prompts: str = "shapes"  # "shapes" (sampled from the dataset) or a prompt file, one per line
+    image_lead_share: float = 0.0  # shapes: share of batches led by their prompt's clip frame as a clean start image
     max_minutes: float = 0.0  # stop early (keeping what was sampled) when spent
 
 

@@ -6,6 +6,9 @@ x0, each chunk of the clip independently takes one of the student's sigmas k_j, 
 block-causally (`forward(..., chunk_frames=c)`: a chunk sees itself and the chunks before it) on
 the mixed-noise clip, and its x0 prediction x - sigma * flow is regressed onto the teacher's x0:
     L = || G_theta({x_{sigma_{k_j}}}_j, {sigma_{k_j}}_j) - x0 ||^2.
+Image-led pairs (`ODEPairStore.lead`: frame 0 a start image held clean along the teacher's ODE) keep that
+frame clean at sigma 0 as a chunk of its own (`lead_frames=1`, the way a stream commits its start image),
+count their chunks after it, and leave it out of the loss.
 """
 
 from __future__ import annotations
@@ -14,11 +17,23 @@ import torch
 import torch.nn.functional as F
 
 from distill.config import ODEInitStageConfig
+from distill.dmd import masked_mean
 from distill.ode_pairs import ODEPairStore
 from distill.parallel import global_batch, rank_slice
 from distill.trainer import Method, OptimSpec
 from models.schedule import FlowMatchSchedule
 from models.transformer import CausalWanTransformer
+
+
+def frame_levels(level: torch.Tensor, chunk: int, frames: int, lead: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-frame noise-level indices [B, frames] from per-chunk ones level [B, n] (n chunks of `chunk`
+    frames); rows where `lead` [B] (bool) is set start with frame 0 at level 0 (the caller keeps it clean)
+    and count their chunks from frame 1."""
+    per_frame = level.repeat_interleave(chunk, 1)
+    if lead is None or not lead.any():
+        return per_frame[:, :frames]
+    led = torch.cat([torch.zeros_like(level[:, :1]), per_frame[:, :frames - 1]], 1)
+    return led if lead.all() else torch.where(lead[:, None], led, per_frame[:, :frames])
 
 
 class ODERegressionMethod(Method):
@@ -45,31 +60,43 @@ class ODERegressionMethod(Method):
         return {"student": OptimSpec(self.cfg.lr, self.cfg.betas, self.cfg.weight_decay)}
 
     def batch(self):
-        """(x_in [B, C, F, h, w] with per-chunk noise levels, sigma [B, F], x0 [B, C, F, h, w], text).
+        """(x_in [B, C, F, h, w] with per-chunk noise levels, sigma [B, F], x0 [B, C, F, h, w], text, lead [B]).
 
         Every rank draws the global batch (world_size x batch_size pair indices and noise levels)
-        from the shared generator and keeps its own slice (distill/parallel.py)."""
+        from the shared generator and keeps its own slice (distill/parallel.py). Image-led rows (lead)
+        have frame 0 clean: the start image, at sigma 0."""
         n, (k, _, f) = len(self.pairs), self.pairs.state_shape[:3]
         b = self.cfg.batch_size
         g = global_batch(b)
         idx = rank_slice(torch.randint(0, n, (g,), generator=self.gen), b)
         n_chunks = -(-f // self.chunk)
         level = torch.randint(0, k, (g, n_chunks), generator=self.gen)
-        level = rank_slice(level, b).repeat_interleave(self.chunk, 1)[:, :f]  # [B, F]
         self.last_ids = idx.tolist()
+        lead = self.pairs.lead[idx]  # [B]
+        level = frame_levels(rank_slice(level, b), self.chunk, f, lead)  # [B, F]
         pairs = self.pairs.get(self.last_ids)
         states = pairs["states"]  # [B, K, C, F, h, w]
         gather = level[:, None, None, :, None, None].expand(b, 1, *states.shape[2:])
         x_in = states.gather(1, gather).squeeze(1)  # [B, C, F, h, w]
         sigma = self.schedule.student_sigmas()[level]  # [B, F]
-        return (x_in.to(self.device), sigma.to(self.device), pairs["x0"].to(self.device), pairs["text"].to(self.device))
+        sigma[lead, 0] = 0.0  # the start image, clean (the pairs hold it at every kept sigma)
+        return (x_in.to(self.device), sigma.to(self.device), pairs["x0"].to(self.device), pairs["text"].to(self.device),
+                lead.to(self.device))
 
     def loss(self, role, step):
-        """CausVid ODE regression (eq. 4): MSE of the block-causal x0 prediction to the teacher's x0."""
-        x_in, sigma, x0, text = self.batch()
-        flow = self.student(x_in, self.schedule.timestep(sigma), text, chunk_frames=self.chunk)
-        pred = self.schedule.x0_from_flow(x_in, flow.float(), sigma)
-        loss = F.mse_loss(pred, x0)
+        """CausVid ODE regression (eq. 4): MSE of the block-causal x0 prediction to the teacher's x0, over
+        every frame but the start image of image-led rows (which run with it as a lead chunk of their own)."""
+        x_in, sigma, x0, text, lead = self.batch()
+        t = self.schedule.timestep(sigma)
+        pred = torch.empty_like(x0)
+        for led in (False, True):
+            rows = lead == led
+            if rows.any():
+                flow = self.student(x_in[rows], t[rows], text[rows], chunk_frames=self.chunk, lead_frames=int(led))
+                pred[rows] = self.schedule.x0_from_flow(x_in[rows], flow.float(), sigma[rows])
+        weight = torch.ones_like(sigma)  # [B, F]
+        weight[lead, 0] = 0.0
+        loss = masked_mean((pred - x0) ** 2, weight[:, None, :, None, None])
         return loss, {"loss": loss.item()}
 
     def state_dict(self):

@@ -37,6 +37,27 @@ def cfg_model_fn(model, text: torch.Tensor, null: torch.Tensor):
     return fn
 
 
+def lead_held(model_fn, lead: torch.Tensor):
+    """model_fn for `schedule.sample(per_frame_timesteps=True)` over an image-led clip: the flow of `model_fn`
+    with latent frame 0 replaced by the clean `lead` [B, C, 1, h, w] at timestep 0 all along the ODE (a start
+    image is never noised). model_fn(x [B, C, F, h, w], t [B, F])."""
+
+    def fn(x, t):
+        t = t.clone()
+        t[:, 0] = 0.0
+        return model_fn(torch.cat([lead.to(x.dtype), x[:, :, 1:]], dim=2), t)
+
+    return fn
+
+
+def led_batches(batches: int, share: float) -> set[int]:
+    """Which of `batches` batches are image-led so that `share` of them are, spread evenly (batch j is led
+    when floor((j + 1) share) > floor(j share))."""
+    if not 0 <= share <= 1:
+        raise ValueError(f"ode_pairs.image_lead_share {share} is not in [0, 1]")
+    return {j for j in range(batches) if int((j + 1) * share) > int(j * share)}
+
+
 def prompt_list(source: str, n: int | None, seed: int, data_cfg=None) -> list[str]:
     """Prompts drawn from the shapes dataset ("shapes": `n` of them) or read from a prompt file
     (one per line: cycled to `n`, or every line when n is None)."""
@@ -61,7 +82,8 @@ class ODEPairStore:
 
     `len(store)` pairs; `store.get(indices)` -> {"states": [B, K, C, F, h, w], "x0": [B, C, F, h, w],
     "text": [B, L, D]} (float32) for those pair indices, reading only their rows from disk;
-    `store.sigmas` [K]; `store.prompts(indices)`.
+    `store.sigmas` [K]; `store.prompts(indices)`; `store.lead` [N] (bool): image-led pairs, whose frame 0 is
+    a clean start image held along the trajectory (shards written before these had none).
     """
 
     def __init__(self, directory: str | Path):
@@ -73,14 +95,17 @@ class ODEPairStore:
             raise FileNotFoundError(f"no ODE pair shards in {self.dir}")
         self.index: list[tuple[int, int]] = []  # pair -> (file number, row)
         self._prompts: list[str] = []
+        leads: list[torch.Tensor] = []
         for i, path in enumerate(self.files):
             with safe_open(str(path), "pt") as f:
                 rows = f.get_slice("x0").get_shape()[0]
                 self._prompts += json.loads(f.metadata()["prompts"])
+                leads.append(f.get_tensor("lead").bool() if "lead" in f.keys() else torch.zeros(rows, dtype=torch.bool))
                 if i == 0:
                     self.sigmas = f.get_tensor("sigmas")  # [K]
                     self.state_shape = tuple(f.get_slice("states").get_shape()[1:])  # (K, C, F, h, w)
             self.index += [(i, r) for r in range(rows)]
+        self.lead = torch.cat(leads)  # [N] bool: the pair's latent frame 0 is a clean start image
 
     def __len__(self) -> int:
         return len(self.index)
@@ -115,11 +140,15 @@ def _write_shard(path: Path, tensors: dict[str, torch.Tensor], prompts: list[str
 def sample_ode_pairs(teacher, text_encoder, schedule: FlowMatchSchedule, latent_shape: tuple[int, int, int, int],
                      cfg: ODEPairsConfig, prompts: list[str], directory: Path, seed: int = 0,
                      device: torch.device | str = "cpu", progress: bool = True, negative_prompt: str = "",
-                     rank: int = 0, world_size: int = 1) -> int:
+                     rank: int = 0, world_size: int = 1, images=None, encode_image=None) -> int:
     """Sample this rank's missing shards of ODE pairs for `prompts` into `directory` (batch j of
     `cfg.batch_size` prompts goes to rank j % world_size); returns the number of pairs it wrote.
 
     latent_shape: (C, F, h, w) of one trajectory. The unconditional branch of CFG is `negative_prompt`.
+    With `cfg.image_lead_share` > 0, that share of the batches (`led_batches`) are image-led: prompt i's
+    trajectory holds the start image `encode_image(images(i, frame))` [1, C, 1, h, w] clean as its frame 0
+    (`lead_held`), a random frame of prompt i's clip (`shapes_data.StartImages`), the way a stream opened
+    from that image starts (models/generator.py `start_image_latents`).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -131,6 +160,9 @@ def sample_ode_pairs(teacher, text_encoder, schedule: FlowMatchSchedule, latent_
     null = text_encoder.get(negative_prompt)[0].to(device)  # [1, L, D]
     teacher = teacher.eval()
     batches = [j for j in range(-(-len(prompts) // cfg.batch_size)) if j % world_size == rank]
+    led = led_batches(-(-len(prompts) // cfg.batch_size), cfg.image_lead_share)
+    if led and (images is None or encode_image is None):
+        raise ValueError("image-led ODE pairs need start images (ode_pairs.prompts: shapes)")
     todo = [j for j in batches if not (directory / SHARD_PATTERN.format(j)).exists()]
     bar = None
     if progress:
@@ -147,13 +179,22 @@ def sample_ode_pairs(teacher, text_encoder, schedule: FlowMatchSchedule, latent_
         text = text_encoder.get_batch(batch)[0].to(device)  # [B, L, D]
         gen = torch.Generator().manual_seed(seed * 1_000_003 + first)  # a function of the batch, not of the rank
         noise = torch.randn((len(batch), *latent_shape), generator=gen).to(device)
-        x0, kept = schedule.sample(cfg_model_fn(teacher, text, null), noise, sigmas, guidance=guidance,
-                                   solver=cfg.solver, keep_sigmas=keep)
+        model_fn = cfg_model_fn(teacher, text, null)
+        if j in led:
+            frames = torch.randint(0, images.frames, (len(batch),), generator=gen).tolist()
+            lead = torch.cat([encode_image(images(first + r, k)) for r, k in enumerate(frames)]).to(device)  # [B, C, 1, h, w]
+            model_fn = lead_held(model_fn, lead)
+        x0, kept = schedule.sample(model_fn, noise, sigmas, guidance=guidance, solver=cfg.solver, keep_sigmas=keep,
+                                   per_frame_timesteps=j in led)
+        if j in led:
+            x0[:, :, :1] = lead
+            kept[:, :, :, :1] = lead
         _write_shard(directory / SHARD_PATTERN.format(j), {
             "states": kept.transpose(0, 1).float().cpu(),  # [B, K, C, F, h, w]
             "x0": x0.float().cpu(),  # [B, C, F, h, w]
             "text": text.half().cpu(),  # [B, L, D]
             "sigmas": keep.float().cpu(),  # [K]
+            "lead": torch.full((len(batch),), j in led, dtype=torch.uint8),  # [B] image-led pairs
         }, list(batch))
         written += len(batch)
         if bar is not None:

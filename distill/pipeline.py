@@ -304,11 +304,19 @@ class Pipeline:
         prompts = prompt_list(pc.prompts, pc.num_pairs, self.cfg.seed + 2, self.cfg.data)
         m = self.model_cfg
         shape = (m.transformer.in_channels, pc.frames, m.latent_height, m.latent_width)
+        images = encode = None
+        if pc.image_lead_share > 0 and pc.prompts == "shapes":  # the prompts' own clips, encoded as a stream would
+            from distill.shapes_data import StartImages
+            from models.generator import start_image_latents
+
+            images = StartImages(self.cfg.seed + 2, self.cfg.data)
+            encode = lambda image: start_image_latents(vae, m.stream, image)[1].float()  # noqa: E731 (the sink latent)
         start = time.perf_counter()
         # inference only: every rank holds the teacher and samples its own batches (no collectives)
         written = sample_ode_pairs(teacher, self.text_encoder(), FlowMatchSchedule(m.schedule), shape, pc, prompts, shards,
                                    seed=self.cfg.seed, device=self.device, progress=self.progress and is_main_process(),
-                                   negative_prompt=self.cfg.negative_prompt, rank=rank(), world_size=world_size())
+                                   negative_prompt=self.cfg.negative_prompt, rank=rank(), world_size=world_size(),
+                                   images=images, encode_image=encode)
         barrier()
         return {"pairs": len(ODEPairStore(shards)), "written_by_rank0": written,
                 "elapsed_s": round(time.perf_counter() - start, 2)}
@@ -333,8 +341,8 @@ class Pipeline:
         trainer = self._trainer(method, self.cfg.ode_init, "ode-init")
         result = trainer.run(resume=resume)
         trained = trainer.export("student", CausalWanTransformer(self.model_cfg.transformer).to(self.device))
-        # a fresh student from the teacher: image-led only for avatars (their clips lead with the identity image)
-        self.model_cfg = dataclasses.replace(self.model_cfg, supports_image=self.avatar)
+        # a fresh student from the teacher: image-led when its pairs were (avatars' clips lead with the identity image)
+        self.model_cfg = dataclasses.replace(self.model_cfg, supports_image=self.avatar or bool(pairs.lead.any()))
         self._save(transformer=trained)
         return result
 

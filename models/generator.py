@@ -36,6 +36,22 @@ from models.transformer import CausalWanTransformer
 from models.vae import StreamingDecoder, VideoVAE, frames_to_uint8, uint8_to_video
 
 
+def start_image_latents(vae: VideoVAE, stream_cfg, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """A stream's start image uint8 [H, W, 3] (resized to the stream's size) -> (the latent of the first frame
+    shown, the latent committed to the sink), each [1, C, 1, h, w] on the VAE's device: the same latent unless
+    `stream_cfg.image_still_frames` > 0 (`VideoVAE.encode_still`). Distillation encodes its start images here too."""
+    from PIL import Image
+
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8 [H, W, 3], got {image.dtype} {image.shape}")
+    size = (stream_cfg.width, stream_cfg.height)
+    resized = np.array(Image.fromarray(image).convert("RGB").resize(size, Image.BICUBIC))
+    pixels = uint8_to_video(resized[None, None])[:, :, 0].to(vae.device, vae.dtype)  # [1, 3, H, W]
+    latent = vae.encode_image(pixels)  # [1, C, 1, h, w]
+    still = stream_cfg.image_still_frames
+    return latent, (vae.encode_still(pixels, still) if still > 0 else latent)
+
+
 class CapacityError(RuntimeError):
     """Every cache row is taken: no stream can be opened until one closes."""
 
@@ -175,16 +191,8 @@ class StreamingGenerator(StreamingModel):
 
     def _start_from_image(self, stream: StreamState, image: np.ndarray) -> None:
         """Encode the reference image and commit it to the sink as a clean first frame."""
-        from PIL import Image
-
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"image must be uint8 [H, W, 3], got {image.dtype} {image.shape}")
-        size = (self.cfg.stream.width, self.cfg.stream.height)
-        resized = np.array(Image.fromarray(image).convert("RGB").resize(size, Image.BICUBIC))
-        pixels = uint8_to_video(resized[None, None])[:, :, 0].to(self.vae.device, self.vae.dtype)  # [1, 3, H, W]
-        latent = self.vae.encode_image(pixels).to(self.device, self.dtype)  # [1, C, 1, h, w] the first frame shown
-        still = self.cfg.stream.image_still_frames
-        sink = self.vae.encode_still(pixels, still).to(self.device, self.dtype) if still > 0 else latent
+        latent, sink = start_image_latents(self.vae, self.cfg.stream, image)
+        latent, sink = latent.to(self.device, self.dtype), sink.to(self.device, self.dtype)
         plan = self.cache.plan([stream.row], 1)
         self._commit(sink, [stream], plan, self._chunk_audio([stream], 1), image=True)
         stream.image_latent, stream.sink_latent = latent, sink

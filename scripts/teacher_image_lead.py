@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from distill.ode_pairs import cfg_model_fn
+from distill.ode_pairs import cfg_model_fn, lead_held
 from models import load_generator
 from models.schedule import FlowMatchSchedule
 from models.transformer import CausalWanTransformer
@@ -30,13 +30,9 @@ def sample(teacher, schedule, noise, text, null, lead: torch.Tensor | None) -> t
     """[B, C, F, h, w] latents of the teacher's ODE under CFG (`FlowMatchSchedule.sample`); with `lead`
     [B, C, 1, h, w], the model sees frame 0 as that clean image at timestep 0 throughout (as
     `avatar_stages.image_led_flow` does for faces)."""
-    guided = cfg_model_fn(teacher, text, null)
-    model_fn = guided
+    model_fn = cfg_model_fn(teacher, text, null)
     if lead is not None:
-        def model_fn(x, t):
-            t = t.clone()
-            t[:, 0] = 0.0
-            return guided(torch.cat([lead, x[:, :, 1:]], dim=2), t)
+        model_fn = lead_held(model_fn, lead)
     sigmas = schedule.teacher_sigmas(STEPS, schedule.cfg.teacher_shift)
     x = schedule.sample(model_fn, noise, sigmas, guidance=GUIDANCE, per_frame_timesteps=lead is not None)
     if lead is not None:

@@ -12,6 +12,7 @@ from torch.profiler import ProfilerActivity, profile
 
 import distill.self_forcing as self_forcing_module
 from distill.pipeline import Pipeline
+from distill.ode_pairs import ODEPairStore
 from distill.rollout import Switch, labelled_windows, rollout, run_rollout
 from distill.self_forcing import SelfForcingDMD
 from tests.distill.test_self_forcing_dmd import parts  # noqa: F401  (the tiny recipe's model config, VAE, text encoder)
@@ -370,6 +371,26 @@ def test_supports_image_says_whether_the_weights_were_trained_from_images(parts,
         flags.append(json.loads((tmp_path / "model" / "framecast.json").read_text())["supports_image"])
     assert flags == [False, True, True]
     assert load_generator(str(tmp_path / "model"), device="cpu").info.supports_image
+
+
+def test_image_led_ode_pairs_make_an_ode_init_student_that_supports_images(parts, tmp_path):
+    """The `ode-pairs` stage with image_lead_share samples image-led pairs from the prompts' own clips (the shapes
+    dataset's start images), and the `ode-init` student trained on them says it supports images; without led
+    pairs it does not (until Self-Forcing trains image starts)."""
+    recipe, cfg, vae, _ = parts
+    flags = []
+    for share in (0.0, 0.5):
+        root = tmp_path / str(share)
+        save_model_dir(root / "model", dataclasses.replace(cfg, name=recipe.name), transformer=random_transformer(cfg, seed=1),
+                       teacher=random_transformer(cfg, seed=2), vae=vae)
+        run = tiny_recipe(root, ode_pairs={"num_pairs": 4, "batch_size": 2, "steps": 2, "image_lead_share": share},
+                          ode_init={"max_steps": 1, "batch_size": 2})
+        pipeline = Pipeline(run, progress=False)
+        pipeline.run("ode-pairs")
+        pipeline.run("ode-init")
+        pairs = ODEPairStore(root / "work" / "ode-pairs")
+        flags.append((pairs.lead.tolist(), json.loads((root / "model" / "framecast.json").read_text())["supports_image"]))
+    assert flags == [([False] * 4, False), ([False, False, True, True], True)]
 
 
 def test_fresh_windows_judge_the_frames_after_a_switch_without_the_old_ones(parts, monkeypatch):

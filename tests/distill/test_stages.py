@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from distill.latents import build_latent_dataset, null_text
-from distill.ode_init import ODERegressionMethod
-from distill.ode_pairs import ODEPairStore, sample_ode_pairs
+from distill.ode_init import ODERegressionMethod, frame_levels
+from distill.ode_pairs import ODEPairStore, led_batches, sample_ode_pairs
+from distill.shapes_data import StartImages
+from models.generator import start_image_latents
 from distill.self_forcing import SelfForcingDMD
 from distill.teacher_stage import FlowMatchMethod
 from tests.distill.tiny_recipe import tiny_recipe
@@ -179,6 +181,94 @@ def test_ode_pairs_and_ode_init_loss_goes_down(recipe, parts, tmp_path):
     train(method, method.cfg, tmp_path / "ode-init", 25)
     after = fixed_loss(method, "student", n=4)
     assert after < 0.8 * before, (before, after)
+
+
+def test_image_led_ode_pairs_hold_the_start_image_and_ode_init_keeps_it_clean(recipe, parts, tmp_path):
+    """`ode_pairs.image_lead_share`: a share of the batches hold their prompt's clip frame, encoded as a stream
+    encodes its start image, clean (timestep 0) as frame 0 all along the teacher's ODE; ODE init runs those rows
+    with it as a clean lead chunk of its own and no loss on it, the other rows as before."""
+    cfg, vae, text = parts
+    schedule = FlowMatchSchedule(cfg.schedule)
+    assert led_batches(4, 0.5) == {1, 3} and led_batches(3, 0.0) == set() and led_batches(2, 1.0) == {0, 1}
+    teacher = random_transformer(cfg, seed=1)
+    images = StartImages(5, recipe.data)
+    prompts = [images.shapes.sample(i, frames=1).prompt for i in range(4)]
+    encoded = []
+
+    def encode(image):
+        encoded.append(start_image_latents(vae, cfg.stream, image)[1])
+        return encoded[-1]
+
+    seen = []
+    forward = teacher.forward
+
+    def spy(x, t, text_states, **kw):
+        seen.append((x.clone(), t.clone()))
+        return forward(x, t, text_states, **kw)
+
+    teacher.forward = spy
+    shape = (cfg.transformer.in_channels, 4, cfg.latent_height, cfg.latent_width)
+    pc = dataclasses.replace(recipe.ode_pairs, batch_size=2, image_lead_share=0.5)
+    assert sample_ode_pairs(teacher, text, schedule, shape, pc, prompts, tmp_path / "pairs", progress=False,
+                            images=images, encode_image=encode) == 4
+    pairs = ODEPairStore(tmp_path / "pairs")
+    assert pairs.lead.tolist() == [False, False, True, True]
+    lead = torch.cat(encoded)  # [2, C, 1, h, w] prompts 2 and 3's start images
+    assert len(encoded) == 2 and any(torch.equal(lead[0], start_image_latents(vae, cfg.stream, images(2, k))[1][0])
+                                     for k in range(images.frames))
+    led = pairs.get([2, 3])
+    assert torch.allclose(led["x0"][:, :, :1], lead) and torch.allclose(led["states"][:, :, :, :1], lead[:, None].expand(-1, led["states"].shape[1], -1, -1, -1, -1))
+    calls = len(seen) // 2  # the plain batch's teacher calls, then the led batch's
+    for x, t in seen[:calls]:  # plain: one timestep per clip, frame 0 noised like the others
+        assert t.ndim == 1 and (t > 0).all()
+    for x, t in seen[calls:]:  # led: the teacher sees the clean image at timestep 0 at every step, both CFG branches
+        assert (t[:, 0] == 0).all() and (t[:, 1:] > 0).all()
+        assert torch.allclose(x[:, :, :1], torch.cat([lead, lead]))
+    assert not torch.allclose(pairs.get([0])["x0"][:, :, :1], lead[:1])
+    # ODE init: the led rows' frame 0 is the clean image at sigma 0, their chunks counted after it, run with lead_frames=1
+    student = random_transformer(cfg, seed=2)
+    method = ODERegressionMethod(student, schedule, pairs, cfg.stream.chunk_frames,
+                                 dataclasses.replace(recipe.ode_init, lr=2e-3, batch_size=8), seed=0)
+    state = copy.deepcopy(method.state_dict())
+    x_in, sigma, x0, _, rows = method.batch()
+    assert rows.any() and (~rows).any()
+    assert torch.equal(x_in[rows][:, :, 0], x0[rows][:, :, 0]) and (sigma[rows][:, 0] == 0).all()
+    assert (sigma[~rows] > 0).all() and (sigma[rows][:, 1:] > 0).all()
+    calls = []
+    student_forward = student.forward
+
+    def student_spy(x, t, text_states, **kw):
+        calls.append((x.shape[0], kw.get("lead_frames", 0)))
+        return student_forward(x, t, text_states, **kw)
+
+    student.forward = student_spy
+    # the loss leaves out the led rows' frame 0 (a target far off there changes nothing) and keeps every other frame
+    batch = method.batch
+
+    def loss_with_target(shift_led: float, shift_plain: float) -> float:
+        def moved():
+            x_in, sigma, x0, text_states, rows = batch()
+            x0 = x0.clone()
+            x0[rows, :, 0] += shift_led
+            x0[~rows, :, 0] += shift_plain
+            return x_in, sigma, x0, text_states, rows
+
+        method.batch = moved
+        method.load_state_dict(copy.deepcopy(state))
+        with torch.no_grad():
+            return method.loss("student", 0)[0].item()
+
+    loss = loss_with_target(0.0, 0.0)
+    assert sorted({k for _, k in calls}) == [0, 1] and sum(n for n, k in calls if k == 1) == int(rows.sum())
+    assert loss_with_target(1000.0, 0.0) == pytest.approx(loss, rel=1e-6)
+    assert loss_with_target(0.0, 1000.0) > 100 * loss
+    method.batch, student.forward = batch, student_forward
+    method.load_state_dict(state)
+    assert frame_levels(torch.tensor([[1, 2]]), 2, 4, torch.tensor([True])).tolist() == [[0, 1, 1, 2]]
+    assert frame_levels(torch.tensor([[1, 2]]), 2, 4).tolist() == [[1, 1, 2, 2]]
+    before = fixed_loss(method, "student", n=4)
+    train(method, method.cfg, tmp_path / "ode-init", 25)
+    assert fixed_loss(method, "student", n=4) < 0.8 * before
 
 
 def test_self_forcing_critic_learns(recipe, parts, tmp_path):

@@ -4,7 +4,8 @@ For the last 16 clips of a teacher's latent dataset (`WORK/teacher/latents.pt`),
 with the teacher of TEACHER_DIR (Euler, 32 steps at the schedule's teacher shift, CFG 4, the same noise):
 [the clip's latent frame 0 held clean at sigma 0 | 5 frames], and all 6 frames from the prompt alone. Both are
 decoded by MODEL's VAE; printed: the mean |pixel error| (0-255) of video frames 1-4 (the first latent after the
-image) and of frames 5-20 against the clip's own decoded frames.
+image) and of frames 5-20 against the clip's own decoded frames, and of frames 0-12 (what a stream's first chunk
+shows) against the decoded image, as `framecast eval --image-start` measures a student.
 """
 
 from __future__ import annotations
@@ -67,6 +68,10 @@ def main() -> None:
     for name, frames in (("frames 1-4", slice(1, 5)), ("frames 5-20", slice(5, 21))):
         print(f"{name}: image-led {(led[:, frames] - truth[:, frames]).abs().mean():.2f}, "
               f"prompt only {(plain[:, frames] - truth[:, frames]).abs().mean():.2f}")
+    # the image-start eval's measure for the teacher: a stream's first chunk (the image + 12 frames) against the image
+    image, chunk = truth[:, :1], slice(0, 13)
+    print(f"frames 0-12 against the image: image-led {(led[:, chunk] - image).abs().mean():.2f}, "
+          f"the clip itself {(truth[:, chunk] - image).abs().mean():.2f}")
 
 
 if __name__ == "__main__":

@@ -68,12 +68,14 @@ for stage, part in share.items():
     cfg.setdefault(stage, {})["max_minutes"] = round(minutes * part, 2)
     if dry and stage != "ode_pairs":  # ode-pairs is sized by num_pairs
         cfg[stage].update(max_minutes=0, max_steps=2)
-cfg["teacher"].update(batch_size=64, num_clips=8 if dry else 2048, ckpt_every=500)
-cfg["ode_pairs"].update(num_pairs=8 if dry else 512, batch_size=8 if dry else 128)
+# start images all the way (docs/DISTILL.md, the shipped run): an image-led teacher, image-led ODE pairs,
+# image rollouts judged against that teacher from their first chunk
+cfg["teacher"].update(batch_size=64, num_clips=8 if dry else 2048, ckpt_every=500, image_lead_share=0.3)
+cfg["ode_pairs"].update(num_pairs=12 if dry else 512, batch_size=4 if dry else 128, image_lead_share=0.34)  # dry: 1 led batch of 3
 cfg["ode_init"].update(batch_size=64, ckpt_every=500)
 # Self-Forcing under serving conditions (docs/DISTILL.md): long rollouts, prompt switches, start images
 cfg["self_forcing"].update(batch_size=2 if dry else 8, rollout_chunks=8, rollout_min_chunks=3, dmd_window_chunks=3,
-                           switch_share=0.25, image_share=0.25, ckpt_every=100)
+                           switch_share=0.25, image_share=0.25, image_lead=True, image_start_window=True, ckpt_every=100)
 if dry:
     cfg["self_forcing"].update(batch_size=1, rollout_chunks=3, rollout_min_chunks=2, dmd_window_chunks=2, critic_steps=1)
     cfg["ode_pairs"]["steps"] = 4

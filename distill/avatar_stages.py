@@ -38,7 +38,7 @@ from distill.config import AvatarDataConfig
 from distill.dmd import lead_sigma, masked_mean
 from distill.ode_init import ODERegressionMethod, frame_levels
 from distill.ode_pairs import SHARD_PATTERN, _write_shard, lead_held
-from distill.parallel import broadcast_ints, global_batch, rank_slice
+from distill.parallel import global_batch, rank_slice
 from distill.self_forcing import RolloutInputs, SelfForcingDMD
 from distill.shapes_data import to_model_video
 from distill.teacher_stage import FlowMatchMethod, image_led_crops

@@ -14,7 +14,6 @@ count their chunks after it, and leave it out of the loss.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from distill.config import ODEInitStageConfig
 from distill.dmd import masked_mean

@@ -16,7 +16,6 @@ import json
 import shutil
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"

@@ -159,8 +159,9 @@ def sample_ode_pairs(teacher, text_encoder, schedule: FlowMatchSchedule, latent_
     keep = schedule.student_sigmas()
     null = text_encoder.get(negative_prompt)[0].to(device)  # [1, L, D]
     teacher = teacher.eval()
-    batches = [j for j in range(-(-len(prompts) // cfg.batch_size)) if j % world_size == rank]
-    led = led_batches(-(-len(prompts) // cfg.batch_size), cfg.image_lead_share)
+    n_batches = -(-len(prompts) // cfg.batch_size)
+    batches = [j for j in range(n_batches) if j % world_size == rank]
+    led = led_batches(n_batches, cfg.image_lead_share)
     if led and (images is None or encode_image is None):
         raise ValueError("image-led ODE pairs need start images (ode_pairs.prompts: shapes)")
     todo = [j for j in batches if not (directory / SHARD_PATTERN.format(j)).exists()]

@@ -154,6 +154,10 @@ class TeacherStageConfig(StageConfig):
     # shapes: this share of the crops leads with the clip's latent frame 0 (the code of a start image) kept clean,
     # so the teacher learns to follow a start image and self_forcing.image_lead can judge image starts with it
     image_lead_share: float = 0.0
+    # True: an image-led crop continues its image at once (the clip's latent frames 1, 2, ...), as a stream's first
+    # chunk and its sink do; False: from anywhere after it, so at the frame after the image the teacher cannot
+    # tell whether the clip went on from it or moved on, and draws a blend of both (more motion than either)
+    image_lead_adjacent: bool = False
     audio_dropout: float = 0.1  # avatar models: chance a sample's audio layers are skipped (the null audio of audio CFG)
     # avatar models: the flow-matching error on each face's mouth box (as self_forcing.mouth_weight) weighs
     # 1 + this (0 = the plain MSE)

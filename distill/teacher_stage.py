@@ -8,7 +8,8 @@ for classifier-free guidance. Training clips are random crops of `train_frames` 
 encoded videos (so the teacher judges windows that start mid-video too, as Self-Forcing's scoring windows do).
 
 Image-led clips (`teacher.image_lead_share`): that share of the crops is [the video's latent frame 0 | frames
-from anywhere after it], frame 0 kept clean (sigma 0, no loss on it). Latent frame 0 of a causal VAE is the
+from anywhere after it, or with `teacher.image_lead_adjacent` the frames right after it], frame 0 kept clean
+(sigma 0, no loss on it). Latent frame 0 of a causal VAE is the
 code of the video's first frame alone, i.e. what `stream(image=...)` commits for a start image, so the teacher
 learns to follow a clean start image (as the avatar teacher follows its face) and Self-Forcing can judge
 image-started windows led by that image (`self_forcing.image_lead`).
@@ -25,14 +26,17 @@ from models.schedule import FlowMatchSchedule, shift_sigma
 from models.transformer import CausalWanTransformer
 
 
-def image_led_crops(latents: torch.Tensor, lead: torch.Tensor, gen: torch.Generator, b: int, frames: int):
-    """b clips [lead image | frames - 1 contiguous latent frames from anywhere after frame 0]: (x0 [b, C,
-    frames, h, w], clip indices, start frames). latents [N, C, F, h, w]; lead [N, C, 1, h, w]."""
+def image_led_crops(latents: torch.Tensor, lead: torch.Tensor, gen: torch.Generator, b: int, frames: int,
+                    adjacent: bool = False):
+    """b clips [lead image | frames - 1 contiguous latent frames from anywhere after frame 0, or with `adjacent`
+    the frames right after it]: (x0 [b, C, frames, h, w], clip indices, start frames). latents [N, C, F, h, w];
+    lead [N, C, 1, h, w]."""
     n, f = latents.shape[0], latents.shape[2]
     if frames > f:
         raise ValueError(f"{frames} frames asked of clips of {f} latent frames")
     idx = torch.randint(0, n, (b,), generator=gen).tolist()
-    start = torch.randint(1, f - frames + 2, (b,), generator=gen).tolist()
+    last_start = 1 if adjacent else f - frames + 1
+    start = torch.randint(1, last_start + 1, (b,), generator=gen).tolist()
     x0 = torch.stack([torch.cat([lead[i], latents[i, :, s:s + frames - 1]], dim=1) for i, s in zip(idx, start)])
     return x0, idx, start
 
@@ -72,7 +76,8 @@ class FlowMatchMethod(Method):
         if self.cfg.image_lead_share > 0:
             led = torch.rand(b, generator=self.gen) < self.cfg.image_lead_share
             if led.any():
-                led_x0, led_idx, _ = image_led_crops(self.latents, self.latents[:, :, :1], self.gen, int(led.sum()), ft)
+                led_x0, led_idx, _ = image_led_crops(self.latents, self.latents[:, :, :1], self.gen, int(led.sum()), ft,
+                                                     adjacent=self.cfg.image_lead_adjacent)
                 x0[led] = led_x0.to(x0.dtype)
                 idx[led] = torch.tensor(led_idx)
         drop = torch.rand(b, generator=self.gen) < self.cfg.text_dropout

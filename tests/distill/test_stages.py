@@ -152,6 +152,25 @@ def test_image_led_teacher_crops_lead_with_the_clean_first_frame_and_score_the_r
     assert losses[0.0, 100.0] > losses[0.0, 0.0] + 100
 
 
+def test_adjacent_image_led_crops_continue_the_image_at_once(recipe, parts):
+    """teacher.image_lead_adjacent: every led crop is [the clip's frame 0 | its frames 1, 2, ...] (a stream's first
+    chunk follows its image at once); without it the frames after the image start anywhere after it."""
+    cfg, _, text = parts
+    c, n, f = cfg.transformer.in_channels, 4, 6
+    frame_ids = torch.arange(n * f, dtype=torch.float32).view(n, 1, f, 1, 1)  # clip i, frame j -> i * f + j
+    null = null_text(text)
+    data = {"latents": frame_ids.expand(n, c, f, 4, 4).clone(), "text": null.expand(n, *null.shape[-2:]).clone()}
+    firsts = {}
+    for adjacent in (True, False):
+        teacher = dataclasses.replace(recipe.teacher, image_lead_share=1.0, image_lead_adjacent=adjacent,
+                                      train_frames=3, batch_size=64)
+        method = FlowMatchMethod(random_transformer(cfg, seed=0), FlowMatchSchedule(cfg.schedule), data, null, teacher)
+        ids = method.batch()[0][:, 0, :, 0, 0] % f  # [B, 3] frame index within its clip
+        assert (ids[:, 0] == 0).all() and (ids[:, 2] - ids[:, 1] == 1).all()
+        firsts[adjacent] = set(ids[:, 1].tolist())
+    assert firsts[True] == {1} and firsts[False] == {1, 2, 3, 4}
+
+
 def test_ode_pairs_and_ode_init_loss_goes_down(recipe, parts, tmp_path):
     cfg, vae, text = parts
     schedule = FlowMatchSchedule(cfg.schedule)

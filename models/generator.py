@@ -100,7 +100,7 @@ class StreamState:
     transition: list[torch.Tensor] = field(default_factory=list)  # embeddings for the next chunks
     image_latent: torch.Tensor | None = None  # [1, C, 1, h, w], decoded in front of the first chunk
     sink_latent: torch.Tensor | None = None  # [1, C, 1, h, w] the start image as committed to the sink
-    prime_decoder: bool = False  # after a cut: the decoder sees the new chunk's first latent once before it
+    prime_decoder: bool = False  # after a switch at once (cut or re-cache): the decoder sees the new chunk's first latent once before it
     inputs: tuple[str, ...] = ()  # per-chunk input kinds this stream is fed (its Conditioning.inputs)
     audio: AudioBuffer | None = None  # audio models: the audio received so far (silence where none)
     audio_windows: dict[int, torch.Tensor] = field(default_factory=dict)  # latent frame -> [M, A] of cached frames
@@ -260,6 +260,7 @@ class StreamingGenerator(StreamingModel):
             stream.decoder._cache = [c.to(self.vae.device, self.vae.dtype) if isinstance(c, torch.Tensor) else c
                                      for c in state.decoder_cache]
             stream.decoder.latent_frames_seen = state.latent_frames
+            stream.prime_decoder = prompt != state.prompt  # as a live switch to another prompt primes it
             stream.chunk_index, stream.frames_emitted = state.chunk_index, state.frames_emitted
         except Exception:
             self.close_stream(stream)
@@ -295,16 +296,17 @@ class StreamingGenerator(StreamingModel):
             prompt, transition, cut = stream.pending_prompt
             stream.pending_prompt = None
             new = self._embed(prompt)
-            stream.prompt = prompt
+            changed, stream.prompt = prompt != stream.prompt, prompt
             if transition == 0:
                 stream.transition = []
                 self._use_text(stream, new)
                 if cut:  # forget every cached frame (and a start image not yet decoded): a fresh context
                     self.cache.reset(stream.row)
                     stream.image_latent = None
-                    stream.prime_decoder = stream.decoder.latent_frames_seen > 0
                 else:
                     self._recache(stream)
+                # a re-cache to the prompt it has changes nothing on screen: the decoder goes on unprimed
+                stream.prime_decoder = stream.decoder.latent_frames_seen > 0 and (cut or changed)
             else:
                 old = stream.text_states
                 stream.transition = [torch.lerp(old, new, (j + 1) / transition) for j in range(transition)]
@@ -480,9 +482,10 @@ class StreamingGenerator(StreamingModel):
     def decode(self, streams: list[StreamState], x0: torch.Tensor) -> list[torch.Tensor]:
         """Each stream's clean chunk latents `x0[i]` -> its video `[1, 3, T, H, W]`, through its own
         streaming decoder (a pending reference image leads its first chunk); one batched VAE pass for
-        all streams past their first chunk. After a cut the decoder first decodes the new chunk's first
-        latent frame and drops those frames: its causal cache then holds the new scene, so the cut is
-        one clean frame boundary instead of the old scene smeared into the new chunk's first frames."""
+        all streams past their first chunk. After a switch at once (a cut or a re-cache) the decoder first
+        decodes the new chunk's first latent frame and drops those frames: its causal cache then holds the
+        new scene, so a scene change is one clean frame boundary instead of the old scene smeared into the
+        new chunk's first frames (a colour flash over two chunks: docs/DISTILL.md "Scene cuts")."""
         latents = []
         for i, stream in enumerate(streams):
             z = x0[i:i + 1].to(self.vae.device, self.vae.dtype)  # [1, C, c, h, w]

@@ -62,7 +62,12 @@ def test_prompt_switch_changes_frames_only_after_the_switch(gen):
     assert not np.array_equal(ref[2].frames, got[2].frames)
 
 
-def test_transition_interpolates_over_chunks(gen):
+def test_transition_interpolates_over_chunks(gen, monkeypatch):
+    """The embedding blend reaches the new prompt over its chunks, and the decoder goes on unprimed (the
+    scene changes gradually, unlike a switch at once)."""
+    primed = []
+    decode = gen.decode
+    monkeypatch.setattr(gen, "decode", lambda streams, x0: primed.append(streams[0].prime_decoder) or decode(streams, x0))
     s = gen.open_stream("a red circle", seed=4)
     try:
         _take(gen, s, 1)
@@ -77,6 +82,7 @@ def test_transition_interpolates_over_chunks(gen):
         gen.close_stream(s)
     assert torch.allclose(first, torch.lerp(old, new, 1 / 3), atol=1e-6)
     assert torch.allclose(s.text_states, new, atol=1e-6)
+    assert primed == [False] * 4
 
 
 def test_batched_step_equals_separate_streams(gen):
@@ -172,13 +178,18 @@ def _decoder_copy(gen, decoder):
     return copy
 
 
-def test_after_a_cut_the_decoder_sees_the_new_chunks_first_latent_once_before_the_chunk(gen):
-    """So its causal cache holds the new scene: the cut is one frame boundary, not the old scene
-    smeared into the new chunk's first frames."""
+@pytest.mark.parametrize("cut,prompt,primes", [(True, "two green triangles on white", True),
+                                                (False, "two green triangles on white", True),
+                                                (True, "a red circle on black", True),
+                                                (False, "a red circle on black", False)])
+def test_after_a_switch_the_decoder_sees_the_new_chunks_first_latent_once_before_the_chunk(gen, cut, prompt, primes):
+    """After a cut or a re-cache switch to another prompt, so its causal cache holds the new scene: the switch
+    is one frame boundary, not the old scene smeared into the new chunk's first frames. A re-cache to the
+    prompt the stream has leaves the decoder going on."""
     s = gen.open_stream("a red circle on black", seed=3)
     try:
         _take(gen, s, 2)
-        gen.set_prompt(s, "two green triangles on white", cut=True)
+        gen.set_prompt(s, prompt, cut=cut)
         before = _decoder_copy(gen, s.decoder)
         x0 = gen.rollout_chunk([s])  # [1, C, c, h, w]
         got = gen.decode([s], x0)[0]
@@ -186,10 +197,14 @@ def test_after_a_cut_the_decoder_sees_the_new_chunks_first_latent_once_before_th
     finally:
         gen.close_stream(s)
     primed = _decoder_copy(gen, before)
-    primed.decode_chunk(x0[:, :, :1])
+    if primes:
+        primed.decode_chunk(x0[:, :, :1])
     want = primed.decode_chunk(x0)
     assert torch.allclose(got, want, atol=1e-6)
-    assert not torch.allclose(got, _decoder_copy(gen, before).decode_chunk(x0), atol=1e-4)
+    other = _decoder_copy(gen, before)
+    if not primes:
+        other.decode_chunk(x0[:, :, :1])
+    assert not torch.allclose(got, other.decode_chunk(x0), atol=1e-4)
     assert torch.allclose(again, primed.decode_chunk(x0), atol=1e-6)
 
 

@@ -363,7 +363,8 @@ def print_summary(report: dict) -> None:
         i = report["image_start"]["summary"]
         console.print(f"image start (mean |pixel error|, 0-255): first frame {i['first_frame']:.2f}, first chunk "
                       f"{i['first_chunk']:.2f}; VAE reconstruction {i['vae_reconstruction']:.2f}; the ground truth's "
-                      f"own motion {i['ground_truth_motion']:.2f}; without the image {i['without_image']:.2f}")
+                      f"own motion {i['ground_truth_motion']:.2f}, through the VAE {i['ground_truth_reconstruction']:.2f}; "
+                      f"without the image {i['without_image']:.2f}")
     if "teacher" in report:
         teacher, ratio = report["teacher"], report["student_over_teacher"]
         t = teacher["summary"]

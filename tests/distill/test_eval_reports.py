@@ -14,7 +14,7 @@ import pytest
 
 from client.cli import main
 from distill.eval_cli import EvalRun, summarise
-from distill.image_eval import evaluate_image_start, ground_truth, pixel_error, start_image
+from distill.image_eval import evaluate_image_start, ground_truth, pixel_error, start_image, video_reconstruction
 from distill.scoring import COMPONENTS, WindowScore
 from distill.switch_eval import evaluate_switches, frame_jump
 from tests.distill.test_eval_cli import PROMPTS, OracleGenerator
@@ -124,6 +124,14 @@ def test_image_start_keeps_the_image_and_a_stream_without_it_does_not(shapes_gen
     assert pixel_error(truth[:1], image)[0] == 0.0
     assert run["ground_truth_motion"] == pytest.approx(float(pixel_error(truth, image).mean()))
     assert run["ground_truth_motion"] > s["vae_reconstruction"]
+    # through the VAE: frame 0 of the round trip is the image's own reconstruction (a causal VAE codes it alone),
+    # the rest stays within a reconstruction error of the truth, so the figure sits near the truth's motion
+    trip = video_reconstruction(shapes_gen.vae, truth)
+    assert trip.shape == truth.shape
+    assert pixel_error(trip[:1], image)[0] == pytest.approx(run["vae_reconstruction"], abs=0.5)
+    assert pixel_error(trip, truth).mean() < 8.0
+    assert run["ground_truth_reconstruction"] == pytest.approx(float(pixel_error(trip, image).mean()))
+    assert abs(run["ground_truth_reconstruction"] - run["ground_truth_motion"]) < 8.0
 
 
 @pytest.mark.slow
@@ -143,7 +151,8 @@ def test_cli_writes_the_switch_and_image_reports(tmp_path, capsys):
     cut = report["switch_cut"]
     assert cut["cut"] is True and len(cut["runs"]) == 2 and cut["transition_chunks"] == 0
     image = report["image_start"]["summary"]
-    assert set(image) >= {"first_frame", "first_chunk", "vae_reconstruction", "without_image", "ground_truth_motion"}
+    assert set(image) >= {"first_frame", "first_chunk", "vae_reconstruction", "without_image", "ground_truth_motion",
+                          "ground_truth_reconstruction"}
     printed = capsys.readouterr().out
     assert "switch before chunk 1" in printed and "(cut)" in printed and "image start" in printed and "slope" in printed
     assert main(["eval", "--model", "tiny", "--prompts", str(prompts), "--switch-cut"]) == 2  # needs --switch-at

@@ -68,9 +68,10 @@ for stage, part in share.items():
     cfg.setdefault(stage, {})["max_minutes"] = round(minutes * part, 2)
     if dry and stage != "ode_pairs":  # ode-pairs is sized by num_pairs
         cfg[stage].update(max_minutes=0, max_steps=2)
-# start images all the way (docs/DISTILL.md, the shipped run): an image-led teacher, image-led ODE pairs,
-# image rollouts judged against that teacher from their first chunk
-cfg["teacher"].update(batch_size=64, num_clips=8 if dry else 2048, ckpt_every=500, image_lead_share=0.3)
+# start images all the way (docs/DISTILL.md, the shipped run): an image-led teacher whose led crops continue the
+# image at once, image-led ODE pairs, image rollouts judged against that teacher from their first chunk
+cfg["teacher"].update(batch_size=64, num_clips=8 if dry else 2048, ckpt_every=500, image_lead_share=0.3,
+                      image_lead_adjacent=True)
 cfg["ode_pairs"].update(num_pairs=12 if dry else 512, batch_size=4 if dry else 128, image_lead_share=0.34)  # dry: 1 led batch of 3
 cfg["ode_init"].update(batch_size=64, ckpt_every=500)
 # Self-Forcing under serving conditions (docs/DISTILL.md): long rollouts, prompt switches, start images

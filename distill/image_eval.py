@@ -46,18 +46,16 @@ def start_image(prompt: str, seed: int, width: int, height: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def vae_reconstruction(vae, image: np.ndarray) -> np.ndarray:
-    """The VAE's round trip of one image: uint8 `[H, W, 3]` -> encode -> decode -> uint8 `[H, W, 3]`."""
-    pixels = uint8_to_video(image[None, None])[:, :, 0].to(vae.device, vae.dtype)  # [1, 3, H, W]
-    return frames_to_uint8(vae.decode(vae.encode_image(pixels)))[0, 0]
-
-
-@torch.no_grad()
 def video_reconstruction(vae, frames: np.ndarray) -> np.ndarray:
     """The VAE's round trip of a video: uint8 `[T, H, W, 3]` (T = 1 + k x its temporal compression) -> encode
     -> decode -> uint8 `[T, H, W, 3]`."""
     video = uint8_to_video(frames[None]).to(vae.device, vae.dtype)  # [1, 3, T, H, W]
     return frames_to_uint8(vae.decode(vae.encode(video)))[0]
+
+
+def vae_reconstruction(vae, image: np.ndarray) -> np.ndarray:
+    """The VAE's round trip of one image: uint8 `[H, W, 3]` -> encode -> decode -> uint8 `[H, W, 3]`."""
+    return video_reconstruction(vae, image[None])[0]
 
 
 def _first_chunks(gen, prompts: list[str], seeds: list[int], images: list[np.ndarray | None]) -> list[np.ndarray]:
@@ -84,15 +82,15 @@ def evaluate_image_start(gen, prompts: list[str], seeds: list[int]) -> dict:
     runs = []
     for (prompt, seed), image, chunk, plain in zip(cases, images, with_image, without):
         errors = pixel_error(chunk, image)
+        truth = ground_truth(prompt, seed, gen.info.width, gen.info.height, len(chunk))
         runs.append({
             "prompt": prompt, "seed": seed,
             "first_frame": float(errors[0]), "first_chunk": float(errors.mean()), "per_frame": errors.tolist(),
             "vae_reconstruction": float(pixel_error(vae_reconstruction(gen.vae, image)[None], image)[0]),
             "without_image": float(pixel_error(plain, image).mean()),
+            "ground_truth_motion": float(pixel_error(truth, image).mean()),
+            "ground_truth_reconstruction": float(pixel_error(video_reconstruction(gen.vae, truth), image).mean()),
         })
-        truth = ground_truth(prompt, seed, gen.info.width, gen.info.height, len(chunk))
-        runs[-1]["ground_truth_motion"] = float(pixel_error(truth, image).mean())
-        runs[-1]["ground_truth_reconstruction"] = float(pixel_error(video_reconstruction(gen.vae, truth), image).mean())
 
     def mean(key):
         return float(np.mean([r[key] for r in runs]))

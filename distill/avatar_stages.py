@@ -101,7 +101,7 @@ def image_lead_crops(data: dict, gen: torch.Generator, b: int, frames: int):
     has it, else the clip's latent frame 0."""
     lat, aud = data["latents"], data["audio"]
     lead = data.get("lead")
-    x0, idx, start = image_led_crops(lat, lat[:, :, :1] if lead is None else lead, gen, b, frames)
+    x0, idx, start, _ = image_led_crops(lat, lat[:, :, :1] if lead is None else lead, gen, b, frames)
     audio = torch.stack([torch.cat([aud[i, :1], aud[i, s:s + frames - 1]]) for i, s in zip(idx, start)]).float()
     return x0, audio, data["text"][idx].float(), idx
 

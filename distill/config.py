@@ -158,12 +158,18 @@ class TeacherStageConfig(StageConfig):
     # chunk and its sink do; False: from anywhere after it, so at the frame after the image the teacher cannot
     # tell whether the clip went on from it or moved on, and draws a blend of both (more motion than either)
     image_lead_adjacent: bool = False
+    # shapes: the flow-matching error on the latent pixels an object touches (distill/latents.latent_object_masks)
+    # weighs 1 + this, the weighted mean sum(w e^2) / sum(w) (0 = the plain MSE): the objects are a few percent of
+    # the latent pixels, and all of what the eval's colours, shapes and count judge
+    object_weight: float = 0.0
     audio_dropout: float = 0.1  # avatar models: chance a sample's audio layers are skipped (the null audio of audio CFG)
     # avatar models: the flow-matching error on each face's mouth box (as self_forcing.mouth_weight) weighs
     # 1 + this (0 = the plain MSE)
     mouth_weight: float = 0.0
     # a model directory whose teacher/ starts the run instead of random weights (fine-tuning a trained
-    # teacher; a checkpoint in the work dir, with --resume, still wins). "" = random init
+    # teacher; a checkpoint in the work dir, with --resume, still wins). "" = random init. A teacher with fewer
+    # layers than the recipe's (overrides: {transformer: {num_layers: N}}) is deepened with identity blocks first
+    # (distill/grow.py), so a plateaued teacher continues with more capacity
     init_from: str = ""
     encode_batch: int = 16
 

@@ -38,6 +38,24 @@ def build_latent_dataset(vae, text_encoder, data_cfg: ShapesDataConfig, num_clip
     return {"latents": torch.cat(latents), "text": torch.cat(texts), "prompts": prompts}
 
 
+def latent_object_masks(data_cfg: ShapesDataConfig, seed: int, num_clips: int, latent_frames: int,
+                        temporal: int, spatial: int) -> torch.Tensor:
+    """[N, 1, F, h, w] bool: the latent pixels an object touches in each clip of `build_latent_dataset(...,
+    seed)` (same videos): `vae_stage.object_mask` pooled onto the causal VAE's grid, video frame 0 alone to
+    latent frame 0, then each `temporal` frames to one latent frame, `spatial` x `spatial` pixels to one."""
+    from distill.vae_stage import object_mask
+
+    frames = 1 + temporal * (latent_frames - 1)
+    shapes = ShapesDataset(seed, dataclasses.replace(data_cfg, frames=frames))
+    masks = []
+    for i in range(num_clips):
+        mask = object_mask(to_model_video(shapes.sample(i).video)[None])[0]  # [1, T, H, W]
+        rest = mask[:, 1:].unflatten(1, (latent_frames - 1, temporal)).amax(dim=2)  # [1, F-1, H, W]
+        mask = torch.cat([mask[:, :1], rest], dim=1)  # [1, F, H, W]
+        masks.append(torch.nn.functional.max_pool2d(mask, spatial) > 0)  # [1, F, h, w]
+    return torch.stack(masks)
+
+
 def load_or_build(path: Path, build) -> dict:
     """`torch.load(path)` if it exists, else `build()` saved to `path`."""
     path = Path(path)

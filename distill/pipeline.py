@@ -220,8 +220,14 @@ class Pipeline:
         else:
             if tc.mouth_weight > 0:
                 raise StageError("teacher.mouth_weight applies to avatar models only (their clips are faces with a mouth)")
+            objects = None
+            if tc.object_weight > 0:  # the clips' videos rendered again (deterministic), not kept in latents.pt
+                from distill.latents import latent_object_masks
+
+                objects = latent_object_masks(self.cfg.data, self.cfg.seed + 1, len(data["latents"]),
+                                              data["latents"].shape[2], vae.temporal_compression, vae.spatial_compression)
             method = FlowMatchMethod(teacher, schedule, data, null_text(text), tc, seed=rank_seed(self.cfg.seed),
-                                     device=self.device)
+                                     device=self.device, objects=objects)
         trainer = self._trainer(method, tc, "teacher")
         result = trainer.run(resume=resume)
         trained = trainer.export("teacher", CausalWanTransformer(self.model_cfg.transformer).to(self.device))
@@ -229,14 +235,22 @@ class Pipeline:
         return {**result, "encode_s": round(encode_s, 2)}
 
     def _init_teacher(self, model_dir: Path) -> CausalWanTransformer:
-        """The trained teacher a `teacher.init_from` run starts from; its architecture must be this recipe's."""
+        """The trained teacher a `teacher.init_from` run starts from; its architecture must be this recipe's, or
+        this recipe's with fewer layers (then it is deepened, computing the same function: distill/grow.py)."""
         path = model_dir / "teacher"
         if not (path / "config.json").exists():
             raise StageError(f"teacher.init_from: no teacher at {path}")
         trained = CausalWanTransformer.from_pretrained(path, device=self.device).float()
-        if trained.config != self.model_cfg.transformer:
-            raise StageError(f"teacher.init_from: the teacher at {path} is not this recipe's architecture")
-        return trained
+        want = self.model_cfg.transformer
+        if trained.config == want:
+            return trained
+        if dataclasses.replace(want, num_layers=trained.config.num_layers) == trained.config and \
+                want.num_layers > trained.config.num_layers:  # a deeper recipe: grow, computing the same function
+            from distill.grow import deepen
+
+            return deepen(trained, want)
+        raise StageError(f"teacher.init_from: the teacher at {path} is not this recipe's architecture "
+                         "(only a recipe with more layers, all else equal, can start from it)")
 
     def _with_still_leads(self, path: Path, data: dict, vae) -> dict:
         """An avatar model whose stream commits start images as a still video's code

@@ -13,6 +13,11 @@ from anywhere after it, or with `teacher.image_lead_adjacent` the frames right a
 code of the video's first frame alone, i.e. what `stream(image=...)` commits for a start image, so the teacher
 learns to follow a clean start image (as the avatar teacher follows its face) and Self-Forcing can judge
 image-started windows led by that image (`self_forcing.image_lead`).
+
+Object weighting (`teacher.object_weight` w): the squared error of each latent pixel an object touches
+(`objects`, distill/latents.latent_object_masks) weighs 1 + w, and the loss is the weighted mean
+sum(w e^2) / sum(w). The objects cover a few percent of a shapes latent; unweighted, most of the loss is the
+background's noise.
 """
 
 from __future__ import annotations
@@ -27,10 +32,10 @@ from models.transformer import CausalWanTransformer
 
 
 def image_led_crops(latents: torch.Tensor, lead: torch.Tensor, gen: torch.Generator, b: int, frames: int,
-                    adjacent: bool = False):
+                    adjacent: bool = False, objects: torch.Tensor | None = None):
     """b clips [lead image | frames - 1 contiguous latent frames from anywhere after frame 0, or with `adjacent`
-    the frames right after it]: (x0 [b, C, frames, h, w], clip indices, start frames). latents [N, C, F, h, w];
-    lead [N, C, 1, h, w]."""
+    the frames right after it]: (x0 [b, C, frames, h, w], clip indices, start frames, their object masks
+    [b, 1, frames, h, w] or None). latents [N, C, F, h, w]; lead [N, C, 1, h, w]; objects [N, 1, F, h, w] or None."""
     n, f = latents.shape[0], latents.shape[2]
     if frames > f:
         raise ValueError(f"{frames} frames asked of clips of {f} latent frames")
@@ -38,18 +43,28 @@ def image_led_crops(latents: torch.Tensor, lead: torch.Tensor, gen: torch.Genera
     last_start = 1 if adjacent else f - frames + 1
     start = torch.randint(1, last_start + 1, (b,), generator=gen).tolist()
     x0 = torch.stack([torch.cat([lead[i], latents[i, :, s:s + frames - 1]], dim=1) for i, s in zip(idx, start)])
-    return x0, idx, start
+    masks = None
+    if objects is not None:
+        masks = torch.stack([torch.cat([objects[i, :, :1], objects[i, :, s:s + frames - 1]], dim=1)
+                             for i, s in zip(idx, start)])
+    return x0, idx, start, masks
 
 
 class FlowMatchMethod(Method):
     main_role = "teacher"
 
     def __init__(self, model: CausalWanTransformer, schedule: FlowMatchSchedule, data: dict, null_text: torch.Tensor,
-                 cfg: TeacherStageConfig, seed: int = 0, device: torch.device | str = "cpu"):
+                 cfg: TeacherStageConfig, seed: int = 0, device: torch.device | str = "cpu",
+                 objects: torch.Tensor | None = None):
         self.model = model.train()
         self.schedule = schedule
         self.latents = data["latents"]  # [N, C, Fv, h, w]
         self.text = data["text"]  # [N, L, D]
+        self.objects = objects  # [N, 1, F, h, w] bool or None
+        if objects is not None and objects.shape[:1] + objects.shape[2:] != self.latents.shape[:1] + self.latents.shape[2:]:
+            raise ValueError(f"object masks {list(objects.shape)} do not match the latents {list(self.latents.shape)}")
+        if cfg.object_weight > 0 and objects is None:
+            raise ValueError("teacher.object_weight needs the clips' object masks")
         self.null_text = null_text.reshape(1, *self.text.shape[1:]).to(self.text.dtype)  # [1, L, D]
         self.cfg = cfg
         self.device = torch.device(device)
@@ -65,24 +80,32 @@ class FlowMatchMethod(Method):
     def optim_specs(self):
         return {"teacher": OptimSpec(self.cfg.lr, self.cfg.betas, self.cfg.weight_decay)}
 
-    def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(x0 [B, C, Ft, h, w], text [B, L, D], led [B] bool) with random crops and text dropout; the rows
-        where `led` is set are image-led crops (`image_led_crops`, share `teacher.image_lead_share`)."""
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(x0 [B, C, Ft, h, w], text [B, L, D], led [B] bool, object masks [B, 1, Ft, h, w] or None) with random
+        crops and text dropout; the rows where `led` is set are image-led crops (`image_led_crops`, share
+        `teacher.image_lead_share`)."""
         b, ft = self.cfg.batch_size, self.cfg.train_frames
         idx = torch.randint(0, self.latents.shape[0], (b,), generator=self.gen)
         start = torch.randint(0, self.latents.shape[2] - ft + 1, (b,), generator=self.gen)
         x0 = torch.stack([self.latents[i, :, s:s + ft] for i, s in zip(idx.tolist(), start.tolist())])
+        masks = None
+        if self.objects is not None:
+            masks = torch.stack([self.objects[i, :, s:s + ft] for i, s in zip(idx.tolist(), start.tolist())])
         led = torch.zeros(b, dtype=torch.bool)
         if self.cfg.image_lead_share > 0:
             led = torch.rand(b, generator=self.gen) < self.cfg.image_lead_share
             if led.any():
-                led_x0, led_idx, _ = image_led_crops(self.latents, self.latents[:, :, :1], self.gen, int(led.sum()), ft,
-                                                     adjacent=self.cfg.image_lead_adjacent)
+                led_x0, led_idx, _, led_masks = image_led_crops(self.latents, self.latents[:, :, :1], self.gen,
+                                                                int(led.sum()), ft, adjacent=self.cfg.image_lead_adjacent,
+                                                                objects=self.objects)
                 x0[led] = led_x0.to(x0.dtype)
+                if masks is not None:
+                    masks[led] = led_masks
                 idx[led] = torch.tensor(led_idx)
         drop = torch.rand(b, generator=self.gen) < self.cfg.text_dropout
         text = torch.where(drop[:, None, None], self.null_text, self.text[idx])
-        return x0.to(self.device), text.float().to(self.device), led.to(self.device)
+        masks = None if masks is None else masks.to(self.device)
+        return x0.to(self.device), text.float().to(self.device), led.to(self.device), masks
 
     def train_sigma(self, b: int) -> torch.Tensor:
         """[B] training sigmas shift(u), u ~ U(0, 1): `teacher.shift`, or the schedule's when it is 0."""
@@ -90,8 +113,8 @@ class FlowMatchMethod(Method):
 
     def loss(self, role, step):
         """Flow-matching MSE between the predicted and the true flow eps - x0 (module docstring); on image-led
-        rows frame 0 is clean (sigma 0) and out of the mean."""
-        x0, text, led = self.batch()
+        rows frame 0 is clean (sigma 0) and out of the mean; with `object_weight`, the weighted mean (module docstring)."""
+        x0, text, led, masks = self.batch()
         b, f = x0.shape[0], x0.shape[2]
         sigma = self.train_sigma(b).to(self.device)  # [B]
         eps = torch.randn(x0.shape, generator=self.gen).to(self.device)
@@ -103,6 +126,9 @@ class FlowMatchMethod(Method):
             scored[led, :, 0] = 0.0
         x_t = self.schedule.add_noise(x0, eps, sigma)
         pred = self.model(x_t, self.schedule.timestep(sigma), text)
+        if self.cfg.object_weight > 0:  # [B, 1, F, h, w] weights 1 + w on object pixels, 0 on clean image frames
+            weights = 1.0 + self.cfg.object_weight * masks.float()
+            scored = weights if scored is None else weights * scored
         loss = masked_mean((pred.float() - self.schedule.flow_target(x0, eps)) ** 2, scored)
         logs = {"loss": loss.item()}
         if self.cfg.image_lead_share > 0:

@@ -39,6 +39,13 @@ def decode_unclamped(vae: VideoVAE, z: torch.Tensor) -> torch.Tensor:
     return torch.cat([first, rest], dim=2)
 
 
+def object_mask(video: torch.Tensor) -> torch.Tensor:
+    """[B, 1, T, H, W] 1.0 where a pixel of video [B, 3, T, H, W] (-1..1) differs from its frame's median colour
+    (the background) by more than 0.1 in some channel: the shapes' objects, a face's features."""
+    background = video.flatten(3).median(dim=3).values[..., None, None]  # [B, 3, T, 1, 1]
+    return ((video - background).abs().amax(dim=1, keepdim=True) > 0.1).float()
+
+
 def object_weights(video: torch.Tensor, object_weight: float, motion_weight: float = 0.0,
                    first_frame_weight: float = 1.0) -> torch.Tensor:
     """Per-pixel loss weights [B, 1, T, H, W], normalised to mean 1: 1, plus `object_weight` where a pixel
@@ -46,9 +53,7 @@ def object_weights(video: torch.Tensor, object_weight: float, motion_weight: flo
     differs from its own median over the clip's frames by more than 0.1 (what moves: a talking face's mouth
     and eyelids, a shape's path); all of video frame 0 times `first_frame_weight` (the causal VAE codes it
     alone, as it codes a stream's start image, and it is 1 frame of a long clip's 81)."""
-    background = video.flatten(3).median(dim=3).values[..., None, None]  # [B, 3, T, 1, 1]
-    differs = ((video - background).abs().amax(dim=1, keepdim=True) > 0.1).float()  # [B, 1, T, H, W]
-    weight = 1.0 + object_weight * differs
+    weight = 1.0 + object_weight * object_mask(video)
     if motion_weight:
         still = video.median(dim=2, keepdim=True).values  # [B, 3, 1, H, W]
         weight = weight + motion_weight * ((video - still).abs().amax(dim=1, keepdim=True) > 0.1).float()

@@ -127,7 +127,7 @@ def test_image_led_teacher_crops_lead_with_the_clean_first_frame_and_score_the_r
 
         method = FlowMatchMethod(model, schedule, data, null,
                                  dataclasses.replace(recipe.teacher, image_lead_share=share, train_frames=3, batch_size=6), seed=0)
-        x0, _, led = method.batch()
+        x0, _, led, _ = method.batch()
         ids = x0[:, 0, :, 0, 0]  # [B, 3] frame ids
         if share == 1.0:
             assert led.all()
@@ -453,3 +453,103 @@ def test_teacher_init_from_starts_the_run_from_a_trained_teacher(tmp_path):
     save_model_dir(tmp_path / "other", other, teacher=random_transformer(other, seed=0))
     with pytest.raises(StageError, match="architecture"):
         run(init_from=str(tmp_path / "other"))
+
+
+def test_teacher_init_from_a_shallower_teacher_deepens_it(tmp_path):
+    """A recipe with more layers than the teacher it starts from: the stage deepens that teacher with identity
+    blocks (distill/grow.py), so at lr 0 the saved deeper teacher predicts what the trained one did."""
+    from distill.pipeline import Pipeline
+    from models.model_dir import save_model_dir
+    from tests.distill.tiny_recipe import tiny_recipe
+
+    cfg = tiny_recipe(tmp_path / "a").model_config()
+    torch.manual_seed(0)
+    save_model_dir(tmp_path / "a" / "model", cfg, vae=VideoVAE.from_config(cfg.vae).eval())
+    trained = random_transformer(cfg, seed=7).eval()
+    save_model_dir(tmp_path / "trained", cfg, teacher=trained)
+    layers = cfg.transformer.num_layers + 2
+    recipe = tiny_recipe(tmp_path / "a", teacher={"max_steps": 1, "lr": 0.0, "num_clips": 4,
+                                                  "init_from": str(tmp_path / "trained")},
+                         overrides={"transformer": {"num_layers": layers}})
+    Pipeline(recipe, progress=False).run("teacher")
+    grown = type(trained).from_pretrained(tmp_path / "a" / "model" / "teacher").float().eval()
+    assert len(grown.blocks) == layers
+    g = torch.Generator().manual_seed(1)
+    t = cfg.transformer
+    x, text = torch.randn(1, t.in_channels, 3, 8, 8, generator=g), torch.randn(1, 4, t.text_dim, generator=g)
+    with torch.no_grad():
+        torch.testing.assert_close(grown(x, torch.tensor([500.0]), text), trained(x, torch.tensor([500.0]), text),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_latent_object_masks_mark_the_latent_pixels_the_objects_cover():
+    """distill/latents.latent_object_masks against the clips' own ground truth: the latent pixel under each
+    object's centre is marked (video frame 0 -> latent frame 0, frames 1 + 4 (k - 1) .. 4k -> latent frame k),
+    and a latent pixel whose 4x4 block is further than radius + 1 from every centre in those frames is not."""
+    from distill.config import ShapesDataConfig
+    from distill.latents import latent_object_masks
+    from distill.shapes_data import ShapesDataset
+
+    data_cfg = ShapesDataConfig(max_objects=3)
+    masks = latent_object_masks(data_cfg, 5, 6, 4, 4, 4)  # [6, 1, 4, 16, 16]
+    assert masks.shape == (6, 1, 4, 16, 16) and masks.dtype == torch.bool
+    shapes = ShapesDataset(5, dataclasses.replace(data_cfg, frames=13))
+    ys, xs = torch.meshgrid(torch.arange(16) * 4 + 1.5, torch.arange(16) * 4 + 1.5, indexing="ij")  # block centres
+    for i in range(6):
+        objects = shapes.sample(i).params.objects
+        for k in range(4):
+            frames = [0] if k == 0 else list(range(1 + 4 * (k - 1), 1 + 4 * k))
+            near = torch.zeros(16, 16, dtype=torch.bool)
+            for obj in objects:
+                for t in frames:
+                    x, y = obj.centres[t]
+                    assert masks[i, 0, k, int(y) // 4, int(x) // 4], (i, k, t)
+                    # a block's farthest point is 2 * sqrt(2) from its centre
+                    near |= ((xs - x) ** 2 + (ys - y) ** 2).sqrt() <= obj.radius + 1 + 2 * 2 ** 0.5
+            assert not (masks[i, 0, k] & ~near).any(), (i, k)
+
+
+def test_object_weighted_teacher_loss_is_the_weighted_mean(recipe, parts):
+    """teacher.object_weight w: the flow-matching error of latent pixels an object covers weighs 1 + w
+    (sum(w e^2) / sum(w)). With a model that predicts 0, clips whose object frames carry a large error and the
+    others a small one: the loss moves from the plain mean to the weighted mean exactly as the weights say."""
+    cfg, _, text = parts
+    c, n, f = cfg.transformer.in_channels, 2, 4
+    null = null_text(text)
+    latents = torch.zeros(n, c, f, 4, 4)
+    latents[:, :, :2] = 10.0  # frames 0-1: large targets (eps - x0 ~ -10), frames 2-3: ~ eps
+    objects = torch.zeros(n, 1, f, 4, 4, dtype=torch.bool)
+    objects[:, :, :2] = True
+    data = {"latents": latents, "text": null.expand(n, *null.shape[-2:]).clone()}
+
+    class Zero(torch.nn.Module):
+        def forward(self, x, t, text, **kw):
+            return torch.zeros_like(x)
+
+    losses = {}
+    for w in (0.0, 4.0):
+        teacher = dataclasses.replace(recipe.teacher, train_frames=4, batch_size=64, object_weight=w, image_lead_share=0.0)
+        method = FlowMatchMethod(Zero(), FlowMatchSchedule(cfg.schedule), data, null, teacher, seed=0, objects=objects)
+        losses[w] = method.loss("teacher", 0)[0].item()
+    big, small = 101.0, 1.0  # E[(eps - 10)^2], E[eps^2]
+    assert losses[0.0] == pytest.approx((big + small) / 2, rel=0.05)
+    assert losses[4.0] == pytest.approx((5 * big + small) / 6, rel=0.05)
+    with pytest.raises(ValueError, match="object masks"):
+        FlowMatchMethod(Zero(), FlowMatchSchedule(cfg.schedule), data, null, recipe.teacher, objects=objects[:, :, :2])
+    with pytest.raises(ValueError, match="needs the clips' object masks"):
+        FlowMatchMethod(Zero(), FlowMatchSchedule(cfg.schedule), data, null,
+                        dataclasses.replace(recipe.teacher, object_weight=1.0))
+
+
+def test_teacher_stage_trains_with_object_weight(tmp_path):
+    """The `teacher` stage with teacher.object_weight builds its clips' object masks on the VAE's grid and trains."""
+    from distill.pipeline import Pipeline
+    from models.model_dir import save_model_dir
+
+    cfg = tiny_recipe(tmp_path).model_config()
+    torch.manual_seed(0)
+    save_model_dir(tmp_path / "model", cfg, vae=VideoVAE.from_config(cfg.vae).eval())
+    recipe = tiny_recipe(tmp_path, teacher={"max_steps": 2, "num_clips": 4, "object_weight": 3.0})
+    result = Pipeline(recipe, progress=False).run("teacher")
+    assert (tmp_path / "model" / "teacher" / "config.json").exists()
+    assert result["step"] == 2 and result["losses"]["loss"] > 0

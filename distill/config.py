@@ -162,6 +162,7 @@ class TeacherStageConfig(StageConfig):
     # weighs 1 + this, the weighted mean sum(w e^2) / sum(w) (0 = the plain MSE): the objects are a few percent of
     # the latent pixels, and all of what the eval's colours, shapes and count judge
     object_weight: float = 0.0
+    object_weight_min_sigma: float = 0.0  # weigh the objects only in samples noised at sigma >= this (0 = all)
     audio_dropout: float = 0.1  # avatar models: chance a sample's audio layers are skipped (the null audio of audio CFG)
     # avatar models: the flow-matching error on each face's mouth box (as self_forcing.mouth_weight) weighs
     # 1 + this (0 = the plain MSE)

@@ -17,7 +17,8 @@ image-started windows led by that image (`self_forcing.image_lead`).
 Object weighting (`teacher.object_weight` w): the squared error of each latent pixel an object touches
 (`objects`, distill/latents.latent_object_masks) weighs 1 + w, and the loss is the weighted mean
 sum(w e^2) / sum(w). The objects cover a few percent of a shapes latent; unweighted, most of the loss is the
-background's noise.
+background's noise. With `teacher.object_weight_min_sigma` s, only samples at sigma >= s are weighted (where the
+objects' layout and colours are decided; the low sigmas, which render texture, keep the plain mean).
 """
 
 from __future__ import annotations
@@ -127,7 +128,9 @@ class FlowMatchMethod(Method):
         x_t = self.schedule.add_noise(x0, eps, sigma)
         pred = self.model(x_t, self.schedule.timestep(sigma), text)
         if self.cfg.object_weight > 0:  # [B, 1, F, h, w] weights 1 + w on object pixels, 0 on clean image frames
-            weights = 1.0 + self.cfg.object_weight * masks.float()
+            high = (sigma >= self.cfg.object_weight_min_sigma).float()  # [B] or [B, F]
+            high = high.view(b, 1, -1, 1, 1)  # [B, 1, 1 or F, 1, 1]
+            weights = 1.0 + self.cfg.object_weight * masks.float() * high
             scored = weights if scored is None else weights * scored
         loss = masked_mean((pred.float() - self.schedule.flow_target(x0, eps)) ** 2, scored)
         logs = {"loss": loss.item()}

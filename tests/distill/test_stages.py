@@ -553,3 +553,30 @@ def test_teacher_stage_trains_with_object_weight(tmp_path):
     result = Pipeline(recipe, progress=False).run("teacher")
     assert (tmp_path / "model" / "teacher" / "config.json").exists()
     assert result["step"] == 2 and result["losses"]["loss"] > 0
+
+
+def test_object_weight_min_sigma_weighs_only_the_noisier_samples(recipe, parts):
+    """teacher.object_weight_min_sigma: samples drawn below it keep the plain mean. Above every sigma (> 1) the
+    weighted loss is the plain one; at 0 it is the weighted one (the test above)."""
+    cfg, _, text = parts
+    c, n, f = cfg.transformer.in_channels, 2, 4
+    null = null_text(text)
+    latents = torch.zeros(n, c, f, 4, 4)
+    latents[:, :, :2] = 10.0
+    objects = torch.zeros(n, 1, f, 4, 4, dtype=torch.bool)
+    objects[:, :, :2] = True
+    data = {"latents": latents, "text": null.expand(n, *null.shape[-2:]).clone()}
+
+    class Zero(torch.nn.Module):
+        def forward(self, x, t, text, **kw):
+            return torch.zeros_like(x)
+
+    losses = {}
+    for w, floor in ((0.0, 0.0), (4.0, 1.1), (4.0, 0.5)):
+        teacher = dataclasses.replace(recipe.teacher, train_frames=4, batch_size=256, object_weight=w,
+                                      object_weight_min_sigma=floor, image_lead_share=0.0, shift=1.0)
+        method = FlowMatchMethod(Zero(), FlowMatchSchedule(cfg.schedule), data, null, teacher, seed=0, objects=objects)
+        losses[w, floor] = method.loss("teacher", 0)[0].item()
+    assert losses[4.0, 1.1] == pytest.approx(losses[0.0, 0.0], rel=1e-6)
+    # half the samples (shift 1: sigma uniform) weighted: between the plain (51) and the weighted (84.3) mean
+    assert losses[0.0, 0.0] * 1.2 < losses[4.0, 0.5] < (5 * 101 + 1) / 6 * 0.97

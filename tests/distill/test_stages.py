@@ -509,36 +509,47 @@ def test_latent_object_masks_mark_the_latent_pixels_the_objects_cover():
             assert not (masks[i, 0, k] & ~near).any(), (i, k)
 
 
-def test_object_weighted_teacher_loss_is_the_weighted_mean(recipe, parts):
-    """teacher.object_weight w: the flow-matching error of latent pixels an object covers weighs 1 + w
-    (sum(w e^2) / sum(w)). With a model that predicts 0, clips whose object frames carry a large error and the
-    others a small one: the loss moves from the plain mean to the weighted mean exactly as the weights say."""
+class _ZeroFlow(torch.nn.Module):
+    """A teacher that predicts no flow: its error is the flow-matching target itself."""
+
+    def forward(self, x, t, text, **kw):
+        return torch.zeros_like(x)
+
+
+def _object_weight_setup(parts):
+    """(data, null, objects): 2 clips of 4 latent frames whose frames 0-1 are objects with large targets
+    (eps - x0 ~ eps - 10, mean square 101) and frames 2-3 background (~ eps, mean square 1)."""
     cfg, _, text = parts
     c, n, f = cfg.transformer.in_channels, 2, 4
     null = null_text(text)
     latents = torch.zeros(n, c, f, 4, 4)
-    latents[:, :, :2] = 10.0  # frames 0-1: large targets (eps - x0 ~ -10), frames 2-3: ~ eps
+    latents[:, :, :2] = 10.0
     objects = torch.zeros(n, 1, f, 4, 4, dtype=torch.bool)
     objects[:, :, :2] = True
-    data = {"latents": latents, "text": null.expand(n, *null.shape[-2:]).clone()}
+    return {"latents": latents, "text": null.expand(n, *null.shape[-2:]).clone()}, null, objects
 
-    class Zero(torch.nn.Module):
-        def forward(self, x, t, text, **kw):
-            return torch.zeros_like(x)
 
-    losses = {}
-    for w in (0.0, 4.0):
-        teacher = dataclasses.replace(recipe.teacher, train_frames=4, batch_size=64, object_weight=w, image_lead_share=0.0)
-        method = FlowMatchMethod(Zero(), FlowMatchSchedule(cfg.schedule), data, null, teacher, seed=0, objects=objects)
-        losses[w] = method.loss("teacher", 0)[0].item()
+def _object_weighted_loss(recipe, parts, **teacher) -> float:
+    cfg = parts[0]
+    data, null, objects = _object_weight_setup(parts)
+    teacher = dataclasses.replace(recipe.teacher, train_frames=4, batch_size=256, image_lead_share=0.0, **teacher)
+    method = FlowMatchMethod(_ZeroFlow(), FlowMatchSchedule(cfg.schedule), data, null, teacher, seed=0, objects=objects)
+    return method.loss("teacher", 0)[0].item()
+
+
+def test_object_weighted_teacher_loss_is_the_weighted_mean(recipe, parts):
+    """teacher.object_weight w: the flow-matching error of latent pixels an object covers weighs 1 + w
+    (sum(w e^2) / sum(w)). With a model that predicts 0, clips whose object frames carry a large error and the
+    others a small one: the loss moves from the plain mean to the weighted mean exactly as the weights say."""
     big, small = 101.0, 1.0  # E[(eps - 10)^2], E[eps^2]
-    assert losses[0.0] == pytest.approx((big + small) / 2, rel=0.05)
-    assert losses[4.0] == pytest.approx((5 * big + small) / 6, rel=0.05)
+    assert _object_weighted_loss(recipe, parts, object_weight=0.0) == pytest.approx((big + small) / 2, rel=0.05)
+    assert _object_weighted_loss(recipe, parts, object_weight=4.0) == pytest.approx((5 * big + small) / 6, rel=0.05)
+    data, null, objects = _object_weight_setup(parts)
+    schedule = FlowMatchSchedule(parts[0].schedule)
     with pytest.raises(ValueError, match="object masks"):
-        FlowMatchMethod(Zero(), FlowMatchSchedule(cfg.schedule), data, null, recipe.teacher, objects=objects[:, :, :2])
+        FlowMatchMethod(_ZeroFlow(), schedule, data, null, recipe.teacher, objects=objects[:, :, :2])
     with pytest.raises(ValueError, match="needs the clips' object masks"):
-        FlowMatchMethod(Zero(), FlowMatchSchedule(cfg.schedule), data, null,
-                        dataclasses.replace(recipe.teacher, object_weight=1.0))
+        FlowMatchMethod(_ZeroFlow(), schedule, data, null, dataclasses.replace(recipe.teacher, object_weight=1.0))
 
 
 def test_teacher_stage_trains_with_object_weight(tmp_path):
@@ -558,25 +569,9 @@ def test_teacher_stage_trains_with_object_weight(tmp_path):
 def test_object_weight_min_sigma_weighs_only_the_noisier_samples(recipe, parts):
     """teacher.object_weight_min_sigma: samples drawn below it keep the plain mean. Above every sigma (> 1) the
     weighted loss is the plain one; at 0 it is the weighted one (the test above)."""
-    cfg, _, text = parts
-    c, n, f = cfg.transformer.in_channels, 2, 4
-    null = null_text(text)
-    latents = torch.zeros(n, c, f, 4, 4)
-    latents[:, :, :2] = 10.0
-    objects = torch.zeros(n, 1, f, 4, 4, dtype=torch.bool)
-    objects[:, :, :2] = True
-    data = {"latents": latents, "text": null.expand(n, *null.shape[-2:]).clone()}
-
-    class Zero(torch.nn.Module):
-        def forward(self, x, t, text, **kw):
-            return torch.zeros_like(x)
-
-    losses = {}
-    for w, floor in ((0.0, 0.0), (4.0, 1.1), (4.0, 0.5)):
-        teacher = dataclasses.replace(recipe.teacher, train_frames=4, batch_size=256, object_weight=w,
-                                      object_weight_min_sigma=floor, image_lead_share=0.0, shift=1.0)
-        method = FlowMatchMethod(Zero(), FlowMatchSchedule(cfg.schedule), data, null, teacher, seed=0, objects=objects)
-        losses[w, floor] = method.loss("teacher", 0)[0].item()
-    assert losses[4.0, 1.1] == pytest.approx(losses[0.0, 0.0], rel=1e-6)
+    plain = _object_weighted_loss(recipe, parts, object_weight=0.0, shift=1.0)
+    assert _object_weighted_loss(recipe, parts, object_weight=4.0, object_weight_min_sigma=1.1, shift=1.0) == \
+        pytest.approx(plain, rel=1e-6)
     # half the samples (shift 1: sigma uniform) weighted: between the plain (51) and the weighted (84.3) mean
-    assert losses[0.0, 0.0] * 1.2 < losses[4.0, 0.5] < (5 * 101 + 1) / 6 * 0.97
+    half = _object_weighted_loss(recipe, parts, object_weight=4.0, object_weight_min_sigma=0.5, shift=1.0)
+    assert plain * 1.2 < half < (5 * 101 + 1) / 6 * 0.97

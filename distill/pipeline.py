@@ -212,6 +212,9 @@ class Pipeline:
         if self.avatar:
             from distill.avatar_stages import AvatarFlowMatchMethod, dataset_mouth_weights
 
+            if tc.object_weight > 0:
+                raise StageError("teacher.object_weight applies to shapes models (avatars weigh the mouth: mouth_weight)")
+
             mouth = None
             if tc.mouth_weight > 0:
                 mouth = dataset_mouth_weights(self._avatar_faces(), len(data["latents"]), self.model_cfg, tc.mouth_weight)

@@ -19,17 +19,19 @@ from distill.shapes_data import ShapesDataset, to_model_video
 
 @torch.no_grad()
 def build_latent_dataset(vae, text_encoder, data_cfg: ShapesDataConfig, num_clips: int, latent_frames: int,
-                         seed: int, batch: int = 16, progress: bool = True) -> dict:
+                         seed: int, batch: int = 16, progress: bool = True, first: int = 0) -> dict:
+    """The clips `first .. first + num_clips - 1` of `ShapesDataset(seed)` (the module docstring's fields)."""
     frames = vae.num_video_frames(latent_frames)
     shapes = ShapesDataset(seed, dataclasses.replace(data_cfg, frames=frames))
     latents, texts, prompts = [], [], []
-    indices = range(0, num_clips, batch)
+    end = first + num_clips
+    indices = range(first, end, batch)
     if progress:
         from tqdm import tqdm
 
         indices = tqdm(indices, desc="encode latents", dynamic_ncols=True)
     for start in indices:
-        samples = [shapes.sample(i) for i in range(start, min(start + batch, num_clips))]
+        samples = [shapes.sample(i) for i in range(start, min(start + batch, end))]
         video = torch.stack([to_model_video(s.video) for s in samples]).to(vae.device)  # [b, 3, T, H, W]
         latents.append(vae.encode(video).float().cpu())  # [b, C, F, h, w]
         batch_prompts = [s.prompt for s in samples]

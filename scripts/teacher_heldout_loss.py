@@ -10,13 +10,12 @@ more clips will not help; its loss level is then what capacity and steps buy.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import torch
 
 from distill.config import ShapesDataConfig
-from distill.shapes_data import ShapesDataset, to_model_video
+from distill.latents import build_latent_dataset
 from models import load_generator
 from models.schedule import FlowMatchSchedule
 from models.transformer import CausalWanTransformer
@@ -25,17 +24,6 @@ SIGMAS = (0.1, 0.3, 0.5, 0.7, 0.9)
 HELD_OUT_FROM = 200_000
 LATENT_FRAMES = 7  # configs/shapes.yaml teacher.clip_latent_frames
 CROP = 6  # teacher.train_frames; crops start at latent frame 1 (mid-video, as most of its crops are)
-
-
-@torch.no_grad()
-def encode(vae, text_encoder, data: ShapesDataset, indices: list[int], batch: int = 16):
-    """(latents [N, C, 7, h, w], text [N, L, D]) of the clips `indices`."""
-    latents, texts = [], []
-    for s in range(0, len(indices), batch):
-        samples = [data.sample(i) for i in indices[s:s + batch]]
-        latents.append(vae.encode(torch.stack([to_model_video(x.video) for x in samples])).float())
-        texts.append(text_encoder.get_batch([x.prompt for x in samples])[0].float())
-    return torch.cat(latents), torch.cat(texts)
 
 
 @torch.no_grad()
@@ -61,9 +49,12 @@ def main() -> None:
     vae = gen.vae.float().eval()
     teacher = CausalWanTransformer.from_pretrained(args.teacher / "teacher").float().eval()
     schedule = FlowMatchSchedule(gen.cfg.schedule)
-    data = ShapesDataset(1, dataclasses.replace(ShapesDataConfig(max_objects=3), frames=vae.num_video_frames(LATENT_FRAMES)))
-    sets = {"training": encode(vae, gen.text_encoder, data, list(range(args.clips))),
-            "held-out": encode(vae, gen.text_encoder, data, list(range(HELD_OUT_FROM, HELD_OUT_FROM + args.clips)))}
+    def encode(first: int) -> tuple[torch.Tensor, torch.Tensor]:  # (latents [N, C, 7, h, w], text [N, L, D])
+        data = build_latent_dataset(vae, gen.text_encoder, ShapesDataConfig(max_objects=3), args.clips, LATENT_FRAMES,
+                                    seed=1, progress=False, first=first)
+        return data["latents"], data["text"].float()
+
+    sets = {"training": encode(0), "held-out": encode(HELD_OUT_FROM)}
     shape = sets["training"][0][:, :, 1:1 + CROP].shape
     eps = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     means = {name: 0.0 for name in sets}

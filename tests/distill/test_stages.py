@@ -78,6 +78,9 @@ def test_teacher_stage_loss_goes_down(recipe, parts, tmp_path):
     data = build_latent_dataset(vae, text, recipe.data, 4, 4, seed=0, batch=4, progress=False)
     assert data["latents"].shape == (4, cfg.transformer.in_channels, 4, 4, 4)
     assert data["text"].shape[0] == 4 and len(data["prompts"]) == 4
+    later = build_latent_dataset(vae, text, recipe.data, 2, 4, seed=0, batch=4, progress=False, first=2)
+    assert later["prompts"] == data["prompts"][2:]  # `first`: the same clips, from that index on
+    torch.testing.assert_close(later["latents"], data["latents"][2:])
     teacher = random_transformer(cfg, seed=0)
     method = FlowMatchMethod(teacher, FlowMatchSchedule(cfg.schedule), data, null_text(text),
                              dataclasses.replace(recipe.teacher, lr=2e-3), seed=0)

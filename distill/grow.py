@@ -8,6 +8,9 @@ residual stream, so the deeper model's output equals the trained one's; the zero
 gradient at once (their inputs are not zero), and through them the rest of the new block (the zero-init
 residual branches of Goyal et al. 2017 / ReZero, Bachlechner et al. 2021, as used to grow networks by
 Chen et al. 2016, Net2Net).
+
+`with_video_start` gives a trained transformer the video-start embedding (config `video_start`) at zero, which
+also leaves its function unchanged until training moves it.
 """
 
 from __future__ import annotations
@@ -39,6 +42,18 @@ def insert_after(old: int, extra: int) -> list[int]:
     for k in range(extra):
         counts[(k * old) // extra] += 1
     return counts
+
+
+def with_video_start(trained: CausalWanTransformer) -> CausalWanTransformer:
+    """A copy of `trained` with the video-start embedding added (zero: the same function)."""
+    if trained.config.video_start:
+        return trained
+    cfg = dataclasses.replace(trained.config, video_start=True)
+    grown = CausalWanTransformer(cfg).to(next(trained.parameters()).device)
+    missing, unexpected = grown.load_state_dict(trained.state_dict(), strict=False)
+    if unexpected or missing != ["video_start_embedding"]:
+        raise ValueError(f"with_video_start: unexpected state differences {missing} {unexpected}")
+    return grown
 
 
 def deepen(trained: CausalWanTransformer, cfg: TransformerConfig) -> CausalWanTransformer:

@@ -71,6 +71,6 @@ def shapes_noise_capture(sampler, prompts: list[str], seeds: list[int]) -> list[
     text = sampler.text.get_batch([p for p in prompts for _ in seeds])[0].to(sampler.device, sampler.dtype)
 
     def flow(x_t, t):
-        return sampler.teacher(x_t.to(sampler.dtype), t, text)
+        return sampler.teacher(x_t.to(sampler.dtype), t, text, video_start=True)  # clips from their first frame
 
     return noise_capture(flow, sampler.schedule, x0)

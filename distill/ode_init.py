@@ -91,7 +91,8 @@ class ODERegressionMethod(Method):
         for led in (False, True):
             rows = lead == led
             if rows.any():
-                flow = self.student(x_in[rows], t[rows], text[rows], chunk_frames=self.chunk, lead_frames=int(led))
+                flow = self.student(x_in[rows], t[rows], text[rows], chunk_frames=self.chunk, lead_frames=int(led),
+                                    video_start=True)  # every pair is a stream from its first latent frame
                 pred[rows] = self.schedule.x0_from_flow(x_in[rows], flow.float(), sigma[rows])
         weight = torch.ones_like(sigma)  # [B, F]
         weight[lead, 0] = 0.0

@@ -25,12 +25,13 @@ from distill.config import ODEPairsConfig
 from models.schedule import FlowMatchSchedule
 
 
-def cfg_model_fn(model, text: torch.Tensor, null: torch.Tensor):
-    """model_fn for `schedule.sample` with guidance: one batched pass -> (flow_cond, flow_uncond)."""
+def cfg_model_fn(model, text: torch.Tensor, null: torch.Tensor, video_start: bool = True):
+    """model_fn for `schedule.sample` with guidance: one batched pass -> (flow_cond, flow_uncond). video_start: the
+    clips sampled start their videos (a stream's first latent frame at frame 0: config `video_start`)."""
     both_text = torch.cat([text, null.expand_as(text)])  # [2B, L, D]
 
     def fn(x, t):
-        out = model(torch.cat([x, x]), torch.cat([t, t]), both_text)  # [2B, C, F, h, w]
+        out = model(torch.cat([x, x]), torch.cat([t, t]), both_text, video_start=video_start)  # [2B, C, F, h, w]
         cond, uncond = out.float().chunk(2)
         return cond, uncond
 

@@ -56,11 +56,16 @@ class ScoredBatch:
     logs: dict[str, float]  # what the rollout did (options only)
     audio: torch.Tensor | None = None  # [B*n, W, M, A] the windows' audio features (avatar models)
     lead: bool = False  # every window leads with the stream's start-image latent, kept clean when noised
+    video_start: torch.Tensor | None = None  # [B*n] bool: the window's frame 0 is its stream's first latent frame
 
     @property
     def conditions(self) -> dict:
-        """Keyword conditions of the teacher / critic calls besides the text (audio for avatar models)."""
-        return {} if self.audio is None else {"audio": self.audio}
+        """Keyword conditions of the teacher / critic calls besides the text (audio for avatar models; which
+        windows start their video, for models with the video-start embedding)."""
+        out = {} if self.audio is None else {"audio": self.audio}
+        if self.video_start is not None:
+            out["video_start"] = self.video_start
+        return out
 
 
 @dataclass
@@ -230,7 +235,10 @@ class SelfForcingDMD(Method):
             logs["switched"] = float(switch is not None)
         if cfg.image_share > 0:
             logs["image_start"] = float(has_image)
-        return ScoredBatch(windows, text, mask, logs, self._window_audio(inputs, held), lead=leads)
+        start = None
+        if self.student.config.video_start:  # (teacher and critic share its architecture) window-major, as the windows
+            start = torch.tensor([f[0] == 0 for f in held]).repeat_interleave(b).to(self.device)  # [B*n]
+        return ScoredBatch(windows, text, mask, logs, self._window_audio(inputs, held), lead=leads, video_start=start)
 
     def _noised(self, x: torch.Tensor, lead: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`_noise`, with the lead image of every window kept clean (sigma [B*n, F], 0 on it) when the windows
@@ -254,11 +262,13 @@ class SelfForcingDMD(Method):
 
     @torch.no_grad()
     def real_x0(self, x_t: torch.Tensor, sigma: torch.Tensor, text: torch.Tensor,
-                audio: torch.Tensor | None = None) -> torch.Tensor:
-        """Teacher x0 under CFG (one batched pass over cond and uncond); `audio` is for models with audio."""
+                audio: torch.Tensor | None = None, video_start: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher x0 under CFG (one batched pass over cond and uncond); `audio` is for models with audio,
+        `video_start` [B] for models with the video-start embedding."""
         null = self.text.get(self.negative_prompt)[0].to(self.device).float().expand_as(text)
         t = self.schedule.timestep(sigma)
-        out = self.teacher(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([text, null])).float()
+        kw = {} if video_start is None else {"video_start": torch.cat([video_start, video_start])}
+        out = self.teacher(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([text, null]), **kw).float()
         cond, uncond = out.chunk(2)
         return self.schedule.x0_from_flow(x_t, cfg_flow(cond, uncond, self.cfg.guidance), sigma)
 

@@ -81,10 +81,10 @@ class FlowMatchMethod(Method):
     def optim_specs(self):
         return {"teacher": OptimSpec(self.cfg.lr, self.cfg.betas, self.cfg.weight_decay)}
 
-    def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(x0 [B, C, Ft, h, w], text [B, L, D], led [B] bool, object masks [B, 1, Ft, h, w] or None) with random
-        crops and text dropout; the rows where `led` is set are image-led crops (`image_led_crops`, share
-        `teacher.image_lead_share`)."""
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """(x0 [B, C, Ft, h, w], text [B, L, D], led [B] bool, object masks [B, 1, Ft, h, w] or None, first [B] bool)
+        with random crops and text dropout; the rows where `led` is set are image-led crops (`image_led_crops`, share
+        `teacher.image_lead_share`); `first` marks the crops whose frame 0 is their video's first latent frame."""
         b, ft = self.cfg.batch_size, self.cfg.train_frames
         idx = torch.randint(0, self.latents.shape[0], (b,), generator=self.gen)
         start = torch.randint(0, self.latents.shape[2] - ft + 1, (b,), generator=self.gen)
@@ -93,6 +93,7 @@ class FlowMatchMethod(Method):
         if self.objects is not None:
             masks = torch.stack([self.objects[i, :, s:s + ft] for i, s in zip(idx.tolist(), start.tolist())])
         led = torch.zeros(b, dtype=torch.bool)
+        first = start == 0  # [B] crops from the video's first latent frame (the VAE's start code)
         if self.cfg.image_lead_share > 0:
             led = torch.rand(b, generator=self.gen) < self.cfg.image_lead_share
             if led.any():
@@ -103,10 +104,11 @@ class FlowMatchMethod(Method):
                 if masks is not None:
                     masks[led] = led_masks
                 idx[led] = torch.tensor(led_idx)
+                first[led] = True  # led by frame 0
         drop = torch.rand(b, generator=self.gen) < self.cfg.text_dropout
         text = torch.where(drop[:, None, None], self.null_text, self.text[idx])
         masks = None if masks is None else masks.to(self.device)
-        return x0.to(self.device), text.float().to(self.device), led.to(self.device), masks
+        return x0.to(self.device), text.float().to(self.device), led.to(self.device), masks, first.to(self.device)
 
     def train_sigma(self, b: int) -> torch.Tensor:
         """[B] training sigmas shift(u), u ~ U(0, 1): `teacher.shift`, or the schedule's when it is 0."""
@@ -115,7 +117,7 @@ class FlowMatchMethod(Method):
     def loss(self, role, step):
         """Flow-matching MSE between the predicted and the true flow eps - x0 (module docstring); on image-led
         rows frame 0 is clean (sigma 0) and out of the mean; with `object_weight`, the weighted mean (module docstring)."""
-        x0, text, led, masks = self.batch()
+        x0, text, led, masks, first = self.batch()
         b, f = x0.shape[0], x0.shape[2]
         sigma = self.train_sigma(b).to(self.device)  # [B]
         eps = torch.randn(x0.shape, generator=self.gen).to(self.device)
@@ -126,7 +128,7 @@ class FlowMatchMethod(Method):
             scored = torch.ones(b, 1, f, 1, 1, device=self.device)
             scored[led, :, 0] = 0.0
         x_t = self.schedule.add_noise(x0, eps, sigma)
-        pred = self.model(x_t, self.schedule.timestep(sigma), text)
+        pred = self.model(x_t, self.schedule.timestep(sigma), text, video_start=first)
         if self.cfg.object_weight > 0:  # [B, 1, F, h, w] weights 1 + w on object pixels, 0 on clean image frames
             high = (sigma >= self.cfg.object_weight_min_sigma).float()  # [B] or [B, F]
             high = high.view(b, 1, -1, 1, 1)  # [B, 1, 1 or F, 1, 1]

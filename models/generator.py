@@ -301,7 +301,7 @@ class StreamingGenerator(StreamingModel):
                 stream.transition = []
                 self._use_text(stream, new)
                 if cut:  # forget every cached frame (and a start image not yet decoded): a fresh context
-                    self.cache.reset(stream.row)
+                    self.cache.reset(stream.row, starts_video=False)  # in a video that goes on
                     stream.image_latent = None
                 else:
                     self._recache(stream)

@@ -35,6 +35,7 @@ class CachePlan:
     write_slots: torch.Tensor  # [B, chunk_len] long: slots the chunk's K/V go to when committed
     contiguous: slice | None  # the same rows as a slice when they are consecutive (no gather copy)
     key_local: torch.Tensor | None = None  # [B, slots] bool: slot attended only near each query (locality option)
+    video_start: torch.Tensor | None = None  # [B, chunk_len] bool: the frame is its video's first latent frame
 
 
 class RollingKVCache:
@@ -56,6 +57,9 @@ class RollingKVCache:
             (max_batch, t.in_channels, self.slots, cfg.latent_height, cfg.latent_width), device=device, dtype=dtype
         )  # [Bmax, C, slots, h, w]
         self.frames = [0] * max_batch  # frames committed per row (host ints)
+        # whether a row's frame 0 is its video's first latent frame (the VAE's start code): False after a scene cut,
+        # where the cache starts again but the video, and its decoder, go on
+        self.starts_video = [True] * max_batch
         self.local_radius = s.local_radius  # None: dense over the window
         self.local_recent = s.local_recent_frames
         self.device = torch.device(device)
@@ -78,6 +82,7 @@ class RollingKVCache:
         qpos = torch.zeros(len(rows), chunk_len, dtype=torch.long)
         write = torch.zeros(len(rows), chunk_len, dtype=torch.long)
         local = torch.zeros(len(rows), self.slots, dtype=torch.bool)
+        start = torch.zeros(len(rows), chunk_len, dtype=torch.bool)
         for i, row in enumerate(rows):
             held = self.cached_frames(row)
             n = self.frames[row]
@@ -87,7 +92,8 @@ class RollingKVCache:
                 local[i, slot] = frame >= self.sink and frame < n - self.local_recent
             qpos[i] = torch.arange(len(held), len(held) + chunk_len)
             write[i] = torch.tensor([self.slot_of(n + j) for j in range(chunk_len)])
-        return self._to_device(rows, pos, valid, qpos, write, local if self.local_radius is not None else None)
+            start[i, 0] = n == 0 and self.starts_video[row]
+        return self._to_device(rows, pos, valid, qpos, write, local if self.local_radius is not None else None, start)
 
     def replay_plan(self, row: int, frames: list[int], upto: int) -> CachePlan:
         """Plan for re-computing `frames` (already cached, oldest first) of one row, where the
@@ -100,9 +106,10 @@ class RollingKVCache:
             pos[0, slot], valid[0, slot] = p, True
         qpos = torch.tensor([[held.index(f) for f in frames]])
         write = torch.tensor([[self.slot_of(f) for f in frames]])
-        return self._to_device([row], pos, valid, qpos, write)
+        start = torch.tensor([[f == 0 and self.starts_video[row] for f in frames]])
+        return self._to_device([row], pos, valid, qpos, write, None, start)
 
-    def _to_device(self, rows, pos, valid, qpos, write, local=None) -> CachePlan:
+    def _to_device(self, rows, pos, valid, qpos, write, local=None, start=None) -> CachePlan:
         contiguous = slice(rows[0], rows[-1] + 1) if rows == list(range(rows[0], rows[-1] + 1)) else None
         dev = self.device
         return CachePlan(
@@ -113,6 +120,7 @@ class RollingKVCache:
             write_slots=write.to(dev, non_blocking=True),
             contiguous=contiguous,
             key_local=local.to(dev, non_blocking=True) if local is not None else None,
+            video_start=start.to(dev, non_blocking=True) if start is not None and start.any() else None,
         )
 
     # ---------------------------------------------------------------- device tensors
@@ -141,9 +149,11 @@ class RollingKVCache:
         for row in rows:
             self.frames[row] += n
 
-    def reset(self, row: int) -> None:
-        """Forget a row's frames (its buffers are simply overwritten later)."""
+    def reset(self, row: int, starts_video: bool = True) -> None:
+        """Forget a row's frames (its buffers are simply overwritten later); `starts_video` False: its next frame
+        is not its video's first (a scene cut)."""
         self.frames[row] = 0
+        self.starts_video[row] = starts_video
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.k + self.v) + self.latents.numel() * self.latents.element_size()

@@ -84,9 +84,11 @@ class ConditionEmbedder(nn.Module):
         self.time_proj = nn.Linear(cfg.dim, 6 * cfg.dim)
         self.text_embedder = TwoLayerMLP(cfg.text_dim, cfg.dim, gelu_tanh)
 
-    def time(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # t: [B, F] -> temb [B, F, E], mod [B, F, 6, E] (fp32)
+    def time(self, t: torch.Tensor, extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        # t: [B, F] -> temb [B, F, E], mod [B, F, 6, E] (fp32); extra [B, F, E] is added to temb first
         temb = self.time_embedder(timestep_sinusoid(t, self.freq_dim).to(self.time_embedder.linear_1.weight.dtype))
+        if extra is not None:
+            temb = temb + extra.to(temb.dtype)
         mod = self.time_proj(F.silu(temb)).unflatten(-1, (6, -1))
         return temb.float(), mod.float()
 
@@ -223,6 +225,16 @@ class TransformerBlock(nn.Module):
         return x
 
 
+def first_frame_marks(video_start: torch.Tensor | bool, b: int, f: int, device) -> torch.Tensor | None:
+    """[B, F] bool marking frame 0 of the rows whose clip starts its video (`video_start` [B] or one bool)."""
+    if video_start is False:
+        return None
+    rows = torch.as_tensor(video_start, dtype=torch.bool, device=device).expand(b)  # [B]
+    marks = torch.zeros(b, f, dtype=torch.bool, device=device)
+    marks[:, 0] = rows
+    return marks
+
+
 # ------------------------------------------------------------------------------------- model
 class CausalWanTransformer(nn.Module):
     def __init__(self, cfg: TransformerConfig):
@@ -237,6 +249,8 @@ class CausalWanTransformer(nn.Module):
         self.scale_shift_table = nn.Parameter(torch.randn(1, 2, cfg.dim) / cfg.dim**0.5)
         if cfg.has_audio:
             self.audio_proj = AudioProjection(cfg)
+        if cfg.video_start:  # zero: a model that gains it computes what it did (distill/grow.py)
+            self.video_start_embedding = nn.Parameter(torch.zeros(cfg.dim))
         self.gradient_checkpointing = False
         self.attn_backend: str | None = None  # attention backend of every call (None: $FRAMECAST_ATTN, else auto)
 
@@ -247,11 +261,18 @@ class CausalWanTransformer(nn.Module):
         b, e, f, hh, ww = h.shape
         return h.flatten(3).permute(0, 2, 3, 1), (f, hh, ww)
 
-    def _timesteps(self, t: torch.Tensor, b: int, f: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _timesteps(self, t: torch.Tensor, b: int, f: int, start: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(temb [B, F, E], mod [B, F, 6, E]) of timesteps t ([], [B] or [B, F]). The frames `start` [B, F] (bool)
+        marks as a video's first latent frame have the video-start embedding added to their time embedding (config
+        `video_start`), so every block's modulation and the output head know them."""
         t = t.to(self.patch_embedding.weight.device)
         t = t.expand(b) if t.ndim == 0 else t
         t = t[:, None].expand(b, f) if t.ndim == 1 else t  # [B, F]
-        return self.condition_embedder.time(t)  # temb [B, F, E], mod [B, F, 6, E]
+        extra = None
+        if start is not None and self.config.video_start:
+            extra = start.to(t.device, torch.float32)[:, :, None] * self.video_start_embedding.float()  # [B, F, E]
+        return self.condition_embedder.time(t, extra)
 
     def _head(self, x: torch.Tensor, temb: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         # x: [B, F, T, E] -> prediction [B, C, F*pt, h'*ph, w'*pw]
@@ -298,17 +319,21 @@ class CausalWanTransformer(nn.Module):
 
     # ---- mode 1 and 2: whole clip
     def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
-                chunk_frames: int | None = None, audio: torch.Tensor | None = None, lead_frames: int = 0) -> torch.Tensor:
+                chunk_frames: int | None = None, audio: torch.Tensor | None = None, lead_frames: int = 0,
+                video_start: torch.Tensor | bool = False) -> torch.Tensor:
         """Bidirectional (chunk_frames=None) or block-causal forward over a whole clip.
 
         hidden_states [B, C, F, H, W]; timestep [B] or [B, F]; encoder_hidden_states [B, Lt, text_dim];
         audio [B, F, M, A] window features per latent frame (avatar models; None = no audio).
         lead_frames (block-causal): the first frames form a chunk of their own (a start image committed
-        before the first chunk, as streaming does). Returns the flow prediction [B, C, F, H, W].
+        before the first chunk, as streaming does). video_start: [B] bool (or one bool for every row): the
+        clip's frame 0 is its video's first latent frame (config `video_start`). Returns the flow prediction
+        [B, C, F, H, W].
         """
         x, grid = self._patchify(hidden_states)
         b, f, t, _ = x.shape
-        temb, mod = self._timesteps(timestep, b, f)
+        start = first_frame_marks(video_start, b, f, x.device) if self.config.video_start else None
+        temb, mod = self._timesteps(timestep, b, f, start)
         pos = torch.arange(f, device=x.device).expand(b, f)
         cos, sin = self.rope.cos_sin(pos, grid[1], grid[2])
         # block-causal: a BlockList (built once per shape) so sparse backends skip the masked tiles
@@ -337,11 +362,12 @@ class CausalWanTransformer(nn.Module):
         attn: attention backend for this call (default `self.attn_backend`, then $FRAMECAST_ATTN,
         then auto); `fused` reads the ring in place with RoPE on load (kernels/stream_kernel.py).
         audio: the chunk's window features [B, c, M, A] (avatar models; None = no audio).
+        The frames `plan.video_start` marks get the video-start embedding (config `video_start`).
         Returns the flow prediction [B, C, c, H, W].
         """
         xt, grid = self._patchify(x)
         b, f, t, _ = xt.shape
-        temb, mod = self._timesteps(timestep, b, f)
+        temb, mod = self._timesteps(timestep, b, f, plan.video_start)
         # RoPE at window-relative positions, factored: cache slots then chunk frames x in-frame tokens
         frame_cos, frame_sin = self.rope.frame_tables(torch.cat([plan.key_positions, plan.query_positions], 1))
         grid_cos, grid_sin = self.rope.grid_tables(grid[1], grid[2])  # [T, Ps]

@@ -130,7 +130,7 @@ def test_image_led_teacher_crops_lead_with_the_clean_first_frame_and_score_the_r
 
         method = FlowMatchMethod(model, schedule, data, null,
                                  dataclasses.replace(recipe.teacher, image_lead_share=share, train_frames=3, batch_size=6), seed=0)
-        x0, _, led, _ = method.batch()
+        x0, _, led, _, _ = method.batch()
         ids = x0[:, 0, :, 0, 0]  # [B, 3] frame ids
         if share == 1.0:
             assert led.all()

@@ -353,8 +353,7 @@ def _tiny() -> ModelConfig:
 # 4 layers and FFN 512. At width 128 (the avatar until 2026-11-29) it returned under half of the noise it was
 # given and its samples were speckled (distill/noise_capture.py; docs/DISTILL.md, "The avatar DiT is too
 # narrow"); width 256 at 4 layers streams at 0.75-0.88x its speed (docs/BENCHMARKS.md).
-# avatar streams always start from their face image: no clip they judge begins anywhere else, so no video-start mark
-_AVATAR_DIT = dict(ffn_dim=512, num_layers=4, video_start=False)
+_AVATAR_DIT = dict(ffn_dim=512, num_layers=4)
 
 
 def _shapes() -> ModelConfig:
@@ -368,17 +367,16 @@ def _shapes() -> ModelConfig:
     4 x 4 x 16 = 256 numbers, so the DiT is width 256 (8 heads x 32), FFN 1024, 6 layers: at width
     128 its output head has rank <= 128 and the teacher plateaued (flow-matching loss 0.83 against
     0.44 at width 256; docs/DISTILL.md). MiniLM text (384-d) with 32 tokens (at 16, a third of the
-    training prompts lost their ends). Streams faster than real time on a 2-core CPU. The video-start
-    embedding marks a stream's first latent frame (the VAE's start code): the teacher trains on crops that begin
-    anywhere in a clip, and without it a text stream's first frames came out as a 4-frame code decoded as a
-    start code (docs/DISTILL.md, "A text stream's first frames").
+    training prompts lost their ends). Streams faster than real time on a 2-core CPU. The video-start mark
+    (`video_start`) is off: a recipe turns it on with `overrides.transformer.video_start: true` (docs/DISTILL.md,
+    "A text stream's first frames": a student trained with it scored higher on short clips, lower over minutes).
     """
     return ModelConfig(
         family="shapes",
         name="shapes",
         transformer=TransformerConfig(
             patch_size=(1, 4, 4), num_attention_heads=8, attention_head_dim=32, in_channels=16, out_channels=16,
-            text_dim=384, freq_dim=64, ffn_dim=1024, num_layers=6, rope_max_seq_len=64, video_start=True,
+            text_dim=384, freq_dim=64, ffn_dim=1024, num_layers=6, rope_max_seq_len=64,
         ),
         schedule=ScheduleConfig(shift=3.0, teacher_steps=32, teacher_shift=3.0, guidance_scale=4.0),
         stream=StreamConfig(chunk_frames=3, sink_frames=3, window_frames=6, fps=16, width=64, height=64),

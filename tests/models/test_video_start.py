@@ -1,5 +1,5 @@
-"""The video-start embedding (TransformerConfig.video_start): a learned vector on the tokens of a video's first
-latent frame. It reaches the clip forward, the streaming forward (through the cache's plan) and the same frames in
+"""The video-start embedding (TransformerConfig.video_start): a learned vector added to the time embedding of a
+video's first latent frame. It reaches the clip forward, the streaming forward (through the cache's plan) and the same frames in
 both; a scene cut's chunk and every later chunk go without it; a model that gains it at zero is unchanged."""
 
 import json

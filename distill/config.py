@@ -163,6 +163,9 @@ class TeacherStageConfig(StageConfig):
     # the latent pixels, and all of what the eval's colours, shapes and count judge
     object_weight: float = 0.0
     object_weight_min_sigma: float = 0.0  # weigh the objects only in samples noised at sigma >= this (0 = all)
+    # False: image-led crops keep the plain MSE (only text crops weigh their objects), so the background's share of
+    # the loss, which decides how closely a stream keeps its start image, stays what it was on the led crops
+    object_weight_led: bool = True
     audio_dropout: float = 0.1  # avatar models: chance a sample's audio layers are skipped (the null audio of audio CFG)
     # avatar models: the flow-matching error on each face's mouth box (as self_forcing.mouth_weight) weighs
     # 1 + this (0 = the plain MSE)

@@ -132,6 +132,8 @@ class FlowMatchMethod(Method):
         if self.cfg.object_weight > 0:  # [B, 1, F, h, w] weights 1 + w on object pixels, 0 on clean image frames
             high = (sigma >= self.cfg.object_weight_min_sigma).float()  # [B] or [B, F]
             high = high.view(b, 1, -1, 1, 1)  # [B, 1, 1 or F, 1, 1]
+            if not self.cfg.object_weight_led:
+                high = high * (~led).float().view(b, 1, 1, 1, 1)  # led rows: the plain MSE
             weights = 1.0 + self.cfg.object_weight * masks.float() * high
             scored = weights if scored is None else weights * scored
         loss = masked_mean((pred.float() - self.schedule.flow_target(x0, eps)) ** 2, scored)

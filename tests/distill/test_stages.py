@@ -535,7 +535,8 @@ def _object_weight_setup(parts):
 def _object_weighted_loss(recipe, parts, **teacher) -> float:
     cfg = parts[0]
     data, null, objects = _object_weight_setup(parts)
-    teacher = dataclasses.replace(recipe.teacher, train_frames=4, batch_size=256, image_lead_share=0.0, **teacher)
+    teacher = dataclasses.replace(recipe.teacher, **{"train_frames": 4, "batch_size": 256, "image_lead_share": 0.0,
+                                                     **teacher})
     method = FlowMatchMethod(_ZeroFlow(), FlowMatchSchedule(cfg.schedule), data, null, teacher, seed=0, objects=objects)
     return method.loss("teacher", 0)[0].item()
 
@@ -578,3 +579,18 @@ def test_object_weight_min_sigma_weighs_only_the_noisier_samples(recipe, parts):
     # half the samples (shift 1: sigma uniform) weighted: between the plain (51) and the weighted (84.3) mean
     half = _object_weighted_loss(recipe, parts, object_weight=4.0, object_weight_min_sigma=0.5, shift=1.0)
     assert plain * 1.2 < half < (5 * 101 + 1) / 6 * 0.97
+
+
+def test_object_weight_led_false_keeps_the_plain_mean_on_image_led_crops(recipe, parts):
+    """teacher.object_weight_led False: image-led crops (here all of them) keep the plain mean, however large the
+    object weight; True (the default) weighs their objects as the text crops' are."""
+    led = dict(image_lead_share=1.0, image_lead_adjacent=True)
+    plain = _object_weighted_loss(recipe, parts, object_weight=0.0, **led)
+    # led crops: clean frame 0 left out, then frame 1 (an object, ~101) and frames 2-3 (background, ~1)
+    assert plain == pytest.approx((101 + 1 + 1) / 3, rel=0.05)
+    assert _object_weighted_loss(recipe, parts, object_weight=4.0, object_weight_led=False, **led) == \
+        pytest.approx(plain, rel=1e-6)
+    assert _object_weighted_loss(recipe, parts, object_weight=4.0, **led) == pytest.approx((5 * 101 + 2) / 7, rel=0.05)
+    # text crops are weighted either way
+    assert _object_weighted_loss(recipe, parts, object_weight=4.0, object_weight_led=False) == \
+        pytest.approx((5 * 101 + 1) / 6, rel=0.05)

@@ -9,8 +9,8 @@ gradient at once (their inputs are not zero), and through them the rest of the n
 residual branches of Goyal et al. 2017 / ReZero, Bachlechner et al. 2021, as used to grow networks by
 Chen et al. 2016, Net2Net).
 
-`with_video_start` gives a trained transformer the video-start embedding (config `video_start`) at zero, which
-also leaves its function unchanged until training moves it.
+`with_options` gives a trained transformer the video-start embedding (config `video_start`) or the noise skip
+(config `noise_skip`) at zero, which also leaves its function unchanged until training moves it.
 """
 
 from __future__ import annotations
@@ -44,15 +44,23 @@ def insert_after(old: int, extra: int) -> list[int]:
     return counts
 
 
-def with_video_start(trained: CausalWanTransformer) -> CausalWanTransformer:
-    """A copy of `trained` with the video-start embedding added (zero: the same function)."""
-    if trained.config.video_start:
+# the options a trained transformer can gain without changing its function: their parameters start at zero
+ZERO_INIT_OPTIONS: dict[str, tuple[str, ...]] = {
+    "video_start": ("video_start_embedding",),
+    "noise_skip": ("noise_skip.weight", "noise_skip.bias"),
+}
+
+
+def with_options(trained: CausalWanTransformer, want: TransformerConfig) -> CausalWanTransformer:
+    """A copy of `trained` with each option of `ZERO_INIT_OPTIONS` that `want` has on and `trained` lacks added at
+    zero (the same function); `trained` itself when there is none to add."""
+    add = {name: True for name in ZERO_INIT_OPTIONS if getattr(want, name) and not getattr(trained.config, name)}
+    if not add:
         return trained
-    cfg = dataclasses.replace(trained.config, video_start=True)
-    grown = CausalWanTransformer(cfg).to(next(trained.parameters()).device)
+    grown = CausalWanTransformer(dataclasses.replace(trained.config, **add)).to(next(trained.parameters()).device)
     missing, unexpected = grown.load_state_dict(trained.state_dict(), strict=False)
-    if unexpected or missing != ["video_start_embedding"]:
-        raise ValueError(f"with_video_start: unexpected state differences {missing} {unexpected}")
+    if unexpected or sorted(missing) != sorted(key for name in add for key in ZERO_INIT_OPTIONS[name]):
+        raise ValueError(f"with_options: unexpected state differences {missing} {unexpected}")
     return grown
 
 

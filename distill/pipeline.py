@@ -239,17 +239,16 @@ class Pipeline:
 
     def _init_teacher(self, model_dir: Path) -> CausalWanTransformer:
         """The trained teacher a `teacher.init_from` run starts from; its architecture must be this recipe's, or
-        this recipe's with fewer layers or without the video-start embedding (then it is deepened or gains one,
+        this recipe's with fewer layers or without the video-start embedding or noise skip (then it is deepened or gains them,
         computing the same function: distill/grow.py)."""
         path = model_dir / "teacher"
         if not (path / "config.json").exists():
             raise StageError(f"teacher.init_from: no teacher at {path}")
         trained = CausalWanTransformer.from_pretrained(path, device=self.device).float()
         want = self.model_cfg.transformer
-        if want.video_start and not trained.config.video_start:  # the recipe adds the video-start embedding (zero)
-            from distill.grow import with_video_start
+        from distill.grow import with_options
 
-            trained = with_video_start(trained)
+        trained = with_options(trained, want)  # the recipe's video-start embedding or noise skip, added at zero
         if trained.config == want:
             return trained
         if dataclasses.replace(want, num_layers=trained.config.num_layers) == trained.config and \

@@ -42,6 +42,12 @@ class TransformerConfig:
     # alone: a start code, unlike every later latent frame, which codes four). RoPE is relative, so without it a
     # model cannot tell a clip's start from a window cut out of a video's middle (framecast models; not in Wan)
     video_start: bool = False
+    # the flow prediction gains s(t) * x_t, s a per-channel scale read from each frame's time embedding by a linear
+    # layer that starts at zero: an exact path for the input's noise, which v = eps - x0 must hand back. A token of
+    # a shapes DiT carries 4 x 4 x 16 = 256 noise values through a residual stream 256 wide and returns ~0.89 of it
+    # at sigma 0.9 (distill/noise_capture.py), where a sound model returns ~0.99; the rest stays in every sampling
+    # step's result as texture (framecast models; not in Wan)
+    noise_skip: bool = False
 
     @property
     def dim(self) -> int:
@@ -57,8 +63,9 @@ class TransformerConfig:
         if not self.has_audio:  # a plain Wan DiT keeps diffusers' exact config keys
             for key in AUDIO_KEYS:
                 d.pop(key)
-        if not self.video_start:
-            d.pop("video_start")
+        for key in ("video_start", "noise_skip"):  # framecast's own options appear only when on
+            if not d[key]:
+                d.pop(key)
         return d
 
     @classmethod

@@ -251,6 +251,12 @@ class CausalWanTransformer(nn.Module):
             self.audio_proj = AudioProjection(cfg)
         if cfg.video_start:  # zero: a model that gains it computes what it did (distill/grow.py)
             self.video_start_embedding = nn.Parameter(torch.zeros(cfg.dim))
+        if cfg.noise_skip:
+            if cfg.in_channels != cfg.out_channels:
+                raise ValueError("noise_skip needs in_channels == out_channels (it adds a scaled x_t to the output)")
+            self.noise_skip = nn.Linear(cfg.dim, cfg.out_channels)  # time embedding -> per-channel scale of x_t
+            nn.init.zeros_(self.noise_skip.weight)  # zero: a model that gains it computes what it did
+            nn.init.zeros_(self.noise_skip.bias)
         self.gradient_checkpointing = False
         self.attn_backend: str | None = None  # attention backend of every call (None: $FRAMECAST_ATTN, else auto)
 
@@ -274,7 +280,16 @@ class CausalWanTransformer(nn.Module):
             extra = start.to(t.device, torch.float32)[:, :, None] * self.video_start_embedding.float()  # [B, F, E]
         return self.condition_embedder.time(t, extra)
 
-    def _head(self, x: torch.Tensor, temb: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+    def _head(self, x: torch.Tensor, temb: torch.Tensor, grid: tuple[int, int, int], x_t: torch.Tensor) -> torch.Tensor:
+        # x: [B, F, T, E] tokens, x_t [B, C, F*pt, H, W] the model's input -> prediction [B, C, F*pt, h'*ph, w'*pw]
+        out = self._project_out(x, temb, grid)
+        if self.config.noise_skip:  # + s(t) * x_t, s [B, C, F, 1, 1] per frame (config `noise_skip`)
+            scale = self.noise_skip(temb.to(self.noise_skip.weight.dtype)).permute(0, 2, 1)  # [B, C, F]
+            scale = scale.repeat_interleave(self.config.patch_size[0], dim=2)[..., None, None]  # [B, C, F*pt, 1, 1]
+            out = out + (scale * x_t.to(scale.dtype)).to(out.dtype)
+        return out
+
+    def _project_out(self, x: torch.Tensor, temb: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         # x: [B, F, T, E] -> prediction [B, C, F*pt, h'*ph, w'*pw]
         shift, scale = (self.scale_shift_table[:, None] + temb[:, :, None]).unsqueeze(3).unbind(2)  # [B, F, 1, E]
         x = (self.norm_out(x.float()) * (1 + scale) + shift).type_as(x)
@@ -345,7 +360,7 @@ class CausalWanTransformer(nn.Module):
 
         x = self._run_blocks(x, mod, self_attend_for, self.embed_text(encoder_hidden_states),
                              self._audio_tokens(audio, b, f))
-        return self._head(x, temb, grid)
+        return self._head(x, temb, grid, hidden_states)
 
     # ---- mode 3: one chunk against the rolling cache
     def forward_stream(self, x: torch.Tensor, timestep: torch.Tensor,
@@ -394,7 +409,7 @@ class CausalWanTransformer(nn.Module):
 
         text = self.embed_text(text_kv) if isinstance(text_kv, torch.Tensor) else text_kv
         xt = self._run_blocks(xt, mod, self_attend_for, text, self._audio_tokens(audio, b, f))
-        return self._head(xt, temb, grid)
+        return self._head(xt, temb, grid, x)
 
     # ---- weights
     @classmethod

@@ -1,0 +1,124 @@
+"""The noise skip (TransformerConfig.noise_skip): the flow prediction gains s(t) * x_t, s a per-channel scale read
+from each frame's time embedding by a zero-initialised linear layer. At zero the model computes what it did; once
+moved, the clip forward and the streaming forward add the same term; a teacher that gains it through
+`teacher.init_from` is unchanged; training reaches it."""
+
+import json
+
+import torch
+
+from models.config import TransformerConfig, apply_overrides, preset
+from models.kv_cache import RollingKVCache
+from models.model_dir import random_transformer, save_model_dir
+from models.transformer import CausalWanTransformer
+from models.vae import VideoVAE
+from tests.distill.tiny_recipe import tiny_recipe
+
+
+def _cfg(noise_skip=True):
+    over = {"stream": {"sink_frames": 2, "window_frames": 4, "chunk_frames": 2},
+            "transformer": {"noise_skip": noise_skip}}
+    return apply_overrides(preset("tiny"), over)
+
+
+def _pair(seed=0):
+    """(cfg, a model without the skip, the same weights with it)."""
+    cfg = _cfg()
+    torch.manual_seed(seed)
+    plain = CausalWanTransformer(_cfg(noise_skip=False).transformer).eval()
+    skip = CausalWanTransformer(cfg.transformer).eval()
+    missing, unexpected = skip.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == ["noise_skip.bias", "noise_skip.weight"] and not unexpected
+    return cfg, plain, skip
+
+
+def _inputs(cfg, b, f, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, cfg.transformer.in_channels, f, cfg.latent_height, cfg.latent_width, generator=g)
+    return x, torch.rand(b, f, generator=g) * 1000, torch.randn(b, 5, cfg.transformer.text_dim, generator=g)
+
+
+def test_at_zero_the_model_computes_what_it_did():
+    cfg, plain, skip = _pair()
+    x, t, text = _inputs(cfg, 2, 4)
+    with torch.no_grad():
+        assert torch.equal(skip(x, t, text, chunk_frames=2), plain(x, t, text, chunk_frames=2))
+
+
+def test_clip_forward_adds_the_scaled_input():
+    """With weight 0 and bias c the skip adds exactly c[channel] * x_t; with a weight the scale follows the frame's
+    timestep (two frames of one clip at different sigmas get different scales)."""
+    cfg, plain, skip = _pair()
+    x, t, text = _inputs(cfg, 2, 4)
+    c = torch.linspace(-1.0, 2.0, cfg.transformer.out_channels)
+    with torch.no_grad():
+        skip.noise_skip.bias.copy_(c)
+        base = plain(x, t, text, chunk_frames=2)
+        torch.testing.assert_close(skip(x, t, text, chunk_frames=2) - base, c[None, :, None, None, None] * x,
+                                   rtol=1e-4, atol=1e-4)
+        skip.noise_skip.bias.zero_()
+        skip.noise_skip.weight.normal_()
+        added = (skip(x, t, text, chunk_frames=2) - base) / x  # [B, C, F, H, W]: the scale, per frame
+    per_frame = added[0, 0, :, 0, 0]
+    torch.testing.assert_close(added[0, 0], per_frame[:, None, None].expand_as(added[0, 0]), rtol=1e-3, atol=1e-3)
+    assert (per_frame[1:] - per_frame[:-1]).abs().min() > 1e-4  # each frame its own sigma, its own scale
+
+
+def test_streaming_adds_the_same_term_as_the_block_causal_clip():
+    cfg, _, skip = _pair()
+    with torch.no_grad():
+        skip.noise_skip.weight.normal_()
+        skip.noise_skip.bias.normal_()
+    f = 6
+    x, t, text = _inputs(cfg, 2, f)
+    with torch.no_grad():
+        full = skip(x, t, text, chunk_frames=2)
+        cache = RollingKVCache(cfg, max_batch=2)
+        text_kv = skip.text_kv(text)
+        for j in range(0, f, 2):
+            plan = cache.plan([0, 1], 2)
+            out = skip.forward_stream(x[:, :, j:j + 2], t[:, j:j + 2], text_kv, cache, plan, write=True)
+            cache.advance([0, 1], 2)
+            assert (out - full[:, :, j:j + 2]).abs().max().item() < 1e-4, f"chunk {j // 2}"
+
+
+def test_config_round_trip_and_save_load(tmp_path):
+    assert "noise_skip" not in TransformerConfig().to_diffusers()
+    d = TransformerConfig(noise_skip=True).to_diffusers()
+    assert d["noise_skip"] is True and TransformerConfig.from_dict(json.loads(json.dumps(d))).noise_skip
+    _, _, skip = _pair()
+    with torch.no_grad():
+        skip.noise_skip.bias.normal_()
+    skip.save_pretrained(tmp_path)
+    loaded = CausalWanTransformer.from_pretrained(tmp_path)
+    assert loaded.config.noise_skip and torch.equal(loaded.noise_skip.bias, skip.noise_skip.bias)
+
+
+def test_teacher_init_from_a_teacher_without_it_adds_it_at_zero_and_trains_it(tmp_path):
+    """`teacher.init_from` a teacher without the skip, with `overrides.transformer.noise_skip`: the grown teacher
+    computes the trained one's function; after training steps the skip has moved (its gradient reaches it)."""
+    from distill.pipeline import Pipeline
+
+    cfg = tiny_recipe(tmp_path / "a").model_config()
+    torch.manual_seed(0)
+    save_model_dir(tmp_path / "a" / "model", cfg, vae=VideoVAE.from_config(cfg.vae).eval())
+    trained = random_transformer(cfg, seed=7).eval()
+    save_model_dir(tmp_path / "trained", cfg, teacher=trained)
+    over = {"transformer": {"noise_skip": True}}
+    recipe = tiny_recipe(tmp_path / "a", teacher={"max_steps": 1, "lr": 0.0, "num_clips": 4,
+                                                  "init_from": str(tmp_path / "trained")}, overrides=over)
+    Pipeline(recipe, progress=False).run("teacher")
+    grown = CausalWanTransformer.from_pretrained(tmp_path / "a" / "model" / "teacher").float().eval()
+    assert grown.config.noise_skip and grown.noise_skip.weight.abs().max() == 0
+    g = torch.Generator().manual_seed(1)
+    t = cfg.transformer
+    x, text = torch.randn(1, t.in_channels, 3, 8, 8, generator=g), torch.randn(1, 4, t.text_dim, generator=g)
+    with torch.no_grad():
+        torch.testing.assert_close(grown(x, torch.tensor([500.0]), text), trained(x, torch.tensor([500.0]), text),
+                                   rtol=1e-4, atol=1e-4)
+    recipe = tiny_recipe(tmp_path / "b", teacher={"max_steps": 3, "lr": 1e-3, "num_clips": 4, "warmup_steps": 0,
+                                                  "init_from": str(tmp_path / "trained")}, overrides=over)
+    save_model_dir(tmp_path / "b" / "model", cfg, vae=VideoVAE.from_config(cfg.vae).eval())
+    Pipeline(recipe, progress=False).run("teacher")
+    moved = CausalWanTransformer.from_pretrained(tmp_path / "b" / "model" / "teacher").float()
+    assert moved.noise_skip.bias.abs().max() > 1e-5

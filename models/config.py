@@ -46,7 +46,8 @@ class TransformerConfig:
     # layer that starts at zero: an exact path for the input's noise, which v = eps - x0 must hand back. A token of
     # a shapes DiT carries 4 x 4 x 16 = 256 noise values through a residual stream 256 wide and returns ~0.89 of it
     # at sigma 0.9 (distill/noise_capture.py), where a sound model returns ~0.99; the rest stays in every sampling
-    # step's result as texture (framecast models; not in Wan)
+    # step's result as texture (framecast models; not in Wan). Its shapes teacher returns 0.95 and scores higher, but
+    # its student lost over ten minutes (docs/DISTILL.md, "Text-crop object weighting and the noise skip"): off
     noise_skip: bool = False
 
     @property

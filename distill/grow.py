@@ -11,6 +11,11 @@ Chen et al. 2016, Net2Net).
 
 `with_options` gives a trained transformer the video-start embedding (config `video_start`) or the noise skip
 (config `noise_skip`) at zero, which also leaves its function unchanged until training moves it.
+
+`to_x0_prediction` turns a flow-predicting transformer into one that predicts x0 (config `x0_prediction`). No
+function-preserving map exists (the head would have to output x_t - sigma v, which its linear layer cannot), so the
+blocks keep their trained features and the output head restarts at zero (x0_hat = 0, the flow x_t / sigma): a
+fine-tune, not a growth (docs/DISTILL.md, "x-prediction").
 """
 
 from __future__ import annotations
@@ -62,6 +67,19 @@ def with_options(trained: CausalWanTransformer, want: TransformerConfig) -> Caus
     if unexpected or sorted(missing) != sorted(key for name in add for key in ZERO_INIT_OPTIONS[name]):
         raise ValueError(f"with_options: unexpected state differences {missing} {unexpected}")
     return grown
+
+
+def to_x0_prediction(trained: CausalWanTransformer) -> CausalWanTransformer:
+    """A copy of the flow-predicting `trained` that predicts x0: the same blocks, the output head `proj_out` zeroed."""
+    if trained.config.x0_prediction:
+        raise ValueError("to_x0_prediction: the transformer already predicts x0")
+    converted = CausalWanTransformer(dataclasses.replace(trained.config, x0_prediction=True))
+    converted = converted.to(next(trained.parameters()).device)
+    converted.load_state_dict(trained.state_dict(), strict=True)
+    with torch.no_grad():
+        converted.proj_out.weight.zero_()
+        converted.proj_out.bias.zero_()
+    return converted
 
 
 def deepen(trained: CausalWanTransformer, cfg: TransformerConfig) -> CausalWanTransformer:

@@ -49,6 +49,13 @@ class TransformerConfig:
     # step's result as texture (framecast models; not in Wan). Its shapes teacher returns 0.95 and scores higher, but
     # its student lost over ten minutes (docs/DISTILL.md, "Text-crop object weighting and the noise skip"): off
     noise_skip: bool = False
+    # the network's head outputs the clean latent x0_hat and the model returns the flow (x_t - x0_hat) / sigma
+    # (sigma = timestep / 1000, Wan's scale; floored at X0_MIN_SIGMA in models/transformer.py): x-prediction with
+    # the v-loss (Li & He 2025, "Back to Basics: Let Denoising Generative Models Denoise", eq. 6 and its t-clip).
+    # The noise then reaches the output exactly, by the division, and the head draws only what lies near the data
+    # manifold, where a narrow DiT whose token carries as many numbers as its width is not short of rank
+    # (framecast models; not in Wan). Every caller still receives the flow
+    x0_prediction: bool = False
 
     @property
     def dim(self) -> int:
@@ -64,7 +71,7 @@ class TransformerConfig:
         if not self.has_audio:  # a plain Wan DiT keeps diffusers' exact config keys
             for key in AUDIO_KEYS:
                 d.pop(key)
-        for key in ("video_start", "noise_skip"):  # framecast's own options appear only when on
+        for key in ("video_start", "noise_skip", "x0_prediction"):  # framecast's own options appear only when on
             if not d[key]:
                 d.pop(key)
         return d

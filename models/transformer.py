@@ -38,6 +38,13 @@ from models.kv_cache import CachePlan, RollingKVCache
 from kernels.masks import block_causal_block_list
 from models.rope import RotaryEmbedding3D, apply_rotary
 
+WAN_TRAIN_TIMESTEPS = 1000  # timestep = sigma * 1000 (ScheduleConfig.num_train_timesteps, as every Wan model)
+# x0_prediction: the flow divides by sigma floored here (Li & He 2025 clip t at 0.05), so a clean frame (sigma 0: a
+# start image, a committed chunk) gets a finite flow and the v-loss's weight on x0's error, 1 / sigma^2, stays under
+# 400. Below the floor the head's output is x_t - 0.05 v rather than x0, which the same v-loss trains, so the flow
+# every caller receives means the same thing at every sigma
+X0_MIN_SIGMA = 0.05
+
 
 # ------------------------------------------------------------------------------------- layers
 class FP32LayerNorm(nn.LayerNorm):
@@ -251,6 +258,8 @@ class CausalWanTransformer(nn.Module):
             self.audio_proj = AudioProjection(cfg)
         if cfg.video_start:  # zero: a model that gains it computes what it did (distill/grow.py)
             self.video_start_embedding = nn.Parameter(torch.zeros(cfg.dim))
+        if cfg.x0_prediction and (cfg.noise_skip or cfg.in_channels != cfg.out_channels):
+            raise ValueError("x0_prediction needs in_channels == out_channels and no noise_skip (the flow is (x_t - x0) / sigma)")
         if cfg.noise_skip:
             if cfg.in_channels != cfg.out_channels:
                 raise ValueError("noise_skip needs in_channels == out_channels (it adds a scaled x_t to the output)")
@@ -267,22 +276,32 @@ class CausalWanTransformer(nn.Module):
         b, e, f, hh, ww = h.shape
         return h.flatten(3).permute(0, 2, 3, 1), (f, hh, ww)
 
+    def _frame_timesteps(self, t: torch.Tensor, b: int, f: int) -> torch.Tensor:
+        """Timesteps t ([], [B] or [B, F]) -> [B, F] on the model's device."""
+        t = t.to(self.patch_embedding.weight.device)
+        t = t.expand(b) if t.ndim == 0 else t
+        return t[:, None].expand(b, f) if t.ndim == 1 else t
+
     def _timesteps(self, t: torch.Tensor, b: int, f: int, start: torch.Tensor | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(temb [B, F, E], mod [B, F, 6, E]) of timesteps t ([], [B] or [B, F]). The frames `start` [B, F] (bool)
         marks as a video's first latent frame have the video-start embedding added to their time embedding (config
         `video_start`), so every block's modulation and the output head know them."""
-        t = t.to(self.patch_embedding.weight.device)
-        t = t.expand(b) if t.ndim == 0 else t
-        t = t[:, None].expand(b, f) if t.ndim == 1 else t  # [B, F]
+        t = self._frame_timesteps(t, b, f)  # [B, F]
         extra = None
         if start is not None and self.config.video_start:
             extra = start.to(t.device, torch.float32)[:, :, None] * self.video_start_embedding.float()  # [B, F, E]
         return self.condition_embedder.time(t, extra)
 
-    def _head(self, x: torch.Tensor, temb: torch.Tensor, grid: tuple[int, int, int], x_t: torch.Tensor) -> torch.Tensor:
-        # x: [B, F, T, E] tokens, x_t [B, C, F*pt, H, W] the model's input -> prediction [B, C, F*pt, h'*ph, w'*pw]
+    def _head(self, x: torch.Tensor, temb: torch.Tensor, grid: tuple[int, int, int], x_t: torch.Tensor,
+              t: torch.Tensor) -> torch.Tensor:
+        # x: [B, F, T, E] tokens, x_t [B, C, F*pt, H, W] the model's input, t [B, F] its timesteps
+        # -> flow prediction [B, C, F*pt, h'*ph, w'*pw]
         out = self._project_out(x, temb, grid)
+        if self.config.x0_prediction:  # out is x0_hat; the flow (x_t - x0_hat) / max(sigma, X0_MIN_SIGMA)
+            sigma = (t.float() / WAN_TRAIN_TIMESTEPS).clamp_min(X0_MIN_SIGMA)  # [B, F]
+            sigma = sigma.repeat_interleave(self.config.patch_size[0], dim=1)[:, None, :, None, None]  # [B, 1, F*pt, 1, 1]
+            return ((x_t.float() - out.float()) / sigma).to(out.dtype)
         if self.config.noise_skip:  # + s(t) * x_t, s [B, C, F, 1, 1] per frame (config `noise_skip`)
             scale = self.noise_skip(temb.to(self.noise_skip.weight.dtype)).permute(0, 2, 1)  # [B, C, F]
             scale = scale.repeat_interleave(self.config.patch_size[0], dim=2)[..., None, None]  # [B, C, F*pt, 1, 1]
@@ -360,7 +379,7 @@ class CausalWanTransformer(nn.Module):
 
         x = self._run_blocks(x, mod, self_attend_for, self.embed_text(encoder_hidden_states),
                              self._audio_tokens(audio, b, f))
-        return self._head(x, temb, grid, hidden_states)
+        return self._head(x, temb, grid, hidden_states, self._frame_timesteps(timestep, b, f))
 
     # ---- mode 3: one chunk against the rolling cache
     def forward_stream(self, x: torch.Tensor, timestep: torch.Tensor,
@@ -409,7 +428,7 @@ class CausalWanTransformer(nn.Module):
 
         text = self.embed_text(text_kv) if isinstance(text_kv, torch.Tensor) else text_kv
         xt = self._run_blocks(xt, mod, self_attend_for, text, self._audio_tokens(audio, b, f))
-        return self._head(xt, temb, grid, x)
+        return self._head(xt, temb, grid, x, self._frame_timesteps(timestep, b, f))
 
     # ---- weights
     @classmethod

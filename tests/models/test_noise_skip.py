@@ -8,10 +8,10 @@ import json
 import torch
 
 from models.config import TransformerConfig, apply_overrides, preset
-from models.kv_cache import RollingKVCache
 from models.model_dir import save_model_dir
 from models.transformer import CausalWanTransformer
 from models.vae import VideoVAE
+from tests.models.stream_parity import assert_stream_equals_clip
 from tests.distill.tiny_recipe import assert_same_function, grow_teacher, tiny_recipe
 
 
@@ -69,17 +69,7 @@ def test_streaming_adds_the_same_term_as_the_block_causal_clip():
     with torch.no_grad():
         skip.noise_skip.weight.normal_()
         skip.noise_skip.bias.normal_()
-    f = 6
-    x, t, text = _inputs(cfg, 2, f)
-    with torch.no_grad():
-        full = skip(x, t, text, chunk_frames=2)
-        cache = RollingKVCache(cfg, max_batch=2)
-        text_kv = skip.text_kv(text)
-        for j in range(0, f, 2):
-            plan = cache.plan([0, 1], 2)
-            out = skip.forward_stream(x[:, :, j:j + 2], t[:, j:j + 2], text_kv, cache, plan, write=True)
-            cache.advance([0, 1], 2)
-            assert (out - full[:, :, j:j + 2]).abs().max().item() < 1e-4, f"chunk {j // 2}"
+    assert_stream_equals_clip(skip, cfg, *_inputs(cfg, 2, 6))
 
 
 def test_config_round_trip_and_save_load(tmp_path):

@@ -11,7 +11,7 @@ from models.config import TransformerConfig, apply_overrides, preset
 from models.model_dir import save_model_dir
 from models.transformer import CausalWanTransformer
 from models.vae import VideoVAE
-from tests.models.stream_parity import assert_stream_equals_clip
+from tests.models.head_options import assert_stream_equals_clip, random_inputs
 from tests.distill.tiny_recipe import assert_same_function, grow_teacher, tiny_recipe
 
 
@@ -32,15 +32,9 @@ def _pair(seed=0):
     return cfg, plain, skip
 
 
-def _inputs(cfg, b, f, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(b, cfg.transformer.in_channels, f, cfg.latent_height, cfg.latent_width, generator=g)
-    return x, torch.rand(b, f, generator=g) * 1000, torch.randn(b, 5, cfg.transformer.text_dim, generator=g)
-
-
 def test_at_zero_the_model_computes_what_it_did():
     cfg, plain, skip = _pair()
-    x, t, text = _inputs(cfg, 2, 4)
+    x, t, text = random_inputs(cfg, 2, 4)
     with torch.no_grad():
         assert torch.equal(skip(x, t, text, chunk_frames=2), plain(x, t, text, chunk_frames=2))
 
@@ -49,7 +43,7 @@ def test_clip_forward_adds_the_scaled_input():
     """With weight 0 and bias c the skip adds exactly c[channel] * x_t; with a weight the scale follows the frame's
     timestep (two frames of one clip at different sigmas get different scales)."""
     cfg, plain, skip = _pair()
-    x, t, text = _inputs(cfg, 2, 4)
+    x, t, text = random_inputs(cfg, 2, 4)
     c = torch.linspace(-1.0, 2.0, cfg.transformer.out_channels)
     with torch.no_grad():
         skip.noise_skip.bias.copy_(c)
@@ -69,7 +63,7 @@ def test_streaming_adds_the_same_term_as_the_block_causal_clip():
     with torch.no_grad():
         skip.noise_skip.weight.normal_()
         skip.noise_skip.bias.normal_()
-    assert_stream_equals_clip(skip, cfg, *_inputs(cfg, 2, 6))
+    assert_stream_equals_clip(skip, cfg, *random_inputs(cfg, 2, 6))
 
 
 def test_config_round_trip_and_save_load(tmp_path):

@@ -11,7 +11,7 @@ import torch
 from models.config import TransformerConfig, apply_overrides, preset
 from models.schedule import FlowMatchSchedule
 from models.transformer import X0_MIN_SIGMA, CausalWanTransformer
-from tests.models.stream_parity import assert_stream_equals_clip
+from tests.models.head_options import assert_stream_equals_clip, random_inputs
 
 
 def _cfg(x0=True):
@@ -29,15 +29,9 @@ def _pair(seed=0):
     return cfg, head, x0
 
 
-def _inputs(cfg, b, f, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(b, cfg.transformer.in_channels, f, cfg.latent_height, cfg.latent_width, generator=g)
-    return x, torch.rand(b, f, generator=g) * 1000, torch.randn(b, 5, cfg.transformer.text_dim, generator=g)
-
-
 def test_the_flow_is_the_input_minus_the_head_over_sigma_per_frame():
     cfg, head, x0 = _pair()
-    x, t, text = _inputs(cfg, 2, 4)
+    x, t, text = random_inputs(cfg, 2, 4)
     t[0, 0], t[1, 3] = 0.0, 20.0  # a clean frame and one under the floor: both divide by X0_MIN_SIGMA
     with torch.no_grad():
         x0_hat = head(x, t, text, chunk_frames=2)
@@ -51,7 +45,7 @@ def test_a_sampler_recovers_the_head_as_x0():
     head's output at every sigma above the floor."""
     cfg, head, x0 = _pair()
     schedule = FlowMatchSchedule(cfg.schedule)
-    x, _, text = _inputs(cfg, 2, 4)
+    x, _, text = random_inputs(cfg, 2, 4)
     for sigma in (0.06, 0.3, 0.9, 1.0):
         t = torch.full((2,), schedule.timestep(sigma))
         with torch.no_grad():
@@ -61,7 +55,7 @@ def test_a_sampler_recovers_the_head_as_x0():
 
 def test_streaming_returns_the_same_flow_as_the_block_causal_clip():
     cfg, _, x0 = _pair()
-    assert_stream_equals_clip(x0, cfg, *_inputs(cfg, 2, 6))
+    assert_stream_equals_clip(x0, cfg, *random_inputs(cfg, 2, 6))
 
 
 def test_config_round_trip_and_save_load(tmp_path):
@@ -72,7 +66,7 @@ def test_config_round_trip_and_save_load(tmp_path):
     x0.save_pretrained(tmp_path)
     loaded = CausalWanTransformer.from_pretrained(tmp_path).eval()
     assert loaded.config.x0_prediction
-    x, t, text = _inputs(cfg, 1, 2)
+    x, t, text = random_inputs(cfg, 1, 2)
     with torch.no_grad():
         assert torch.equal(loaded(x, t, text), x0(x, t, text))
 

@@ -12,10 +12,10 @@ Chen et al. 2016, Net2Net).
 `with_options` gives a trained transformer the video-start embedding (config `video_start`) or the noise skip
 (config `noise_skip`) at zero, which also leaves its function unchanged until training moves it.
 
-`to_x0_prediction` turns a flow-predicting transformer into one that predicts x0 (config `x0_prediction`). No
-function-preserving map exists (the head would have to output x_t - sigma v, which its linear layer cannot), so the
-blocks keep their trained features and the output head restarts at zero (x0_hat = 0, the flow x_t / sigma): a
-fine-tune, not a growth (docs/DISTILL.md, "x-prediction").
+`with_prediction` turns a flow-predicting transformer into one whose head draws x0 or the preconditioned output
+(config `prediction`). No function-preserving map exists (the head would have to output x_t - sigma v, which its
+linear layer cannot), so the blocks keep their trained features and the output head restarts at zero: a fine-tune,
+not a growth (docs/DISTILL.md, "What the shapes teacher's head draws").
 """
 
 from __future__ import annotations
@@ -69,11 +69,11 @@ def with_options(trained: CausalWanTransformer, want: TransformerConfig) -> Caus
     return grown
 
 
-def to_x0_prediction(trained: CausalWanTransformer) -> CausalWanTransformer:
-    """A copy of the flow-predicting `trained` that predicts x0: the same blocks, the output head `proj_out` zeroed."""
-    if trained.config.x0_prediction:
-        raise ValueError("to_x0_prediction: the transformer already predicts x0")
-    converted = CausalWanTransformer(dataclasses.replace(trained.config, x0_prediction=True))
+def with_prediction(trained: CausalWanTransformer, prediction: str) -> CausalWanTransformer:
+    """A copy of the flow-predicting `trained` whose head draws `prediction`: the same blocks, `proj_out` zeroed."""
+    if trained.config.prediction != "flow":
+        raise ValueError(f"with_prediction: the transformer already predicts {trained.config.prediction!r}")
+    converted = CausalWanTransformer(dataclasses.replace(trained.config, prediction=prediction))
     converted = converted.to(next(trained.parameters()).device)
     converted.load_state_dict(trained.state_dict(), strict=True)
     with torch.no_grad():

@@ -240,8 +240,8 @@ class Pipeline:
     def _init_teacher(self, model_dir: Path) -> CausalWanTransformer:
         """The trained teacher a `teacher.init_from` run starts from; its architecture must be this recipe's, or
         this recipe's with fewer layers or without the video-start embedding or noise skip (then it is deepened or gains them,
-        computing the same function: distill/grow.py), or a flow-predicting one when this recipe predicts x0 (its head
-        restarts at zero)."""
+        computing the same function: distill/grow.py), or a flow-predicting one when this recipe's head draws x0 or
+        the preconditioned output (its head restarts at zero)."""
         path = model_dir / "teacher"
         if not (path / "config.json").exists():
             raise StageError(f"teacher.init_from: no teacher at {path}")
@@ -250,10 +250,10 @@ class Pipeline:
         from distill.grow import with_options
 
         trained = with_options(trained, want)  # the recipe's video-start embedding or noise skip, added at zero
-        if want.x0_prediction and not trained.config.x0_prediction:  # blocks kept, head restarted (not the same function)
-            from distill.grow import to_x0_prediction
+        if want.prediction != trained.config.prediction == "flow":  # blocks kept, head restarted (not the same function)
+            from distill.grow import with_prediction
 
-            trained = to_x0_prediction(trained)
+            trained = with_prediction(trained, want.prediction)
         if trained.config == want:
             return trained
         if dataclasses.replace(want, num_layers=trained.config.num_layers) == trained.config and \

@@ -49,13 +49,15 @@ class TransformerConfig:
     # step's result as texture (framecast models; not in Wan). Its shapes teacher returns 0.95 and scores higher, but
     # its student lost over ten minutes (docs/DISTILL.md, "Text-crop object weighting and the noise skip"): off
     noise_skip: bool = False
-    # the network's head outputs the clean latent x0_hat and the model returns the flow (x_t - x0_hat) / sigma
-    # (sigma = timestep / 1000, Wan's scale; floored at X0_MIN_SIGMA in models/transformer.py): x-prediction with
-    # the v-loss (Li & He 2025, "Back to Basics: Let Denoising Generative Models Denoise", eq. 6 and its t-clip).
-    # The noise then reaches the output exactly, by the division, and the head draws only what lies near the data
-    # manifold, where a narrow DiT whose token carries as many numbers as its width is not short of rank
-    # (framecast models; not in Wan). Every caller still receives the flow
-    x0_prediction: bool = False
+    # what the network's head draws; the model returns the flow v = eps - x0 in every case, so every caller is the same
+    # (models/transformer.py `_head`; sigma = timestep / 1000). "flow": v itself (Wan). "x0": the clean latent x0_hat,
+    # v = (x_t - x0_hat) / max(sigma, 0.05): x-prediction with the v-loss (Li & He 2025, "Back to Basics: Let
+    # Denoising Generative Models Denoise", eq. 6 and its t-clip). "preconditioned": x0_hat = c_skip x_t + c_out F,
+    # Karras et al. 2022 (EDM, eq. 7 and Table 1) for x_t = (1 - sigma) x0 + sigma eps with unit-variance latents, so
+    # the head draws x0 at high sigma and the noise at low sigma, each at unit scale. A token of a narrow DiT carries
+    # as many numbers as the model is wide: it can draw what lies near the data, not hand back high-dimensional noise
+    # (framecast models; not in Wan)
+    prediction: str = "flow"
 
     @property
     def dim(self) -> int:
@@ -71,9 +73,11 @@ class TransformerConfig:
         if not self.has_audio:  # a plain Wan DiT keeps diffusers' exact config keys
             for key in AUDIO_KEYS:
                 d.pop(key)
-        for key in ("video_start", "noise_skip", "x0_prediction"):  # framecast's own options appear only when on
+        for key in ("video_start", "noise_skip"):  # framecast's own options appear only when on
             if not d[key]:
                 d.pop(key)
+        if d["prediction"] == "flow":
+            d.pop("prediction")
         return d
 
     @classmethod

@@ -39,11 +39,29 @@ from kernels.masks import block_causal_block_list
 from models.rope import RotaryEmbedding3D, apply_rotary
 
 WAN_TRAIN_TIMESTEPS = 1000  # timestep = sigma * 1000 (ScheduleConfig.num_train_timesteps, as every Wan model)
-# x0_prediction: the flow divides by sigma floored here (Li & He 2025 clip t at 0.05), so a clean frame (sigma 0: a
-# start image, a committed chunk) gets a finite flow and the v-loss's weight on x0's error, 1 / sigma^2, stays under
-# 400. Below the floor the head's output is x_t - 0.05 v rather than x0, which the same v-loss trains, so the flow
-# every caller receives means the same thing at every sigma
+PREDICTIONS = ("flow", "x0", "preconditioned")  # TransformerConfig.prediction: what the head draws
+# "x0": the flow divides by sigma floored here (Li & He 2025 clip t at 0.05), so a clean frame (sigma 0: a start
+# image, a committed chunk) gets a finite flow and the v-loss's weight on x0's error, 1 / sigma^2, stays under 400.
+# Below the floor the head's output is x_t - 0.05 v rather than x0, which the same v-loss trains, so the flow every
+# caller receives means the same thing at every sigma
 X0_MIN_SIGMA = 0.05
+
+
+def flow_from_head(head: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, prediction: str) -> torch.Tensor:
+    """The flow v = eps - x0 from what the head drew. head, x_t [B, C, F, H, W]; t [B, F] timesteps.
+
+    "x0": head = x0_hat, v = (x_t - x0_hat) / max(sigma, X0_MIN_SIGMA).
+    "preconditioned" (Karras et al. 2022, eq. 7, for x_t = a x0 + sigma eps, a = 1 - sigma, unit-variance data):
+    x0_hat = c_skip x_t + c_out head, c_skip = a / d^2, c_out = sigma / d, d^2 = a^2 + sigma^2 (the variance of x_t),
+    so v = (x_t - x0_hat) / sigma = (sigma - a) / d^2 x_t - head / d: finite at every sigma, sigma 0 included.
+    """
+    sigma = (t.float() / WAN_TRAIN_TIMESTEPS)[:, None, :, None, None]  # [B, 1, F, 1, 1]
+    x, h = x_t.float(), head.float()
+    if prediction == "x0":
+        return ((x - h) / sigma.clamp_min(X0_MIN_SIGMA)).to(head.dtype)
+    a = 1.0 - sigma
+    d2 = a * a + sigma * sigma
+    return ((sigma - a) / d2 * x - h / d2.sqrt()).to(head.dtype)
 
 
 # ------------------------------------------------------------------------------------- layers
@@ -258,8 +276,11 @@ class CausalWanTransformer(nn.Module):
             self.audio_proj = AudioProjection(cfg)
         if cfg.video_start:  # zero: a model that gains it computes what it did (distill/grow.py)
             self.video_start_embedding = nn.Parameter(torch.zeros(cfg.dim))
-        if cfg.x0_prediction and (cfg.noise_skip or cfg.in_channels != cfg.out_channels):
-            raise ValueError("x0_prediction needs in_channels == out_channels and no noise_skip (the flow is (x_t - x0) / sigma)")
+        if cfg.prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {cfg.prediction!r}")
+        if cfg.prediction != "flow" and (cfg.noise_skip or cfg.in_channels != cfg.out_channels):
+            raise ValueError(f"prediction {cfg.prediction!r} needs in_channels == out_channels and no noise_skip "
+                             "(the flow is computed from x_t and the head)")
         if cfg.noise_skip:
             if cfg.in_channels != cfg.out_channels:
                 raise ValueError("noise_skip needs in_channels == out_channels (it adds a scaled x_t to the output)")
@@ -298,10 +319,8 @@ class CausalWanTransformer(nn.Module):
         # x: [B, F, T, E] tokens, x_t [B, C, F*pt, H, W] the model's input, t [B, F] its timesteps
         # -> flow prediction [B, C, F*pt, h'*ph, w'*pw]
         out = self._project_out(x, temb, grid)
-        if self.config.x0_prediction:  # out is x0_hat; the flow (x_t - x0_hat) / max(sigma, X0_MIN_SIGMA)
-            sigma = (t.float() / WAN_TRAIN_TIMESTEPS).clamp_min(X0_MIN_SIGMA)  # [B, F]
-            sigma = sigma.repeat_interleave(self.config.patch_size[0], dim=1)[:, None, :, None, None]  # [B, 1, F*pt, 1, 1]
-            return ((x_t.float() - out.float()) / sigma).to(out.dtype)
+        if self.config.prediction != "flow":
+            return flow_from_head(out, x_t, t.repeat_interleave(self.config.patch_size[0], dim=1), self.config.prediction)
         if self.config.noise_skip:  # + s(t) * x_t, s [B, C, F, 1, 1] per frame (config `noise_skip`)
             scale = self.noise_skip(temb.to(self.noise_skip.weight.dtype)).permute(0, 2, 1)  # [B, C, F]
             scale = scale.repeat_interleave(self.config.patch_size[0], dim=2)[..., None, None]  # [B, C, F*pt, 1, 1]

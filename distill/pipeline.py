@@ -117,7 +117,12 @@ class Pipeline:
         if not (path / "config.json").exists():
             need = {"teacher": "teacher", "student": "ode-init"}[which]
             raise StageError(f"no {which} at {path}: run the `{need}` stage first")
-        return CausalWanTransformer.from_pretrained(path, device=self.device).float()
+        model = CausalWanTransformer.from_pretrained(path, device=self.device).float()
+        want = self.model_cfg.transformer.prediction
+        if model.config.prediction != want:  # a student exported into the recipe's config would mean another thing
+            raise StageError(f"{path} draws {model.config.prediction!r} (transformer `prediction`), this recipe {want!r}: "
+                             f"run every stage with --set overrides.transformer.prediction={model.config.prediction}")
+        return model
 
     def stage_dir(self, stage: str) -> Path:
         return self.work / stage

@@ -147,3 +147,19 @@ def test_teacher_init_from_a_flow_teacher_keeps_its_blocks_and_restarts_the_head
     with torch.no_grad():
         flow = grown(x, torch.tensor([400.0]), torch.randn(1, 4, trained.config.text_dim))
     torch.testing.assert_close(flow, x / 0.4, rtol=1e-5, atol=1e-5)
+
+
+def test_a_stage_refuses_a_teacher_that_draws_another_thing(tmp_path):
+    """ode-pairs after an x0 teacher, in a recipe that says flow: a clear error, not a student exported as flow."""
+    from distill.pipeline import Pipeline, StageError
+    from models.model_dir import random_transformer, save_model_dir
+    from models.vae import VideoVAE
+    from tests.distill.tiny_recipe import tiny_recipe
+
+    recipe = tiny_recipe(tmp_path)
+    x0_cfg = tiny_recipe(tmp_path, overrides={"transformer": {"prediction": "x0"}}).model_config()
+    torch.manual_seed(0)
+    save_model_dir(tmp_path / "model", recipe.model_config(), vae=VideoVAE.from_config(x0_cfg.vae).eval(),
+                   teacher=random_transformer(x0_cfg, seed=1))
+    with pytest.raises(StageError, match="prediction=x0"):
+        Pipeline(recipe, progress=False).run("ode-pairs")

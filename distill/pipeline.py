@@ -255,7 +255,7 @@ class Pipeline:
         from distill.grow import with_options
 
         trained = with_options(trained, want)  # the recipe's video-start embedding or noise skip, added at zero
-        if want.prediction != trained.config.prediction == "flow":  # blocks kept, head restarted (not the same function)
+        if trained.config.prediction == "flow" and want.prediction != "flow":  # blocks kept, head restarted
             from distill.grow import with_prediction
 
             trained = with_prediction(trained, want.prediction)

@@ -33,12 +33,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import kernels
-from models.config import AUDIO_KEYS, TransformerConfig
+from models.config import AUDIO_KEYS, ScheduleConfig, TransformerConfig
 from models.kv_cache import CachePlan, RollingKVCache
 from kernels.masks import block_causal_block_list
 from models.rope import RotaryEmbedding3D, apply_rotary
 
-WAN_TRAIN_TIMESTEPS = 1000  # timestep = sigma * 1000 (ScheduleConfig.num_train_timesteps, as every Wan model)
+WAN_TRAIN_TIMESTEPS = ScheduleConfig.num_train_timesteps  # timestep = sigma * 1000, as in every Wan model
 PREDICTIONS = ("flow", "x0", "preconditioned")  # TransformerConfig.prediction: what the head draws
 # "x0": the flow divides by sigma floored here (Li & He 2025 clip t at 0.05), so a clean frame (sigma 0: a start
 # image, a committed chunk) gets a finite flow and the v-loss's weight on x0's error, 1 / sigma^2, stays under 400.
@@ -386,7 +386,8 @@ class CausalWanTransformer(nn.Module):
         x, grid = self._patchify(hidden_states)
         b, f, t, _ = x.shape
         start = first_frame_marks(video_start, b, f, x.device) if self.config.video_start else None
-        temb, mod = self._timesteps(timestep, b, f, start)
+        t_frames = self._frame_timesteps(timestep, b, f)  # [B, F]
+        temb, mod = self._timesteps(t_frames, b, f, start)
         pos = torch.arange(f, device=x.device).expand(b, f)
         cos, sin = self.rope.cos_sin(pos, grid[1], grid[2])
         # block-causal: a BlockList (built once per shape) so sparse backends skip the masked tiles
@@ -398,7 +399,7 @@ class CausalWanTransformer(nn.Module):
 
         x = self._run_blocks(x, mod, self_attend_for, self.embed_text(encoder_hidden_states),
                              self._audio_tokens(audio, b, f))
-        return self._head(x, temb, grid, hidden_states, self._frame_timesteps(timestep, b, f))
+        return self._head(x, temb, grid, hidden_states, t_frames)
 
     # ---- mode 3: one chunk against the rolling cache
     def forward_stream(self, x: torch.Tensor, timestep: torch.Tensor,
@@ -420,7 +421,8 @@ class CausalWanTransformer(nn.Module):
         """
         xt, grid = self._patchify(x)
         b, f, t, _ = xt.shape
-        temb, mod = self._timesteps(timestep, b, f, plan.video_start)
+        t_frames = self._frame_timesteps(timestep, b, f)  # [B, F]
+        temb, mod = self._timesteps(t_frames, b, f, plan.video_start)
         # RoPE at window-relative positions, factored: cache slots then chunk frames x in-frame tokens
         frame_cos, frame_sin = self.rope.frame_tables(torch.cat([plan.key_positions, plan.query_positions], 1))
         grid_cos, grid_sin = self.rope.grid_tables(grid[1], grid[2])  # [T, Ps]
@@ -447,7 +449,7 @@ class CausalWanTransformer(nn.Module):
 
         text = self.embed_text(text_kv) if isinstance(text_kv, torch.Tensor) else text_kv
         xt = self._run_blocks(xt, mod, self_attend_for, text, self._audio_tokens(audio, b, f))
-        return self._head(xt, temb, grid, x, self._frame_timesteps(timestep, b, f))
+        return self._head(xt, temb, grid, x, t_frames)
 
     # ---- weights
     @classmethod

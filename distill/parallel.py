@@ -19,6 +19,7 @@ the identity for one rank. Under `torchrun` (the environment variables RANK / WO
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -69,10 +70,22 @@ def init_distributed(device: torch.device) -> torch.device:
 
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        atexit.register(shutdown_distributed)
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     return device
+
+
+def shutdown_distributed() -> None:
+    """Leave the process group (joining its threads). Registered at exit by `init_distributed`: a rank
+    that exits with gloo's threads alive can abort ("terminate called without an active exception",
+    SIGABRT), and torchrun then fails a finished run. No barrier here: a rank that fails must exit
+    at once so that torchrun stops the others, not wait for them."""
+    import torch.distributed as dist
+
+    if distributed():
+        dist.destroy_process_group()
 
 
 def barrier() -> None:

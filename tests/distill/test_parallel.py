@@ -81,3 +81,44 @@ def test_torchrun_distill_all_tiny_two_ranks(tmp_path):
         stream.close()
     assert frames[0][0].shape[1:] == (32, 32, 3) and frames[0][0].dtype == np.uint8
     assert all(np.array_equal(a, b) for a, b in zip(*frames))
+
+
+
+EXIT_CHECK = """
+import atexit, torch, torch.distributed as dist
+from distill.parallel import init_distributed
+atexit.register(lambda: print("initialised at exit:", dist.is_initialized(), flush=True))  # runs last (LIFO)
+init_distributed(torch.device("cpu"))
+x = torch.ones(4)
+dist.all_reduce(x)
+print("sum", int(x[0]), flush=True)
+"""
+
+
+def test_every_rank_leaves_the_process_group_at_exit(tmp_path):
+    """A rank that ends while gloo's threads live can abort (SIGABRT, "terminate called without an
+    active exception"; one torchrun in six here, and once in CI) and torchrun then fails a finished
+    run: `init_distributed` registers an exit hook that leaves the group."""
+    script = tmp_path / "exit_check.py"
+    script.write_text(EXIT_CHECK)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "--tee", "3",
+           str(script)]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("sum 2") == 2, done.stdout
+    assert done.stdout.count("initialised at exit: False") == 2, done.stdout
+
+
+def test_shutdown_leaves_the_process_group(monkeypatch):
+    import torch.distributed as dist
+
+    from distill.parallel import init_distributed, shutdown_distributed
+
+    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29517"}.items():
+        monkeypatch.setenv(key, value)
+    init_distributed(torch.device("cpu"))
+    assert dist.is_initialized()
+    shutdown_distributed()
+    assert not dist.is_initialized()
+    shutdown_distributed()  # a second call (the exit hook after an explicit one) is a no-op

@@ -37,7 +37,7 @@ from distill.config import EvalConfig
 from distill.errors import DistillError
 from distill.hue_drift import hue_drift
 from distill.prompts import PromptParseError, parse_prompt
-from distill.scoring import COMPONENTS, WindowScore, WindowScorer
+from distill.scoring import COMPONENTS, WindowScore, WindowScorer, shapes_by_kind
 from models.load_args import add_load_arguments
 
 
@@ -174,12 +174,20 @@ def summarise(runs: list[EvalRun]) -> dict:
     return {
         **_mean_of([w for r in runs for w in r.windows]),
         "per_prompt": [{"prompt": p, **_mean_of(ws)} for p, ws in per_prompt.items()],
+        "shapes_by_kind": shapes_by_kind([(p, w.components["shapes"]) for p, ws in per_prompt.items() for w in ws]),
         "per_window": per_window,
         "first_window_overall": first,
         "worst_window_overall": worst,
         "worst_over_first": worst / first if first else None,  # drift: 1.0 = no window below the first
         "slope_per_minute": window_slope(per_window),  # drift: < 0 = the score falls as the stream goes on
     }
+
+
+def shapes_by_kind_line(summary: dict) -> str:
+    """'shapes per kind (prompts of one kind): circle 0.81, square 0.37, triangle 0.02' of a summary."""
+    kinds = summary.get("shapes_by_kind") or {}
+    return "shapes per kind (prompts of one kind): " + ", ".join(
+        f"{kind} {'n/a' if value is None else f'{value:.2f}'}" for kind, value in kinds.items())
 
 
 def window_slope(per_window: list[dict]) -> float | None:
@@ -345,6 +353,7 @@ def print_summary(report: dict) -> None:
         console = Console(width=max(console.width, 110))
     console.print(table)
     console.print("bg background, col colours, shp shapes, cnt count, mot motion, flk flicker, sat saturation")
+    console.print(shapes_by_kind_line(summary))
     slope = summary.get("slope_per_minute")
     console.print(f"windows: first {summary['first_window_overall']:.3f}, worst {summary['worst_window_overall']:.3f} "
                   f"(worst/first {summary['worst_over_first'] or 0:.3f}), slope "
@@ -371,6 +380,7 @@ def print_summary(report: dict) -> None:
         console.print(f"teacher ({teacher['steps']} steps, guidance {teacher['guidance']:g}): overall {t['overall']:.3f}, "
                       + ", ".join(f"{_SHORT_NAMES[k]} {t['components'][k]:.2f}" for k in COMPONENTS)
                       + f"; generated {teacher['generation']['fps']:.1f} FPS")
+        console.print("teacher " + shapes_by_kind_line(t))
         score = "n/a (teacher scored 0)" if ratio["overall"] is None else f"{ratio['overall']:.3f}"
         speed = "n/a" if ratio["speed"] is None else f"{ratio['speed']:.1f}x"
         console.print(f"[bold]student / teacher: score {score}, speed {speed}")
@@ -543,8 +553,12 @@ def run_stages(args: argparse.Namespace, prompts: list[str], seeds: list[int]) -
     table.add_column("stage")
     for name in ("overall", *COMPONENTS):
         table.add_column(_SHORT_NAMES.get(name, name), justify="right")
+    kinds = list(next(iter(rows.values()))["shapes_by_kind"]) if rows else []
+    table.add_column("shp " + "/".join(k[:3] for k in kinds), justify="right")  # shapes per kind: cir/squ/tri
     for name, row in rows.items():
-        table.add_row(name, f"{row['overall']:.3f}", *(f"{row['components'][k]:.2f}" for k in COMPONENTS))
-    Console(width=120).print(table)
+        by_kind = "/".join("-" if v is None else f"{v:.2f}" for v in row["shapes_by_kind"].values())
+        table.add_row(name, f"{row['overall']:.3f}", *(f"{row['components'][k]:.2f}" for k in COMPONENTS), by_kind)
+    Console(width=140).print(table)
+    print("shp cir/squ/tri: the shapes component of the prompts that name circles / squares / triangles only")
     print(f"wrote {out / 'stages.json'}")
     return 0

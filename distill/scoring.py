@@ -28,7 +28,7 @@ from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
 from distill.config import EvalConfig
-from distill.prompts import BACKGROUND_COLOURS, OBJECT_COLOURS, SPEEDS, PromptSpec, parse_prompt
+from distill.prompts import BACKGROUND_COLOURS, OBJECT_COLOURS, SHAPES, SPEEDS, PromptSpec, parse_prompt
 
 COMPONENTS: tuple[str, ...] = ("background", "colours", "shapes", "count", "motion", "flicker", "saturation")
 
@@ -325,3 +325,16 @@ def score_windows(video: np.ndarray, prompt: str | PromptSpec, fps: int,
     scorer = WindowScorer(prompt, fps, window_seconds, weights)
     scorer.push(video)
     return scorer.finish()
+
+
+def shapes_by_kind(scored: list[tuple[str, float]]) -> dict[str, float | None]:
+    """Mean `shapes` component per shape word, over (prompt, shapes score) pairs whose prompt names one kind of
+    shape only (a prompt of circles and squares says nothing about either); None for a kind no such prompt names.
+    Where a model loses one kind (an autoencoder that rounds small triangles into blobs), the overall shapes
+    score hides it."""
+    picked: dict[str, list[float]] = {kind: [] for kind in SHAPES}
+    for prompt, score in scored:
+        kinds = {group.shape for group in parse_prompt(prompt).groups}
+        if len(kinds) == 1:
+            picked[kinds.pop()].append(score)
+    return {kind: float(np.mean(scores)) if scores else None for kind, scores in picked.items()}

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from distill.eval_cli import _mean_of, evaluate, evaluate_teacher
-from distill.scoring import WindowScorer
+from distill.scoring import WindowScore, WindowScorer, shapes_by_kind
 from distill.shapes_data import ShapesDataset
 from distill.config import ShapesDataConfig
 from models.vae import VideoVAE, frames_to_uint8, uint8_to_video
@@ -51,12 +51,18 @@ def reconstruct(vae: VideoVAE, clips: list[np.ndarray], batch_size: int = 8) -> 
 
 def score_clips(clips: list[np.ndarray], prompts: list[str], seeds: list[int], fps: int) -> dict:
     """Mean score (overall + components) of clips ordered as `ground_truth_clips` returns them."""
-    windows = []
+    scored = []
     for clip, prompt in zip(clips, [p for p in prompts for _ in seeds]):
         scorer = WindowScorer(prompt, fps, window_seconds=len(clip) / fps + 1.0)  # one window per clip
         scorer.push(clip)
-        windows.extend(scorer.finish())
-    return _mean_of(windows)
+        scored.extend((prompt, w) for w in scorer.finish())
+    return _row(scored)
+
+
+def _row(scored: list[tuple[str, WindowScore]]) -> dict:
+    """A row of the table: the mean score and components of (prompt, window) pairs, and shapes per kind."""
+    return {**_mean_of([w for _, w in scored]),
+            "shapes_by_kind": shapes_by_kind([(p, w.components["shapes"]) for p, w in scored])}
 
 
 def stage_table(model: str, prompts: list[str], seeds: list[int], seconds: float, *, ode_init: str | None = None,
@@ -97,8 +103,8 @@ def stage_table(model: str, prompts: list[str], seeds: list[int], seconds: float
         from distill.teacher_sampler import TeacherSampler
 
         sampler = TeacherSampler(model, device=device, steps=teacher_steps, guidance=guidance)
-        timed("teacher", lambda: _mean_of([w for r in evaluate_teacher(sampler, prompts, seeds, seconds, seconds + 1.0,
-                                                                        max_batch) for w in r.windows]))
+        timed("teacher", lambda: _row([(r.prompt, w) for r in evaluate_teacher(sampler, prompts, seeds, seconds,
+                                                                                seconds + 1.0, max_batch) for w in r.windows]))
     if ode_init is not None:
         gen = generator_with(model, ode_init, device, max_batch)
         timed("ode-init", lambda: _streamed(gen, prompts, seeds, seconds))
@@ -121,7 +127,7 @@ def vae_over_time(vae: VideoVAE, prompts: list[str], seed: int, cfg, log=print, 
 
 
 def _streamed(gen, prompts: list[str], seeds: list[int], seconds: float) -> dict:
-    return _mean_of([w for r in evaluate(gen, prompts, seeds, seconds, seconds + 1.0) for w in r.windows])
+    return _row([(r.prompt, w) for r in evaluate(gen, prompts, seeds, seconds, seconds + 1.0) for w in r.windows])
 
 
 def generator_with(model: str, transformer: str, device: str | None = None, max_batch: int = 4):

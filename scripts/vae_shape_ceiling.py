@@ -16,25 +16,16 @@ import numpy as np
 import torch
 
 from distill.eval_cli import read_prompts
-from distill.prompts import parse_prompt
-from distill.scoring import COMPONENTS, score_video
+from distill.scoring import COMPONENTS, score_video, shapes_by_kind
 from distill.stage_quality import ground_truth_clips, reconstruct
 from models.vae import VideoVAE
-
-SHAPE_WORDS = ("circle", "square", "triangle")
-
 
 def ceiling(clips: list[np.ndarray], prompts: list[str], fps: int) -> dict:
     """{"overall", "components", "shapes_by_word", "abs_error"} of `clips` (one per entry of `prompts`)."""
     scores = [score_video(c, p, fps=fps) for c, p in zip(clips, prompts)]
-    kinds = [{g.shape for g in parse_prompt(p).groups} for p in prompts]
-    by_word = {}
-    for word in SHAPE_WORDS:
-        picked = [s.components["shapes"] for s, k in zip(scores, kinds) if k == {word}]
-        by_word[word] = float(np.mean(picked)) if picked else None
     return {"overall": float(np.mean([s.overall for s in scores])),
             "components": {c: float(np.mean([s.components[c] for s in scores])) for c in COMPONENTS},
-            "shapes_by_word": by_word}
+            "shapes_by_word": shapes_by_kind([(p, s.components["shapes"]) for s, p in zip(scores, prompts)])}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, row in rows.items():
         comps = " ".join(f"{c} {v:.3f}" for c, v in row["components"].items())
         words = " / ".join("-" if v is None else f"{v:.2f}" for v in row["shapes_by_word"].values())
-        print(f"{name}: overall {row['overall']:.3f} | {comps} | shapes {'/'.join(SHAPE_WORDS)} {words} | "
+        print(f"{name}: overall {row['overall']:.3f} | {comps} | shapes {'/'.join(row['shapes_by_word'])} {words} | "
               f"abs error {row['abs_error']:.2f}")
     return 0
 

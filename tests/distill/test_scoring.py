@@ -5,7 +5,7 @@ import pytest
 
 from distill.config import ShapesDataConfig
 from distill.prompts import BACKGROUND_COLOURS, OBJECT_COLOURS, ObjectGroup, PromptSpec
-from distill.scoring import COMPONENTS, WindowScorer, score_video, score_windows, shape_of_fill
+from distill.scoring import COMPONENTS, WindowScorer, score_video, score_windows, shape_of_fill, shapes_by_kind
 from distill.shapes_data import ShapesDataset
 
 FPS = 16
@@ -119,3 +119,13 @@ def test_bad_input_is_a_clear_error():
         score_video(np.zeros((4, 8, 8, 3), np.float32), "a red circle on black")
     with pytest.raises(ValueError, match="3 frames"):
         score_video(np.zeros((2, 8, 8, 3), np.uint8), "a red circle on black")
+
+
+def test_shapes_by_kind_averages_the_prompts_of_one_kind_and_skips_mixed_ones():
+    scored = [("a red circle on black", 0.9), ("two blue circles on gray", 0.7), ("a green square on white", 0.2),
+              ("a red circle and a blue square on black", 0.0), ("three yellow triangles on navy", 0.1)]
+    by_kind = shapes_by_kind(scored)
+    assert list(by_kind) == ["circle", "square", "triangle"]
+    assert by_kind["circle"] == pytest.approx(0.8) and by_kind["square"] == pytest.approx(0.2)
+    assert by_kind["triangle"] == pytest.approx(0.1)
+    assert shapes_by_kind([("a red circle on black", 1.0)])["square"] is None

@@ -11,7 +11,7 @@ from distill.config import ShapesDataConfig
 from distill.contact_sheet import CAPTION_HEIGHT, GAP, contact_sheet
 from distill.eval_cli import EvalRun
 from distill.hue_drift import hue_drift
-from distill.prompts import OBJECT_COLOURS
+from distill.prompts import OBJECT_COLOURS, parse_prompt
 from distill.scoring import score_windows
 from distill.shapes_data import ShapesDataset
 from distill.stage_quality import generator_with, ground_truth_clips, reconstruct, score_clips
@@ -59,6 +59,9 @@ def test_cli_stage_table_on_the_tiny_preset(tmp_path, capsys):
     rows = report["rows"]
     assert list(rows) == ["clips", "vae", "teacher", "ode-init", "student"]
     assert rows["clips"]["overall"] > 0.9 and rows["vae"]["overall"] < 0.6
+    kind = parse_prompt(PROMPT).groups[0].shape  # the row's shapes score, under the prompt's one kind
+    assert rows["clips"]["shapes_by_kind"][kind] == pytest.approx(rows["clips"]["components"]["shapes"])
+    assert all(v is None for k, v in rows["vae"]["shapes_by_kind"].items() if k != kind)
     assert len(rows["vae"]["streamed"]["windows"]) == 3  # 2-s windows over 6 s
     assert rows["ode-init"] == {**rows["student"], "wall_s": rows["ode-init"]["wall_s"]}
     assert "quality by stage" in capsys.readouterr().out

@@ -36,7 +36,7 @@ import numpy as np
 from distill.config import EvalConfig
 from distill.errors import DistillError
 from distill.hue_drift import hue_drift
-from distill.prompts import PromptParseError, parse_prompt
+from distill.prompts import SHAPES, PromptParseError, parse_prompt
 from distill.scoring import COMPONENTS, WindowScore, WindowScorer, shapes_by_kind
 from models.load_args import add_load_arguments
 
@@ -185,9 +185,8 @@ def summarise(runs: list[EvalRun]) -> dict:
 
 def shapes_by_kind_line(summary: dict) -> str:
     """'shapes per kind (prompts of one kind): circle 0.81, square 0.37, triangle 0.02' of a summary."""
-    kinds = summary.get("shapes_by_kind") or {}
     return "shapes per kind (prompts of one kind): " + ", ".join(
-        f"{kind} {'n/a' if value is None else f'{value:.2f}'}" for kind, value in kinds.items())
+        f"{kind} {'n/a' if value is None else f'{value:.2f}'}" for kind, value in summary["shapes_by_kind"].items())
 
 
 def window_slope(per_window: list[dict]) -> float | None:
@@ -553,8 +552,7 @@ def run_stages(args: argparse.Namespace, prompts: list[str], seeds: list[int]) -
     table.add_column("stage")
     for name in ("overall", *COMPONENTS):
         table.add_column(_SHORT_NAMES.get(name, name), justify="right")
-    kinds = list(next(iter(rows.values()))["shapes_by_kind"]) if rows else []
-    table.add_column("shp " + "/".join(k[:3] for k in kinds), justify="right")  # shapes per kind: cir/squ/tri
+    table.add_column("shp " + "/".join(k[:3] for k in SHAPES), justify="right")  # shapes per kind: cir/squ/tri
     for name, row in rows.items():
         by_kind = "/".join("-" if v is None else f"{v:.2f}" for v in row["shapes_by_kind"].values())
         table.add_row(name, f"{row['overall']:.3f}", *(f"{row['components'][k]:.2f}" for k in COMPONENTS), by_kind)

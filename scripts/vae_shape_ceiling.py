@@ -16,16 +16,13 @@ import numpy as np
 import torch
 
 from distill.eval_cli import read_prompts
-from distill.scoring import COMPONENTS, score_video, shapes_by_kind
-from distill.stage_quality import ground_truth_clips, reconstruct
+from distill.stage_quality import ground_truth_clips, reconstruct, score_clips
 from models.vae import VideoVAE
 
+
 def ceiling(clips: list[np.ndarray], prompts: list[str], fps: int) -> dict:
-    """{"overall", "components", "shapes_by_word", "abs_error"} of `clips` (one per entry of `prompts`)."""
-    scores = [score_video(c, p, fps=fps) for c, p in zip(clips, prompts)]
-    return {"overall": float(np.mean([s.overall for s in scores])),
-            "components": {c: float(np.mean([s.components[c] for s in scores])) for c in COMPONENTS},
-            "shapes_by_word": shapes_by_kind([(p, s.components["shapes"]) for s, p in zip(scores, prompts)])}
+    """{"overall", "components", "shapes_by_kind"} of `clips`, one per entry of `prompts` (the stage table's scoring)."""
+    return score_clips(clips, prompts, [0], fps)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         rows[d] = {**ceiling(recon, per_clip, fps), "abs_error": error}
     for name, row in rows.items():
         comps = " ".join(f"{c} {v:.3f}" for c, v in row["components"].items())
-        words = " / ".join("-" if v is None else f"{v:.2f}" for v in row["shapes_by_word"].values())
-        print(f"{name}: overall {row['overall']:.3f} | {comps} | shapes {'/'.join(row['shapes_by_word'])} {words} | "
+        words = " / ".join("-" if v is None else f"{v:.2f}" for v in row["shapes_by_kind"].values())
+        print(f"{name}: overall {row['overall']:.3f} | {comps} | shapes {'/'.join(row['shapes_by_kind'])} {words} | "
               f"abs error {row['abs_error']:.2f}")
     return 0
 

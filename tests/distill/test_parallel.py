@@ -83,7 +83,6 @@ def test_torchrun_distill_all_tiny_two_ranks(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(*frames))
 
 
-
 EXIT_CHECK = """
 import atexit, torch, torch.distributed as dist
 from distill.parallel import init_distributed

@@ -27,7 +27,7 @@ def test_the_clips_score_their_shapes_and_a_blurring_decoder_turns_squares_round
     ceiling = _script().ceiling
     clips = ground_truth_clips(PROMPTS, [0], 9, 64, 64, 16)
     truth = ceiling(clips, PROMPTS, 16)
-    assert truth["shapes_by_word"]["circle"] == 1.0 and truth["shapes_by_word"]["square"] == 1.0
+    assert truth["shapes_by_kind"]["circle"] == 1.0 and truth["shapes_by_kind"]["square"] == 1.0
     assert truth["overall"] > 0.95
     # a wide blur, thresholded back to the palette's colours: the outline of every object rounded off
     blurred = []
@@ -36,5 +36,5 @@ def test_the_clips_score_their_shapes_and_a_blurring_decoder_turns_squares_round
         blurred.append(np.where(soft.max(axis=-1, keepdims=True) > 60, clip.max(axis=(1, 2), keepdims=True), 0)
                        .astype(np.uint8))
     rounded = ceiling(blurred, PROMPTS, 16)
-    assert rounded["shapes_by_word"]["square"] < 0.5  # a rounded square fills its circumcircle like a circle
+    assert rounded["shapes_by_kind"]["square"] < 0.5  # a rounded square fills its circumcircle like a circle
     assert rounded["components"]["shapes"] < truth["components"]["shapes"]

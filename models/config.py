@@ -378,7 +378,8 @@ _AVATAR_DIT = dict(ffn_dim=512, num_layers=4)
 def _shapes() -> ModelConfig:
     """The `shapes` family architecture (random weights; the trained model is checkpoints/shapes).
 
-    64x64 video at 16 fps. The VAE compresses 4x in time and only 4x in space, to 16 channels:
+    64x64 video at 16 fps. The VAE (base width 16: at 8 it rounded squares and lost hue at object edges,
+    docs/DISTILL.md "The autoencoder caps shapes") compresses 4x in time and only 4x in space, to 16 channels:
     a latent frame is 16x16, so the smallest object (10 px across) still spans 2-3 latent pixels
     (at 8x, as Wan's, objects were about one latent pixel and came back blurred and off-hue).
     The DiT patch is (1, 4, 4): 16 tokens per latent frame of 16 px each, the same token count
@@ -399,7 +400,7 @@ def _shapes() -> ModelConfig:
         ),
         schedule=ScheduleConfig(shift=3.0, teacher_steps=32, teacher_shift=3.0, guidance_scale=4.0),
         stream=StreamConfig(chunk_frames=3, sink_frames=3, window_frames=6, fps=16, width=64, height=64),
-        vae=VAEConfig(base_dim=8, z_dim=16, dim_mult=(1, 2, 2), num_res_blocks=1, temperal_downsample=(True, True)),
+        vae=VAEConfig(base_dim=16, z_dim=16, dim_mult=(1, 2, 2), num_res_blocks=1, temperal_downsample=(True, True)),
         text_encoder=TextEncoderConfig(kind="minilm", max_length=32, dim=384, cache_size=256),
     )
 
@@ -424,6 +425,7 @@ def _shapes_avatar() -> ModelConfig:
     which keeps the face from drifting (docs/DISTILL.md, "Context noise")."""
     cfg = _shapes()
     cfg = dataclasses.replace(cfg, transformer=dataclasses.replace(cfg.transformer, **_AVATAR_DIT),
+                              vae=dataclasses.replace(cfg.vae, base_dim=8),  # the avatar's VAE stayed at width 8
                               stream=dataclasses.replace(cfg.stream, sink_frames=1, window_frames=6,
                                                          image_still_frames=11, context_noise=0.3))
     return _with_audio(cfg, "shapes-avatar", AudioConfig(n_mels=20, mel_sub_frames=4), audio_tokens=4)

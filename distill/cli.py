@@ -50,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from distill.config import load_config
     from distill.errors import DistillError
+    from distill.parallel import exit_finished_rank
     from distill.pipeline import Pipeline
 
     try:
@@ -72,4 +73,5 @@ def run(args: argparse.Namespace) -> int:
         result = pipeline.run(args.stage, resume=args.resume)
         pipeline.finalize()
     print(json.dumps(result, indent=2))
+    exit_finished_rank()  # under torchrun: every rank leaves together and exits here
     return 0

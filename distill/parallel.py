@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -86,6 +87,25 @@ def shutdown_distributed() -> None:
 
     if distributed():
         dist.destroy_process_group()
+
+
+def exit_finished_rank(code: int = 0) -> None:
+    """End a rank whose run finished: wait for every rank, leave the group, flush, and exit now.
+
+    The exit hook above alone still let a finished rank abort now and then (SIGABRT, "terminate called
+    without an active exception", in CI on a two-rank run that had written its results): a rank leaving
+    while its peer still used the group, or a gloo thread met by the C++ static destructors at
+    interpreter exit. Here the ranks leave together after a barrier, and `os._exit` skips those
+    destructors. Call it only after every file is written and closed; a no-op outside a process group."""
+    if not distributed():
+        return
+    import torch.distributed as dist
+
+    dist.barrier()
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def barrier() -> None:

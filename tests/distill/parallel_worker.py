@@ -20,7 +20,7 @@ if str(ROOT) not in sys.path:
 
 from distill.ode_init import ODERegressionMethod  # noqa: E402
 from distill.ode_pairs import ODEPairStore  # noqa: E402
-from distill.parallel import full_state_dict, init_distributed, is_main_process, launched  # noqa: E402
+from distill.parallel import exit_finished_rank, full_state_dict, init_distributed, is_main_process, launched  # noqa: E402
 from distill.self_forcing import SelfForcingDMD  # noqa: E402
 from tests.distill.tiny_recipe import tiny_recipe  # noqa: E402
 from distill.trainer import Trainer  # noqa: E402
@@ -71,3 +71,4 @@ def train(out: str | Path, pairs_dir: str | Path, batch: int, steps: int = 2) ->
 
 if __name__ == "__main__":
     train(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    exit_finished_rank()

@@ -109,6 +109,32 @@ def test_every_rank_leaves_the_process_group_at_exit(tmp_path):
     assert done.stdout.count("initialised at exit: False") == 2, done.stdout
 
 
+FINISH_CHECK = """
+import time, torch, torch.distributed as dist
+from distill.parallel import exit_finished_rank, init_distributed, rank
+init_distributed(torch.device("cpu"))
+x = torch.ones(4)
+dist.all_reduce(x)
+if rank() == 0:
+    time.sleep(1.0)  # the other rank reaches the end first and must wait here, not leave
+print("finished rank", rank(), "sum", int(x[0]))
+exit_finished_rank()
+print("after the exit", flush=True)
+"""
+
+
+def test_finished_ranks_leave_together_and_exit_at_once(tmp_path):
+    script = tmp_path / "finish_check.py"
+    script.write_text(FINISH_CHECK)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "--tee", "3",
+           str(script)]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "finished rank 0 sum 2" in done.stdout and "finished rank 1 sum 2" in done.stdout, done.stdout
+    assert "after the exit" not in done.stdout
+
+
 def test_shutdown_leaves_the_process_group(monkeypatch):
     import torch.distributed as dist
 

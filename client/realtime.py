@@ -153,7 +153,7 @@ class AsyncRealtimeSession:
     async def update(self, prompt: str, transition_chunks: int = 0, event_id: str | None = None,
                      cut: bool = False) -> str:
         """Switch to `prompt` from the next chunk boundary; returns the event_id to watch in `applied`.
-        `cut`: a scene cut (the new prompt starts from an empty cache, as a fresh stream would)."""
+        `cut`: a scene cut (a new video of the new prompt: an empty cache and a restarted decoder, as a fresh stream)."""
         event_id = event_id or f"upd_{uuid.uuid4().hex[:12]}"
         await self._send(SessionUpdate.unchecked(prompt=prompt, transition_chunks=int(transition_chunks),
                                                  cut=bool(cut), event_id=event_id))

@@ -100,7 +100,7 @@ class StreamState:
     transition: list[torch.Tensor] = field(default_factory=list)  # embeddings for the next chunks
     image_latent: torch.Tensor | None = None  # [1, C, 1, h, w], decoded in front of the first chunk
     sink_latent: torch.Tensor | None = None  # [1, C, 1, h, w] the start image as committed to the sink
-    prime_decoder: bool = False  # after a switch at once (cut or re-cache): the decoder sees the new chunk's first latent once before it
+    prime_decoder: bool = False  # after a re-cache switch: the decoder sees the new chunk's first latent once before it
     inputs: tuple[str, ...] = ()  # per-chunk input kinds this stream is fed (its Conditioning.inputs)
     audio: AudioBuffer | None = None  # audio models: the audio received so far (silence where none)
     audio_windows: dict[int, torch.Tensor] = field(default_factory=dict)  # latent frame -> [M, A] of cached frames
@@ -199,9 +199,12 @@ class StreamingGenerator(StreamingModel):
 
     def set_prompt(self, stream: StreamState, prompt: str, transition_chunks: int = 0, cut: bool = False) -> None:
         """Switch prompts from the next chunk; with transition_chunks > 0 the embedding moves
-        linearly from the old prompt to the new one over that many chunks. `cut`: a scene cut, the
-        next chunk starts from an empty cache as a fresh stream of `prompt` would (its start image
-        is forgotten too), while the frame count and the VAE decoder go on, so the video has no gap."""
+        linearly from the old prompt to the new one over that many chunks. `cut`: a scene cut, a new
+        video from the next chunk on: it starts from an empty cache and a restarted VAE decoder exactly
+        as a fresh stream of `prompt` would (so it is a first chunk, 1 + tc * (c - 1) frames, and a
+        start image is forgotten), while chunk and frame numbering go on, so the timeline has no gap.
+        A decoder that went on across the cut smeared the old scene into the new one (docs/DISTILL.md
+        "Scene cuts")."""
         check_prompt_switch(self.info, transition_chunks, cut)
         stream.pending_prompt = (prompt, int(transition_chunks), bool(cut))
 
@@ -300,13 +303,14 @@ class StreamingGenerator(StreamingModel):
             if transition == 0:
                 stream.transition = []
                 self._use_text(stream, new)
-                if cut:  # forget every cached frame (and a start image not yet decoded): a fresh context
-                    self.cache.reset(stream.row, starts_video=False)  # in a video that goes on
-                    stream.image_latent = None
+                if cut:  # a new video from here: an empty cache (no start image either) and a restarted decoder
+                    self.cache.reset(stream.row)
+                    stream.image_latent = stream.sink_latent = None
+                    stream.decoder = self.vae.streaming_decoder(1)
                 else:
                     self._recache(stream)
                 # a re-cache to the prompt it has changes nothing on screen: the decoder goes on unprimed
-                stream.prime_decoder = stream.decoder.latent_frames_seen > 0 and (cut or changed)
+                stream.prime_decoder = not cut and changed and stream.decoder.latent_frames_seen > 0
             else:
                 old = stream.text_states
                 stream.transition = [torch.lerp(old, new, (j + 1) / transition) for j in range(transition)]
@@ -482,10 +486,10 @@ class StreamingGenerator(StreamingModel):
     def decode(self, streams: list[StreamState], x0: torch.Tensor) -> list[torch.Tensor]:
         """Each stream's clean chunk latents `x0[i]` -> its video `[1, 3, T, H, W]`, through its own
         streaming decoder (a pending reference image leads its first chunk); one batched VAE pass for
-        all streams past their first chunk. After a switch at once (a cut or a re-cache) the decoder first
-        decodes the new chunk's first latent frame and drops those frames: its causal cache then holds the
-        new scene, so a scene change is one clean frame boundary instead of the old scene smeared into the
-        new chunk's first frames (a colour flash over two chunks: docs/DISTILL.md "Scene cuts")."""
+        all streams past their first chunk. After a re-cache switch the decoder first decodes the new
+        chunk's first latent frame and drops those frames: its causal cache then holds the new scene, so
+        the change is one clean frame boundary instead of the old scene smeared into the new chunk's first
+        frames (a colour flash over two chunks: docs/DISTILL.md "Scene cuts"). A cut restarts the decoder."""
         latents = []
         for i, stream in enumerate(streams):
             z = x0[i:i + 1].to(self.vae.device, self.vae.dtype)  # [1, C, c, h, w]

@@ -133,8 +133,9 @@ def test_rollout_with_grad_trains_cross_attention(gen):
 
 def test_a_cut_starts_the_new_prompt_from_an_empty_cache_and_keeps_the_timeline(gen):
     """After `set_prompt(cut=True)` the next chunk's latents are exactly a fresh stream's first chunk
-    of the new prompt (given the same noise); a re-cache switch, which keeps the old frames as
-    context, is not; frame numbering and decoding go on without a gap."""
+    of the new prompt (given the same noise), and so are its frames (a restarted decoder: a first
+    chunk's length); a re-cache switch, which keeps the old frames as context, is not; chunk and
+    frame numbering go on without a gap."""
     def switched_chunk(cut):
         s = gen.open_stream("a red circle on black", seed=3)
         try:
@@ -159,7 +160,24 @@ def test_a_cut_starts_the_new_prompt_from_an_empty_cache_and_keeps_the_timeline(
     assert not torch.allclose(x_recache, x_fresh, atol=1e-3)
     assert after.index == 3 and after.prompt == "two green triangles on white"  # rollout_chunk neither decodes nor counts
     assert after.first_frame_index == sum(len(c.frames) for c in before)
-    assert len(after.frames) == gen.info.chunk_video_frames  # not a first chunk's length: the decoder went on
+    assert len(after.frames) == len(before[0].frames) < gen.info.chunk_video_frames  # a first chunk's length
+
+
+def test_a_cut_chunk_is_a_fresh_streams_first_chunk_on_screen(gen):
+    """The frames after a cut are exactly those of a fresh stream of the new prompt given the same noise:
+    the decoder restarts, nothing of the old scene is left in its causal cache."""
+    s = gen.open_stream("a red circle on black", seed=3)
+    fresh = gen.open_stream("two green triangles on white", seed=99)
+    try:
+        _take(gen, s, 3)
+        gen.set_prompt(s, "two green triangles on white", cut=True)
+        fresh.rng.set_state(s.rng.get_state())
+        cut, first = gen.step([s])[0], gen.step([fresh])[0]
+    finally:
+        gen.close_stream(s)
+        gen.close_stream(fresh)
+    assert cut.first_frame_index > 0 and first.first_frame_index == 0
+    assert np.array_equal(cut.frames, first.frames)
 
 
 def test_a_cut_switches_at_once(gen):
@@ -178,18 +196,15 @@ def _decoder_copy(gen, decoder):
     return copy
 
 
-@pytest.mark.parametrize("cut,prompt,primes", [(True, "two green triangles on white", True),
-                                                (False, "two green triangles on white", True),
-                                                (True, "a red circle on black", True),
-                                                (False, "a red circle on black", False)])
-def test_after_a_switch_the_decoder_sees_the_new_chunks_first_latent_once_before_the_chunk(gen, cut, prompt, primes):
-    """After a cut or a re-cache switch to another prompt, so its causal cache holds the new scene: the switch
-    is one frame boundary, not the old scene smeared into the new chunk's first frames. A re-cache to the
-    prompt the stream has leaves the decoder going on."""
+@pytest.mark.parametrize("prompt,primes", [("two green triangles on white", True), ("a red circle on black", False)])
+def test_after_a_recache_switch_the_decoder_sees_the_new_chunks_first_latent_once_before_the_chunk(gen, prompt, primes):
+    """After a re-cache switch to another prompt, so its causal cache holds the new scene: the switch is one
+    frame boundary, not the old scene smeared into the new chunk's first frames. A re-cache to the prompt the
+    stream has leaves the decoder going on. (A cut restarts the decoder: the test above.)"""
     s = gen.open_stream("a red circle on black", seed=3)
     try:
         _take(gen, s, 2)
-        gen.set_prompt(s, prompt, cut=cut)
+        gen.set_prompt(s, prompt)
         before = _decoder_copy(gen, s.decoder)
         x0 = gen.rollout_chunk([s])  # [1, C, c, h, w]
         got = gen.decode([s], x0)[0]

@@ -99,3 +99,17 @@ def test_resume_under_context_noise_keeps_the_start_image_clean_and_equals_the_u
     gen.close_stream(resumed)
     for want, have in zip(expected, got):
         np.testing.assert_array_equal(have.frames, want.frames)
+
+
+def test_after_a_cut_the_new_frame_0_is_not_taken_for_the_start_image():
+    """A cut forgets the start image: the snapshot of a stream cut after an image start holds no image sink,
+    so a resume (and any later re-cache) treats the new frame 0 as a generated frame, not a clean image."""
+    gen = load_generator("tiny", device="cpu", max_batch=1)
+    img = np.full((gen.cfg.stream.height, gen.cfg.stream.width, 3), 120, np.uint8)
+    s = gen.open_stream("a red ball", seed=4, image=img)
+    _frames(gen, s, 2)
+    assert gen.snapshot(s).image_sink
+    gen.set_prompt(s, "a green square", cut=True)
+    _frames(gen, s, 1)
+    assert s.sink_latent is None and not gen.snapshot(s).image_sink
+    gen.close_stream(s)

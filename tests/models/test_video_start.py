@@ -61,11 +61,9 @@ def test_a_cut_row_and_replayed_frames():
     cache.advance([0, 1], 4)
     assert cache.plan([0, 1], 2).video_start is None
     assert cache.replay_plan(0, [0, 1], upto=0).video_start.tolist() == [[True, False]]  # the re-cache replays frame 0
-    cache.reset(1, starts_video=False)  # a scene cut: the cache starts again, the video goes on
-    assert cache.plan([1], 2).video_start is None
-    assert cache.replay_plan(1, [], upto=0).video_start is None
-    cache.reset(1)  # a new stream in the row
+    cache.reset(1)  # a new stream in the row, or a scene cut: a new video
     assert cache.plan([1], 2).video_start.tolist() == [[True, False]]
+    assert cache.plan([0], 2).video_start is None  # the other row goes on
 
 
 def test_without_the_option_marks_change_nothing():
@@ -93,7 +91,7 @@ def test_saved_and_loaded(tmp_path):
 
 def test_generator_marks_the_first_chunk_and_not_a_cut(monkeypatch):
     """Through the real streaming loop: the first chunk of a text stream and a start image's commit carry the mark;
-    the chunk after a scene cut and the chunks after the first do not."""
+    so does the chunk after a scene cut (a new video); the chunks after the first do not."""
     from models.generator import load_generator
 
     gen = load_generator("tiny", device="cpu", max_batch=2)
@@ -115,6 +113,9 @@ def test_generator_marks_the_first_chunk_and_not_a_cut(monkeypatch):
     gen.step([s])
     assert all(marks is None for _, marks in seen)
     gen.set_prompt(s, "a blue square", cut=True)
+    seen.clear()
+    gen.step([s])
+    assert seen and all(marks == [[True] + [False] * (cfg.stream.chunk_frames - 1)] for _, marks in seen)
     seen.clear()
     gen.step([s])
     assert seen and all(marks is None for _, marks in seen)

@@ -83,6 +83,18 @@ def test_torchrun_distill_all_tiny_two_ranks(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(*frames))
 
 
+def two_ranks_run(tmp_path: Path, script: str) -> subprocess.CompletedProcess:
+    """`script` run by torchrun on two ranks (both ranks' stdout teed back); asserts it exits 0."""
+    path = tmp_path / "two_ranks.py"
+    path.write_text(script)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "--tee", "3",
+           str(path)]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 EXIT_CHECK = """
 import atexit, torch, torch.distributed as dist
 from distill.parallel import init_distributed
@@ -98,13 +110,7 @@ def test_every_rank_leaves_the_process_group_at_exit(tmp_path):
     """A rank that ends while gloo's threads live can abort (SIGABRT, "terminate called without an
     active exception"; one torchrun in six here, and once in CI) and torchrun then fails a finished
     run: `init_distributed` registers an exit hook that leaves the group."""
-    script = tmp_path / "exit_check.py"
-    script.write_text(EXIT_CHECK)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "--tee", "3",
-           str(script)]
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = two_ranks_run(tmp_path, EXIT_CHECK)
     assert done.stdout.count("sum 2") == 2, done.stdout
     assert done.stdout.count("initialised at exit: False") == 2, done.stdout
 
@@ -124,13 +130,7 @@ print("after the exit", flush=True)
 
 
 def test_finished_ranks_leave_together_and_exit_at_once(tmp_path):
-    script = tmp_path / "finish_check.py"
-    script.write_text(FINISH_CHECK)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "--tee", "3",
-           str(script)]
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = two_ranks_run(tmp_path, FINISH_CHECK)
     assert "finished rank 0 sum 2" in done.stdout and "finished rank 1 sum 2" in done.stdout, done.stdout
     assert "after the exit" not in done.stdout
 

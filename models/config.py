@@ -134,6 +134,11 @@ class StreamConfig:
     # identity drift; docs/DISTILL.md, "Context noise"). A start image stays clean in the sink. Training rollouts
     # commit through the same pass, so a student trained with it is trained for it
     context_noise: float = 0.0
+    # a re-cache switch to another prompt (`set_prompt` without `cut`) keeps this many of the most recent held
+    # latent frames as the new context, committed afresh under the new prompt (they become the sink); 0 = every
+    # held frame, re-cached in place (LongLive's KV re-cache). Fewer old frames: the new prompt's objects come
+    # sooner, the old scene's layout and motion carry over less (docs/DISTILL.md "Re-cache fewer frames")
+    recache_frames: int = 0
     fps: int = 16
     width: int = 832
     height: int = 480
@@ -252,7 +257,11 @@ class ModelConfig:
             raise ValueError("need chunk_frames >= 1, sink_frames >= 0, window_frames >= chunk_frames")
         if not 0.0 <= s.context_noise < 1.0:
             raise ValueError(f"stream.context_noise is a noise level in [0, 1), got {s.context_noise}")
+        if s.recache_frames < 0:
+            raise ValueError(f"stream.recache_frames must be >= 0 (0 = every held frame), got {s.recache_frames}")
         a = self.audio
+        if a is not None and s.recache_frames:
+            raise ValueError("stream.recache_frames needs a model without audio: the audio clock counts the cache's frames")
         if a is None and t.has_audio:
             raise ValueError("the transformer has audio layers (audio_dim > 0) but the config has no audio section")
         if a is not None:
@@ -399,7 +408,8 @@ def _shapes() -> ModelConfig:
             text_dim=384, freq_dim=64, ffn_dim=1024, num_layers=6, rope_max_seq_len=64,
         ),
         schedule=ScheduleConfig(shift=3.0, teacher_steps=32, teacher_shift=3.0, guidance_scale=4.0),
-        stream=StreamConfig(chunk_frames=3, sink_frames=3, window_frames=6, fps=16, width=64, height=64),
+        # a switch keeps the newest chunk as context (docs/DISTILL.md "Re-cache fewer frames")
+        stream=StreamConfig(chunk_frames=3, sink_frames=3, window_frames=6, recache_frames=3, fps=16, width=64, height=64),
         vae=VAEConfig(base_dim=16, z_dim=16, dim_mult=(1, 2, 2), num_res_blocks=1, temperal_downsample=(True, True)),
         text_encoder=TextEncoderConfig(kind="minilm", max_length=32, dim=384, cache_size=256),
     )
@@ -426,7 +436,7 @@ def _shapes_avatar() -> ModelConfig:
     cfg = _shapes()
     cfg = dataclasses.replace(cfg, transformer=dataclasses.replace(cfg.transformer, **_AVATAR_DIT),
                               vae=dataclasses.replace(cfg.vae, base_dim=8),  # the avatar's VAE stayed at width 8
-                              stream=dataclasses.replace(cfg.stream, sink_frames=1, window_frames=6,
+                              stream=dataclasses.replace(cfg.stream, sink_frames=1, window_frames=6, recache_frames=0,
                                                          image_still_frames=11, context_noise=0.3))
     return _with_audio(cfg, "shapes-avatar", AudioConfig(n_mels=20, mel_sub_frames=4), audio_tokens=4)
 

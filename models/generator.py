@@ -307,6 +307,8 @@ class StreamingGenerator(StreamingModel):
                     self.cache.reset(stream.row)
                     stream.image_latent = stream.sink_latent = None
                     stream.decoder = self.vae.streaming_decoder(1)
+                elif changed and self.cfg.stream.recache_frames:
+                    self._recommit_recent(stream, self.cfg.stream.recache_frames)
                 else:
                     self._recache(stream)
                 # a re-cache to the prompt it has changes nothing on screen: the decoder goes on unprimed
@@ -334,6 +336,23 @@ class StreamingGenerator(StreamingModel):
             if self.audio is not None:  # the windows the frames were made with
                 audio = self._held_audio_windows(stream, frames)[None]  # [1, n, M, A]
             self.transformer.forward_stream(latents, t, stream.text_kv, self.cache, plan, write=True, audio=audio)
+
+    @torch.no_grad()
+    def _recommit_recent(self, stream: StreamState, n: int) -> None:
+        """A re-cache switch that keeps only the `n` most recent held frames (`stream.recache_frames`): they are
+        committed afresh under the current prompt as the row's first frames (its new sink), mid-video; older
+        frames, a start image among them, are forgotten. With `n` or fewer frames held, the plain re-cache."""
+        held = self.cache.cached_frames(stream.row)
+        if len(held) <= n:
+            return self._recache(stream)
+        slots = [self.cache.slot_of(f) for f in held[-n:]]
+        x0 = self.cache.latents[stream.row][:, slots].unsqueeze(0).clone()  # [1, C, n, h, w]
+        self.cache.reset(stream.row, starts_video=False)
+        stream.image_latent = stream.sink_latent = None
+        c = self.cfg.stream.chunk_frames
+        for start in range(0, n, c):  # chunk by chunk, each seeing those before it, as they were made
+            piece = x0[:, :, start:start + c]
+            self._commit(piece, [stream], self.cache.plan([stream.row], piece.shape[2]))
 
     # ------------------------------------------------------------------ the loop
     def _noise(self, streams: list[StreamState], frames: int) -> torch.Tensor:

@@ -57,6 +57,9 @@ class RollingKVCache:
             (max_batch, t.in_channels, self.slots, cfg.latent_height, cfg.latent_width), device=device, dtype=dtype
         )  # [Bmax, C, slots, h, w]
         self.frames = [0] * max_batch  # frames committed per row (host ints)
+        # whether a row's frame 0 is its video's first latent frame (the VAE's start code): False where a re-cache
+        # switch commits the newest old frames afresh as a row's first frames, mid-video
+        self.starts_video = [True] * max_batch
         self.local_radius = s.local_radius  # None: dense over the window
         self.local_recent = s.local_recent_frames
         self.device = torch.device(device)
@@ -89,7 +92,7 @@ class RollingKVCache:
                 local[i, slot] = frame >= self.sink and frame < n - self.local_recent
             qpos[i] = torch.arange(len(held), len(held) + chunk_len)
             write[i] = torch.tensor([self.slot_of(n + j) for j in range(chunk_len)])
-            start[i, 0] = n == 0  # a row's frame 0 is its video's first latent frame (a scene cut starts a video)
+            start[i, 0] = n == 0 and self.starts_video[row]
         return self._to_device(rows, pos, valid, qpos, write, local if self.local_radius is not None else None, start)
 
     def replay_plan(self, row: int, frames: list[int], upto: int) -> CachePlan:
@@ -103,7 +106,7 @@ class RollingKVCache:
             pos[0, slot], valid[0, slot] = p, True
         qpos = torch.tensor([[held.index(f) for f in frames]])
         write = torch.tensor([[self.slot_of(f) for f in frames]])
-        start = torch.tensor([[f == 0 for f in frames]])
+        start = torch.tensor([[f == 0 and self.starts_video[row] for f in frames]])
         return self._to_device([row], pos, valid, qpos, write, None, start)
 
     def _to_device(self, rows, pos, valid, qpos, write, local=None, start=None) -> CachePlan:
@@ -146,9 +149,11 @@ class RollingKVCache:
         for row in rows:
             self.frames[row] += n
 
-    def reset(self, row: int) -> None:
-        """Forget a row's frames (its buffers are simply overwritten later); its next frame starts a video."""
+    def reset(self, row: int, starts_video: bool = True) -> None:
+        """Forget a row's frames (its buffers are simply overwritten later); its next frame starts a video (a new
+        stream, a scene cut), or with `starts_video` False is a frame mid-video (`recache_frames`)."""
         self.frames[row] = 0
+        self.starts_video[row] = starts_video
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.k + self.v) + self.latents.numel() * self.latents.element_size()

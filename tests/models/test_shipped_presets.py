@@ -19,3 +19,14 @@ def test_preset_architecture_matches_the_shipped_checkpoint(preset_name, checkpo
     for key in ("base_dim", "z_dim", "num_res_blocks"):
         assert getattr(cfg.vae, key) == shipped["vae"][key], key
     assert list(cfg.vae.dim_mult) == list(shipped["vae"]["dim_mult"])
+
+
+def test_the_shapes_preset_streams_as_the_shipped_model_does():
+    """Chunking, cache and switch settings (`recache_frames` among them) of the preset a shapes recipe trains from
+    are the shipped model's: Self-Forcing's rollouts stream (and switch) the way the shipped student serves."""
+    import dataclasses
+
+    shipped = json.loads((ROOT / "checkpoints" / "shapes" / "framecast.json").read_text())["stream"]
+    stream = dataclasses.asdict(preset("shapes-untrained").stream)
+    assert {k: stream[k] for k in shipped} == shipped
+    assert set(stream) == set(shipped)

@@ -180,6 +180,7 @@ def summarise(runs: list[EvalRun]) -> dict:
         "worst_window_overall": worst,
         "worst_over_first": worst / first if first else None,  # drift: 1.0 = no window below the first
         "slope_per_minute": window_slope(per_window),  # drift: < 0 = the score falls as the stream goes on
+        "last_over_first_tenth": tenths_ratio(per_window),  # drift, robust to one noisy window
     }
 
 
@@ -197,6 +198,18 @@ def window_slope(per_window: list[dict]) -> float | None:
     minutes = np.array([(w["start_s"] + w["end_s"]) / 120.0 for w in per_window])
     scores = np.array([w["overall"] for w in per_window])
     return float(np.polyfit(minutes, scores, 1)[0])
+
+
+def tenths_ratio(per_window: list[dict]) -> float | None:
+    """Mean overall score of the last tenth of the windows (at least one) over that of the first tenth: a
+    10-minute stream's last minute against its first. The worst window over the first compares the minimum of
+    many noisy windows with one window; this compares like with like (None with fewer than two windows)."""
+    if len(per_window) < 2:
+        return None
+    k = max(1, len(per_window) // 10)
+    first = float(np.mean([w["overall"] for w in per_window[:k]]))
+    last = float(np.mean([w["overall"] for w in per_window[-k:]]))
+    return last / first if first else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,6 +370,8 @@ def print_summary(report: dict) -> None:
     console.print(f"windows: first {summary['first_window_overall']:.3f}, worst {summary['worst_window_overall']:.3f} "
                   f"(worst/first {summary['worst_over_first'] or 0:.3f}), slope "
                   + ("n/a" if slope is None else f"{slope:+.4f}/min")
+                  + ("" if summary.get("last_over_first_tenth") is None
+                     else f", last/first tenth {summary['last_over_first_tenth']:.3f}")
                   + f"; generated {report['generation']['fps']:.1f} FPS")
     drift = report.get("hue_drift")
     if drift:

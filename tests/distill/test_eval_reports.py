@@ -35,6 +35,15 @@ def test_long_horizon_slope_is_the_least_squares_score_change_per_minute():
     assert summarise([_run([0.8])])["slope_per_minute"] is None
 
 
+def test_last_over_first_tenth_compares_the_means_of_the_first_and_last_tenths_of_the_windows():
+    scores = [0.9, 0.7] + [0.6] * 16 + [0.5, 0.7]  # 20 windows: tenths of two
+    summary = summarise([_run(scores)])
+    assert summary["last_over_first_tenth"] == pytest.approx(0.6 / 0.8)
+    assert summary["worst_over_first"] == pytest.approx(0.5 / 0.9)
+    assert summarise([_run([0.8, 0.4, 0.6])])["last_over_first_tenth"] == pytest.approx(0.6 / 0.8)  # one window each
+    assert summarise([_run([0.8])])["last_over_first_tenth"] is None
+
+
 class SwitchingOracle(OracleGenerator):
     """Ground-truth videos; `set_prompt` moves the stream onto the new prompt's video at the same frame."""
 

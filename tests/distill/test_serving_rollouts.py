@@ -123,11 +123,14 @@ def test_random_rollout_length_is_logged_and_bounded(parts):
 # prompt switches
 # ---------------------------------------------------------------------------------------------
 
-def test_switch_rollout_is_the_served_switch(parts, monkeypatch):
+@pytest.mark.parametrize("recache_frames", [0, 2])
+def test_switch_rollout_is_the_served_switch(parts, monkeypatch, recache_frames):
     """A rollout with a Switch gives the latents a served stream decodes when `session.update` arrives
-    at that chunk (the engine calls `set_prompt` then `step`): hard switch and smooth transition. (The
-    served decoder is primed at a hard switch, so the frames are compared where it is not.)"""
+    at that chunk (the engine calls `set_prompt` then `step`): hard switch and smooth transition, with
+    every held frame re-cached or only the newest (`stream.recache_frames`). (The served decoder is primed
+    at a hard switch, so the frames are compared where it is not.)"""
     _, cfg, vae, text = parts
+    cfg = dataclasses.replace(cfg, stream=dataclasses.replace(cfg.stream, recache_frames=recache_frames))
     gen = StreamingGenerator(cfg, random_transformer(cfg, seed=0), vae, text, max_batch=1)
     served_latents = []
     decode = gen.decode

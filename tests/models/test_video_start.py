@@ -89,7 +89,7 @@ def test_saved_and_loaded(tmp_path):
     assert torch.equal(loaded.video_start_embedding, model.video_start_embedding)
 
 
-def test_generator_marks_the_first_chunk_and_not_a_cut(monkeypatch):
+def test_generator_marks_the_first_chunk_and_the_chunk_after_a_cut(monkeypatch):
     """Through the real streaming loop: the first chunk of a text stream and a start image's commit carry the mark;
     so does the chunk after a scene cut (a new video); the chunks after the first do not."""
     from models.generator import load_generator

@@ -9,8 +9,9 @@ gradient at once (their inputs are not zero), and through them the rest of the n
 residual branches of Goyal et al. 2017 / ReZero, Bachlechner et al. 2021, as used to grow networks by
 Chen et al. 2016, Net2Net).
 
-`with_options` gives a trained transformer the video-start embedding (config `video_start`) or the noise skip
-(config `noise_skip`) at zero, which also leaves its function unchanged until training moves it.
+`with_options` gives a trained transformer the video-start embedding (config `video_start`), the noise skip
+(config `noise_skip`) or the latent refiner (config `refine_channels`, its last convolution) at zero, which also
+leaves its function unchanged until training moves it.
 
 `with_prediction` turns a flow-predicting transformer into one whose head draws x0 or the preconditioned output
 (config `prediction`). No function-preserving map exists (the head would have to output x_t - sigma v, which its
@@ -53,13 +54,15 @@ def insert_after(old: int, extra: int) -> list[int]:
 ZERO_INIT_OPTIONS: dict[str, tuple[str, ...]] = {
     "video_start": ("video_start_embedding",),
     "noise_skip": ("noise_skip.weight", "noise_skip.bias"),
+    "refine_channels": tuple(f"refiner.{layer}.{p}" for layer in ("conv_in", "time", "conv_mid", "conv_out")
+                             for p in ("weight", "bias")),
 }
 
 
 def with_options(trained: CausalWanTransformer, want: TransformerConfig) -> CausalWanTransformer:
     """A copy of `trained` with each option of `ZERO_INIT_OPTIONS` that `want` has on and `trained` lacks added at
     zero (the same function); `trained` itself when there is none to add."""
-    add = {name: True for name in ZERO_INIT_OPTIONS if getattr(want, name) and not getattr(trained.config, name)}
+    add = {name: getattr(want, name) for name in ZERO_INIT_OPTIONS if getattr(want, name) and not getattr(trained.config, name)}
     if not add:
         return trained
     grown = CausalWanTransformer(dataclasses.replace(trained.config, **add)).to(next(trained.parameters()).device)

@@ -244,7 +244,7 @@ class Pipeline:
 
     def _init_teacher(self, model_dir: Path) -> CausalWanTransformer:
         """The trained teacher a `teacher.init_from` run starts from; its architecture must be this recipe's, or
-        this recipe's with fewer layers or without the video-start embedding or noise skip (then it is deepened or gains them,
+        this recipe's with fewer layers or without the video-start embedding, noise skip or refiner (then it is deepened or gains them,
         computing the same function: distill/grow.py), or a flow-predicting one when this recipe's head draws x0 or
         the preconditioned output (its head restarts at zero)."""
         path = model_dir / "teacher"
@@ -254,7 +254,7 @@ class Pipeline:
         want = self.model_cfg.transformer
         from distill.grow import with_options
 
-        trained = with_options(trained, want)  # the recipe's video-start embedding or noise skip, added at zero
+        trained = with_options(trained, want)  # the recipe's video-start embedding, noise skip or refiner, added at zero
         if trained.config.prediction == "flow" and want.prediction != "flow":  # blocks kept, head restarted
             from distill.grow import with_prediction
 

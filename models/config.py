@@ -58,6 +58,10 @@ class TransformerConfig:
     # as many numbers as the model is wide: it can draw what lies near the data, not hand back high-dimensional noise
     # (framecast models; not in Wan)
     prediction: str = "flow"
+    # > 0: the flow prediction passes through a per-frame convolutional refiner this many channels wide that sees the
+    # head's output and x_t at full latent resolution (models/latent_refiner.py; its last conv starts at zero). The
+    # linear head of a patch-4 token draws 16 x 16 video pixels from one state (framecast models; not in Wan): 0 = off
+    refine_channels: int = 0
 
     @property
     def dim(self) -> int:
@@ -73,7 +77,7 @@ class TransformerConfig:
         if not self.has_audio:  # a plain Wan DiT keeps diffusers' exact config keys
             for key in AUDIO_KEYS:
                 d.pop(key)
-        for key in ("video_start", "noise_skip"):  # framecast's own options appear only when on
+        for key in ("video_start", "noise_skip", "refine_channels"):  # framecast's own options appear only when on
             if not d[key]:
                 d.pop(key)
         if d["prediction"] == "flow":

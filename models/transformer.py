@@ -35,6 +35,7 @@ import torch.nn.functional as F
 import kernels
 from models.config import AUDIO_KEYS, ScheduleConfig, TransformerConfig
 from models.kv_cache import CachePlan, RollingKVCache
+from models.latent_refiner import LatentRefiner
 from kernels.masks import block_causal_block_list
 from models.rope import RotaryEmbedding3D, apply_rotary
 
@@ -287,6 +288,11 @@ class CausalWanTransformer(nn.Module):
             self.noise_skip = nn.Linear(cfg.dim, cfg.out_channels)  # time embedding -> per-channel scale of x_t
             nn.init.zeros_(self.noise_skip.weight)  # zero: a model that gains it computes what it did
             nn.init.zeros_(self.noise_skip.bias)
+        if cfg.refine_channels:
+            if cfg.prediction != "flow" or cfg.patch_size[0] != 1 or cfg.in_channels != cfg.out_channels:
+                raise ValueError("refine_channels needs prediction 'flow', temporal patch 1 and in_channels == "
+                                 "out_channels (it refines each latent frame's flow beside that frame's x_t)")
+            self.refiner = LatentRefiner(cfg.out_channels, cfg.refine_channels, cfg.dim)
         self.gradient_checkpointing = False
         self.attn_backend: str | None = None  # attention backend of every call (None: $FRAMECAST_ATTN, else auto)
 
@@ -325,6 +331,8 @@ class CausalWanTransformer(nn.Module):
             scale = self.noise_skip(temb.to(self.noise_skip.weight.dtype)).permute(0, 2, 1)  # [B, C, F]
             scale = scale.repeat_interleave(self.config.patch_size[0], dim=2)[..., None, None]  # [B, C, F*pt, 1, 1]
             out = out + (scale * x_t.to(scale.dtype)).to(out.dtype)
+        if self.config.refine_channels:  # per-frame convolutions at full latent resolution (config `refine_channels`)
+            out = self.refiner(out, x_t, temb)
         return out
 
     def _project_out(self, x: torch.Tensor, temb: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:

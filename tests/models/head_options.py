@@ -1,11 +1,62 @@
-"""Shared by the tests of the output-head options (noise skip, x-prediction): random model inputs, and the check that
-the streaming forward, chunk by chunk against a rolling cache, equals the block-causal clip forward."""
+"""Shared by the tests of the output-head options (noise skip, x-prediction, latent refiner): random model inputs, the
+check that the streaming forward, chunk by chunk against a rolling cache, equals the block-causal clip forward, and
+for the options that start at zero, a model with and without one and the check that `teacher.init_from` grows it."""
 
 from __future__ import annotations
 
 import torch
 
+from models.config import apply_overrides, preset
 from models.kv_cache import RollingKVCache
+from models.transformer import CausalWanTransformer
+
+
+def option_cfg(**transformer):
+    """The tiny preset with small stream sizes and these transformer options."""
+    over = {"stream": {"sink_frames": 2, "window_frames": 4, "chunk_frames": 2}, "transformer": transformer}
+    return apply_overrides(preset("tiny"), over)
+
+
+def option_pair(name: str, value, seed: int = 0):
+    """(cfg, a tiny model without option `name`, the same weights with it at `value`): the option's own parameters,
+    exactly those `distill.grow.ZERO_INIT_OPTIONS` lists, keep their initial values."""
+    cfg = option_cfg(**{name: value})
+    torch.manual_seed(seed)
+    plain = CausalWanTransformer(option_cfg(**{name: type(value)()}).transformer).eval()
+    grown = CausalWanTransformer(cfg.transformer).eval()
+    missing, unexpected = grown.load_state_dict(plain.state_dict(), strict=False)
+    from distill.grow import ZERO_INIT_OPTIONS
+
+    assert sorted(missing) == sorted(ZERO_INIT_OPTIONS[name]) and not unexpected
+    return cfg, plain, grown
+
+
+def assert_same_at_zero(cfg, plain, grown) -> None:
+    """`grown` (an option at its initial zero) and `plain` predict exactly the same flow, block-causal."""
+    x, t, text = random_inputs(cfg, 2, 4)
+    with torch.no_grad():
+        assert torch.equal(grown(x, t, text, chunk_frames=2), plain(x, t, text, chunk_frames=2))
+
+
+def assert_init_from_grows_and_trains(root, name: str, value, moved) -> None:
+    """`teacher.init_from` a teacher without option `name`, in a recipe with it: the grown teacher computes the trained
+    one's function, and after 3 training steps `moved(teacher)` (a tensor of the option's) is off zero."""
+    from distill.pipeline import Pipeline
+    from models.model_dir import save_model_dir
+    from models.vae import VideoVAE
+    from tests.distill.tiny_recipe import assert_same_function, grow_teacher, tiny_recipe
+
+    over = {"transformer": {name: value}}
+    trained, grown = grow_teacher(root, over)
+    assert getattr(grown.config, name) == value and moved(grown).abs().max() == 0
+    assert_same_function(trained, grown)
+    cfg = tiny_recipe(root / "b").model_config()
+    recipe = tiny_recipe(root / "b", teacher={"max_steps": 3, "lr": 1e-3, "num_clips": 4, "warmup_steps": 0,
+                                              "init_from": str(root / "trained")}, overrides=over)
+    save_model_dir(root / "b" / "model", cfg, vae=VideoVAE.from_config(cfg.vae).eval())
+    Pipeline(recipe, progress=False).run("teacher")
+    trained_on = CausalWanTransformer.from_pretrained(root / "b" / "model" / "teacher").float()
+    assert moved(trained_on).abs().max() > 1e-5
 
 
 def random_inputs(cfg, b: int, f: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -8,29 +8,15 @@ import json
 import pytest
 import torch
 
-from models.config import TransformerConfig, apply_overrides, preset
-from models.model_dir import save_model_dir
+from models.config import TransformerConfig
 from models.transformer import CausalWanTransformer
-from models.vae import VideoVAE
-from tests.distill.tiny_recipe import assert_same_function, grow_teacher, tiny_recipe
-from tests.models.head_options import assert_stream_equals_clip, random_inputs
-
-
-def _cfg(refine=8):
-    over = {"stream": {"sink_frames": 2, "window_frames": 4, "chunk_frames": 2},
-            "transformer": {"refine_channels": refine}}
-    return apply_overrides(preset("tiny"), over)
+from tests.models.head_options import (assert_init_from_grows_and_trains, assert_same_at_zero, assert_stream_equals_clip,
+                                       option_pair, random_inputs)
 
 
 def _pair(seed=0):
-    """(cfg, a model without the refiner, the same weights with it, its last conv moved off zero)."""
-    cfg = _cfg()
-    torch.manual_seed(seed)
-    plain = CausalWanTransformer(_cfg(refine=0).transformer).eval()
-    refined = CausalWanTransformer(cfg.transformer).eval()
-    missing, unexpected = refined.load_state_dict(plain.state_dict(), strict=False)
-    assert missing and all(k.startswith("refiner.") for k in missing) and not unexpected
-    return cfg, plain, refined
+    """(cfg, a model without the refiner, the same weights with it, 8 channels wide)."""
+    return option_pair("refine_channels", 8, seed)
 
 
 def _move(model):
@@ -40,10 +26,7 @@ def _move(model):
 
 
 def test_at_zero_the_model_computes_what_it_did():
-    cfg, plain, refined = _pair()
-    x, t, text = random_inputs(cfg, 2, 4)
-    with torch.no_grad():
-        assert torch.equal(refined(x, t, text, chunk_frames=2), plain(x, t, text, chunk_frames=2))
+    assert_same_at_zero(*_pair())
 
 
 def test_moved_it_changes_a_frame_from_that_frame_alone():
@@ -99,16 +82,4 @@ def test_refused_with_another_head():
 
 
 def test_teacher_init_from_a_teacher_without_it_adds_it_at_zero_and_trains_it(tmp_path):
-    from distill.pipeline import Pipeline
-
-    over = {"transformer": {"refine_channels": 8}}
-    trained, grown = grow_teacher(tmp_path, over)
-    assert grown.config.refine_channels == 8 and grown.refiner.conv_out.weight.abs().max() == 0
-    assert_same_function(trained, grown)
-    cfg = tiny_recipe(tmp_path / "b").model_config()
-    recipe = tiny_recipe(tmp_path / "b", teacher={"max_steps": 3, "lr": 1e-3, "num_clips": 4, "warmup_steps": 0,
-                                                  "init_from": str(tmp_path / "trained")}, overrides=over)
-    save_model_dir(tmp_path / "b" / "model", cfg, vae=VideoVAE.from_config(cfg.vae).eval())
-    Pipeline(recipe, progress=False).run("teacher")
-    moved = CausalWanTransformer.from_pretrained(tmp_path / "b" / "model" / "teacher").float()
-    assert moved.refiner.conv_out.weight.abs().max() > 1e-5
+    assert_init_from_grows_and_trains(tmp_path, "refine_channels", 8, lambda m: m.refiner.conv_out.weight)

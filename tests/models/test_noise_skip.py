@@ -7,36 +7,19 @@ import json
 
 import torch
 
-from models.config import TransformerConfig, apply_overrides, preset
-from models.model_dir import save_model_dir
+from models.config import TransformerConfig
 from models.transformer import CausalWanTransformer
-from models.vae import VideoVAE
-from tests.models.head_options import assert_stream_equals_clip, random_inputs
-from tests.distill.tiny_recipe import assert_same_function, grow_teacher, tiny_recipe
-
-
-def _cfg(noise_skip=True):
-    over = {"stream": {"sink_frames": 2, "window_frames": 4, "chunk_frames": 2},
-            "transformer": {"noise_skip": noise_skip}}
-    return apply_overrides(preset("tiny"), over)
+from tests.models.head_options import (assert_init_from_grows_and_trains, assert_same_at_zero, assert_stream_equals_clip,
+                                       option_pair, random_inputs)
 
 
 def _pair(seed=0):
     """(cfg, a model without the skip, the same weights with it)."""
-    cfg = _cfg()
-    torch.manual_seed(seed)
-    plain = CausalWanTransformer(_cfg(noise_skip=False).transformer).eval()
-    skip = CausalWanTransformer(cfg.transformer).eval()
-    missing, unexpected = skip.load_state_dict(plain.state_dict(), strict=False)
-    assert sorted(missing) == ["noise_skip.bias", "noise_skip.weight"] and not unexpected
-    return cfg, plain, skip
+    return option_pair("noise_skip", True, seed)
 
 
 def test_at_zero_the_model_computes_what_it_did():
-    cfg, plain, skip = _pair()
-    x, t, text = random_inputs(cfg, 2, 4)
-    with torch.no_grad():
-        assert torch.equal(skip(x, t, text, chunk_frames=2), plain(x, t, text, chunk_frames=2))
+    assert_same_at_zero(*_pair())
 
 
 def test_clip_forward_adds_the_scaled_input():
@@ -81,16 +64,4 @@ def test_config_round_trip_and_save_load(tmp_path):
 def test_teacher_init_from_a_teacher_without_it_adds_it_at_zero_and_trains_it(tmp_path):
     """`teacher.init_from` a teacher without the skip, with `overrides.transformer.noise_skip`: the grown teacher
     computes the trained one's function; after training steps the skip has moved (its gradient reaches it)."""
-    from distill.pipeline import Pipeline
-
-    over = {"transformer": {"noise_skip": True}}
-    trained, grown = grow_teacher(tmp_path, over)
-    assert grown.config.noise_skip and grown.noise_skip.weight.abs().max() == 0
-    assert_same_function(trained, grown)
-    cfg = tiny_recipe(tmp_path / "b").model_config()
-    recipe = tiny_recipe(tmp_path / "b", teacher={"max_steps": 3, "lr": 1e-3, "num_clips": 4, "warmup_steps": 0,
-                                                  "init_from": str(tmp_path / "trained")}, overrides=over)
-    save_model_dir(tmp_path / "b" / "model", cfg, vae=VideoVAE.from_config(cfg.vae).eval())
-    Pipeline(recipe, progress=False).run("teacher")
-    moved = CausalWanTransformer.from_pretrained(tmp_path / "b" / "model" / "teacher").float()
-    assert moved.noise_skip.bias.abs().max() > 1e-5
+    assert_init_from_grows_and_trains(tmp_path, "noise_skip", True, lambda m: m.noise_skip.bias)

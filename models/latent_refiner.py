@@ -7,7 +7,8 @@ head's prediction and at the model's input x_t at full latent resolution, with t
 (kernels 1 x 3 x 3: nothing mixes across frames, so block-causal training, streaming and the KV cache are
 unchanged), modulated by the frame's time embedding, and adds a correction. Its last convolution starts at zero, so
 a trained model that gains it computes what it did until training moves it (distill/grow.py). Framecast models
-only; not in Wan.
+only; not in Wan. On the shapes teacher it lowered the training loss and the eval (docs/DISTILL.md, "The latent
+refiner"): off in every shipped model.
 """
 
 from __future__ import annotations

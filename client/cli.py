@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, str] = {
     "serve": "server.cli",
     "distill": "distill.cli",
     "eval": "distill.eval_cli",
+    "eval-compare": "distill.eval_compare",
     "stream": "client.stream_cli",
     "videos": "client.videos_cli",
     "avatar": "client.avatar_cli",
